@@ -1,0 +1,356 @@
+//! Tasks and sessions: submit, list, read with events (long-poll), cancel, post client
+//! events, and erase data.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use smoothd_core::event::Direction;
+use smoothd_core::{TaskSpec, ValidationError, ids};
+use smoothd_store::{CancelOutcome, EventFence, NewTask, TaskRow};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{RawQuery, query_bool, query_i64};
+use crate::AppState;
+use crate::auth::Owner;
+use crate::body::json_body;
+use crate::error::{ApiError, ApiResult};
+use crate::models::{Envelope, ErrorBody, TaskEvent, TaskRequest, TaskResponse};
+
+/// Most events returned by one poll; the client asks again from the last one.
+const EVENT_PAGE: i64 = 500;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_task, list_tasks))
+        .routes(routes!(get_task, cancel_task, update_task))
+        .routes(routes!(post_event))
+        .routes(routes!(erase_task_data))
+}
+
+/// Validates a request body and its references to the owner's files, extensions and profile.
+pub(crate) async fn validate_request(state: &AppState, owner: &Owner, body: &Value) -> ApiResult<TaskSpec> {
+    let spec = TaskSpec::from_json(body)?;
+    for (i, id) in spec.files.iter().enumerate() {
+        if state.store.get_file(&owner.id, id).await?.is_none() {
+            return Err(
+                ValidationError::unknown(format!("files[{i}]"), format!("unknown file id {id:?}")).into(),
+            );
+        }
+    }
+    for (i, id) in spec.extensions.iter().enumerate() {
+        if state.store.get_extension(&owner.id, id).await?.is_none() {
+            return Err(ValidationError::unknown(
+                format!("extensions[{i}]"),
+                format!("unknown extension id {id:?}"),
+            )
+            .into());
+        }
+    }
+    if let Some(p) = &spec.profile_id {
+        if state.store.get_profile(&owner.id, p).await?.is_none() {
+            return Err(ValidationError::unknown(
+                "profile_id",
+                format!("unknown profile {p:?}; create it first with POST /v1/profile"),
+            )
+            .into());
+        }
+    }
+    Ok(spec)
+}
+
+/// Stores a validated request as a waiting task.
+pub(crate) async fn submit(state: &AppState, owner: &Owner, spec: TaskSpec) -> ApiResult<TaskRow> {
+    let new = NewTask {
+        id: ids::task_id(),
+        owner: owner.id.clone(),
+        spec,
+        max_attempts: state.config.max_attempts,
+        live_token: ids::random_token(32),
+    };
+    let row = state.store.insert_task(&new).await?;
+    tracing::info!(task.id = %row.id, kind = %row.kind, owner = %owner.name, "task accepted");
+    Ok(row)
+}
+
+/// Submit a task, or open a session with `task: null`.
+#[utoipa::path(post, path = "/task", tag = "task", request_body = TaskRequest,
+    responses(
+        (status = 200, description = "Accepted; the task is waiting", body = Envelope<TaskResponse>),
+        (status = 400, description = "Malformed JSON or unknown file, extension or profile id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid apikey", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Invalid field; the detail names it", body = ErrorBody),
+    ))]
+async fn create_task(State(state): State<AppState>, owner: Owner, body: Body) -> ApiResult<Json<Value>> {
+    let body = json_body(body, state.config.max_body_bytes).await?;
+    let spec = validate_request(&state, &owner, &body).await?;
+    let row = submit(&state, &owner, spec).await?;
+    Ok(Json(
+        json!({"r": TaskResponse::from_row(&row, Some(Vec::new()), false)}),
+    ))
+}
+
+/// The caller's tasks, newest first.
+#[utoipa::path(get, path = "/task", tag = "task",
+    params(
+        ("t" = Option<i64>, Query, description = "Only tasks created before this time: epoch seconds, or milliseconds (e.g. the last item's `created_at_ms`) for lossless paging"),
+        ("l" = Option<i64>, Query, description = "Page size, 1..=128, default 32"),
+    ),
+    responses((status = 200, body = Envelope<Vec<TaskResponse>>), (status = 422, body = ErrorBody)))]
+async fn list_tasks(
+    State(state): State<AppState>,
+    owner: Owner,
+    Query(q): Query<RawQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = query_i64(&q, "l")?.unwrap_or(32);
+    if !(1..=128).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("l: must be between 1 and 128, got {limit}"),
+        ));
+    }
+    let before = match query_i64(&q, "t")? {
+        None => i64::MAX,
+        // Seconds look like 1.7e9; milliseconds like 1.7e12.
+        Some(t) if t < 100_000_000_000 => t.saturating_mul(1000),
+        Some(t) => t,
+    };
+    let rows = state.store.list_tasks(&owner.id, before, limit).await?;
+    let items: Vec<TaskResponse> = rows
+        .iter()
+        .map(|t| TaskResponse::from_row(t, None, false))
+        .collect();
+    Ok(Json(json!({"r": items})))
+}
+
+/// A task with the server-to-client events newer than `event_t`. Answers 202 while the task
+/// is waiting or running and 200 once final. A poll with `event_t > 0` and nothing new is held
+/// until something happens or the long-poll bound passes.
+#[utoipa::path(get, path = "/task/{id}", tag = "task",
+    params(
+        ("id" = String, Path, description = "Task id"),
+        ("event_t" = Option<i64>, Query, description = "Return events with timestamp > event_t (ms)"),
+        ("downloads" = Option<bool>, Query, description = "Include downloads_url"),
+    ),
+    responses(
+        (status = 200, description = "Final", body = Envelope<TaskResponse>),
+        (status = 202, description = "Waiting or running", body = Envelope<TaskResponse>),
+        (status = 404, body = ErrorBody),
+    ))]
+async fn get_task(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+    Query(q): Query<RawQuery>,
+) -> ApiResult<Response> {
+    let after = query_i64(&q, "event_t")?.unwrap_or(0).max(0);
+    let with_downloads = query_bool(&q, "downloads")?.unwrap_or(false);
+    let store = &state.store;
+    let mut task = store
+        .get_task(&owner.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task", &id))?;
+    if after > task.acked_event_t {
+        // The client has read everything up to `after`: a closing session may now end.
+        store.ack_events(&id, after).await?;
+    }
+    let mut events = store.events_after(&id, Direction::Out, after, EVENT_PAGE).await?;
+    let first_status = task.status();
+    if events.is_empty() && after > 0 && !first_status.is_final() && !state.config.long_poll.is_zero() {
+        let deadline = tokio::time::Instant::now() + state.config.long_poll;
+        let mut watch = store.signals().watch_task(&id);
+        loop {
+            // Re-read after subscribing so a change in between is not missed.
+            task = store
+                .get_task(&owner.id, &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("task", &id))?;
+            events = store.events_after(&id, Direction::Out, after, EVENT_PAGE).await?;
+            if !events.is_empty() || task.status() != first_status {
+                break;
+            }
+            tokio::select! {
+                _ = watch.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = state.shutdown.cancelled() => break,
+                // Signals only cut latency; re-check now and then in case one was lost.
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            }
+        }
+    }
+    let code = if task.status().is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let events: Vec<TaskEvent> = events.into_iter().map(TaskEvent::from).collect();
+    let body = TaskResponse::from_row(&task, Some(events), with_downloads);
+    Ok((code, Json(json!({"r": body}))).into_response())
+}
+
+/// Cancel a task or close a session. A waiting task is cancelled at once; a running one is
+/// signalled and ends `cancelled` within seconds. `r` is false if it had already finished.
+#[utoipa::path(delete, path = "/task/{id}", tag = "task",
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody)))]
+async fn cancel_task(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let r = match state.store.request_cancel(&owner.id, &id).await? {
+        CancelOutcome::CancelledNow | CancelOutcome::Signalled => true,
+        // Closing an already-closed session must not raise in the SDK's context manager.
+        CancelOutcome::AlreadyFinal(_) => false,
+        CancelOutcome::NotFound => return Err(ApiError::not_found("task", &id)),
+    };
+    tracing::info!(task.id = %id, cancelled = r, "cancel requested");
+    Ok(Json(json!({"r": r})))
+}
+
+/// Deprecated: answer a tool call with `{"tool_response": {"id", "code", "output"}}`.
+#[utoipa::path(put, path = "/task/{id}", tag = "task",
+    params(("id" = String, Path, description = "Task id")),
+    request_body(content = Object, description = "`{\"tool_response\": {\"id\", \"code\", \"output\"}}`"),
+    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update_task(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let body = json_body(body, state.config.max_body_bytes).await?;
+    let resp = body
+        .get("tool_response")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "tool_response: required object"))?;
+    let event_id = resp.get("id").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "tool_response.id: required string",
+        )
+    })?;
+    let payload = json!({
+        "code": resp.get("code").cloned().unwrap_or(json!(200)),
+        "output": resp.get("output").cloned().unwrap_or(Value::Null),
+    });
+    append_client_event(&state, &owner, &id, event_id, "tool_call", &payload).await?;
+    Ok(Json(json!({"r": true})))
+}
+
+/// Send a client event (`browser_action`, `session_action`, or a `tool_call` answer) to
+/// whoever runs the task; its answer arrives as a server event with the same id.
+#[utoipa::path(post, path = "/task/{id}/event", tag = "task",
+    params(("id" = String, Path, description = "Task id")),
+    request_body = TaskEvent,
+    responses(
+        (status = 200, description = "Stored", body = Envelope<crate::models::IdResponse>),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The task has finished", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+async fn post_event(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let body = json_body(body, state.config.max_body_bytes).await?;
+    let name = match body.get("name") {
+        Some(Value::String(n)) if !n.is_empty() && n.len() <= 64 => n.clone(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "name: required string of 1-64 characters",
+            ));
+        }
+    };
+    let payload = match body.get("payload") {
+        Some(p @ Value::Object(_)) => p.clone(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "payload: required object",
+            ));
+        }
+    };
+    let event_id = match body.get("id") {
+        None | Some(Value::Null) => ids::event_id(),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => s.clone(),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "id: must be a string of 1-128 characters",
+            ));
+        }
+    };
+    append_client_event(&state, &owner, &id, &event_id, &name, &payload).await?;
+    Ok(Json(json!({"r": {"id": event_id}})))
+}
+
+async fn append_client_event(
+    state: &AppState,
+    owner: &Owner,
+    task_id: &str,
+    event_id: &str,
+    name: &str,
+    payload: &Value,
+) -> ApiResult<()> {
+    let task = state
+        .store
+        .get_task(&owner.id, task_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task", task_id))?;
+    if task.status().is_final() {
+        return Err(ApiError::conflict(format!(
+            "task is {}; it no longer accepts events",
+            task.status()
+        )));
+    }
+    let stored = state
+        .store
+        .append_event(task_id, EventFence::Open, Direction::In, event_id, name, payload)
+        .await?;
+    if stored.is_none() {
+        return Err(ApiError::conflict(
+            "task has finished; it no longer accepts events",
+        ));
+    }
+    Ok(())
+}
+
+/// Erase a finished task's stored data (request, output, events, artifacts), keeping a
+/// tombstone with its id, status and times.
+#[utoipa::path(delete, path = "/task/{id}/data", tag = "task",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, body = Envelope<bool>),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Still waiting or running", body = ErrorBody),
+    ))]
+async fn erase_task_data(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    use smoothd_store::EraseOutcome;
+    match state.store.erase_task_data(&owner.id, &id).await? {
+        EraseOutcome::NotFound => Err(ApiError::not_found("task", &id)),
+        EraseOutcome::NotFinal(s) => Err(ApiError::conflict(format!(
+            "task is {s}; cancel it (DELETE /v1/task/{id}) before erasing its data"
+        ))),
+        EraseOutcome::Erased(keys) => {
+            for key in keys {
+                if let Err(e) = state.blobs.delete(&key).await {
+                    tracing::warn!(task.id = %id, error = %e, key, "could not delete an artifact's bytes");
+                }
+            }
+            tracing::info!(task.id = %id, "task data erased");
+            Ok(Json(json!({"r": true})))
+        }
+    }
+}

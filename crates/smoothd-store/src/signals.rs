@@ -1,0 +1,143 @@
+//! In-process wake-ups: "the queue has work" and "task X changed". They only cut latency;
+//! every waiter re-reads the database, so a lost or duplicated signal is harmless. On
+//! PostgreSQL a listener turns NOTIFYs from other processes into the same signals.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Shared wake-up channels.
+#[derive(Clone, Debug, Default)]
+pub struct Signals {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    tasks: Mutex<HashMap<String, watch::Sender<u64>>>,
+    queue: Notify,
+}
+
+/// A subscription to one task's changes; unsubscribes on drop.
+pub struct TaskWatch {
+    rx: watch::Receiver<u64>,
+    id: String,
+    inner: Arc<Inner>,
+}
+
+impl TaskWatch {
+    /// Waits for a change signalled after this watch was created (or after the last `changed`).
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            // The sender lives in the map while we exist; this only happens during teardown.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for TaskWatch {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.inner.tasks.lock() {
+            if map.get(&self.id).is_some_and(|tx| tx.receiver_count() <= 1) {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Signals {
+    /// Subscribes to a task's changes. Subscribe before reading state, then wait.
+    pub fn watch_task(&self, id: &str) -> TaskWatch {
+        let rx = match self.inner.tasks.lock() {
+            Ok(mut map) => map
+                .entry(id.to_string())
+                .or_insert_with(|| watch::channel(0).0)
+                .subscribe(),
+            Err(poisoned) => {
+                let mut map = poisoned.into_inner();
+                map.entry(id.to_string())
+                    .or_insert_with(|| watch::channel(0).0)
+                    .subscribe()
+            }
+        };
+        TaskWatch {
+            rx,
+            id: id.to_string(),
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Wakes everyone watching `id`.
+    pub fn notify_task(&self, id: &str) {
+        if let Ok(map) = self.inner.tasks.lock() {
+            if let Some(tx) = map.get(id) {
+                tx.send_modify(|v| *v = v.wrapping_add(1));
+            }
+        }
+    }
+
+    /// Wakes every idle worker.
+    pub fn notify_queue(&self) {
+        self.inner.queue.notify_waiters();
+    }
+
+    /// A future that completes on the next queue signal. Create it (and `enable` it) before
+    /// the claim attempt so a signal between the attempt and the wait is not lost.
+    pub fn queue_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.queue.notified()
+    }
+}
+
+/// Listens on the `smoothd` channel and forwards notifications; reconnects on failure.
+pub(crate) async fn spawn_pg_listener(
+    pool: PgPool,
+    signals: Signals,
+    stop: CancellationToken,
+) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen("smoothd").await?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                msg = listener.try_recv() => match msg {
+                    Ok(Some(n)) => {
+                        let payload = n.payload();
+                        if payload == "q" {
+                            signals.notify_queue();
+                        } else if let Some(id) = payload.strip_prefix("t:") {
+                            signals.notify_task(id);
+                        }
+                    }
+                    Ok(None) => {
+                        // The connection dropped and was re-established: we may have missed
+                        // notifications, so wake everyone to re-read.
+                        tracing::warn!("notification listener reconnected");
+                        signals.notify_queue();
+                        signals.notify_all_tasks();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notification listener failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+impl Signals {
+    fn notify_all_tasks(&self) {
+        if let Ok(map) = self.inner.tasks.lock() {
+            for tx in map.values() {
+                tx.send_modify(|v| *v = v.wrapping_add(1));
+            }
+        }
+    }
+}

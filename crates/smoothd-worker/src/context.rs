@@ -1,0 +1,180 @@
+//! What an executor sees of its task: the request, a fenced event writer, the inbox of client
+//! events, and the stop signal (user cancel, lost lease or shutdown).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use smoothd_core::event::{Direction, Event};
+use smoothd_core::{TaskSpec, ids};
+use smoothd_store::{EventFence, Store, TaskRow};
+use tokio_util::sync::CancellationToken;
+
+/// Why a task was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The user cancelled (DELETE /v1/task/{id}).
+    Cancelled,
+    /// Another attempt owns the task; write nothing more.
+    LeaseLost,
+    /// This process is shutting down and the drain deadline passed.
+    Shutdown,
+}
+
+/// A worker write was refused because this attempt no longer holds the task.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("lease lost: another attempt owns this task or it is already final")]
+pub struct LeaseLost;
+
+/// The running task's handle for its executor.
+pub struct TaskContext {
+    pub task: TaskRow,
+    pub spec: TaskSpec,
+    pub(crate) store: Store,
+    pub(crate) stop: CancellationToken,
+    pub(crate) reason: Arc<Mutex<Option<StopReason>>>,
+    inbox_cursor: i64,
+}
+
+impl TaskContext {
+    pub(crate) fn new(
+        task: TaskRow,
+        spec: TaskSpec,
+        store: Store,
+        stop: CancellationToken,
+        reason: Arc<Mutex<Option<StopReason>>>,
+    ) -> Self {
+        Self {
+            task,
+            spec,
+            store,
+            stop,
+            reason,
+            inbox_cursor: 0,
+        }
+    }
+
+    /// The task id.
+    pub fn id(&self) -> &str {
+        &self.task.id
+    }
+
+    /// The store, for executors that keep their own records (artifacts, traces).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Fires when the task must stop; see [`TaskContext::stop_reason`].
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Why the task was stopped, if it was.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.reason.lock().ok().and_then(|r| *r)
+    }
+
+    /// Emits a server-to-client event, fenced on this attempt's lease.
+    pub async fn emit(&self, id: &str, name: &str, payload: Value) -> Result<Event, LeaseLost> {
+        match self
+            .store
+            .append_event(
+                &self.task.id,
+                EventFence::Lease(self.task.attempt),
+                Direction::Out,
+                id,
+                name,
+                &payload,
+            )
+            .await
+        {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(LeaseLost),
+            Err(e) => {
+                // A database outage: the event is not stored, and the caller cannot tell the
+                // user; treat it like a lost lease so the task stops rather than diverges.
+                tracing::error!(task.id = %self.task.id, error = %e, "could not store an event");
+                Err(LeaseLost)
+            }
+        }
+    }
+
+    /// Answers a client event with the same id and name: `{"code", "output"}`.
+    pub async fn reply(&self, to: &Event, code: u16, output: Value) -> Result<Event, LeaseLost> {
+        self.emit(&to.id, &to.name, json!({"code": code, "output": output}))
+            .await
+    }
+
+    /// Emits a progress or notice event with a fresh id.
+    pub async fn notify(&self, name: &str, payload: Value) -> Result<Event, LeaseLost> {
+        self.emit(&ids::event_id(), name, payload).await
+    }
+
+    /// Records that the task has acted outside (navigated, clicked), so it is never re-run.
+    pub async fn mark_effects(&self) -> Result<(), LeaseLost> {
+        if self.task.effects_started {
+            return Ok(());
+        }
+        match self.store.mark_effects(&self.task.id, self.task.attempt).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(LeaseLost),
+            Err(e) => {
+                tracing::error!(task.id = %self.task.id, error = %e, "could not mark effects");
+                Err(LeaseLost)
+            }
+        }
+    }
+
+    /// The next client-to-server event, in order. `None` when the task must stop or `idle`
+    /// passes without one (check [`TaskContext::stop_reason`] to tell them apart).
+    pub async fn next_client_event(&mut self, idle: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + idle;
+        let mut watch = self.store.signals().watch_task(&self.task.id);
+        loop {
+            if self.stop.is_cancelled() {
+                return None;
+            }
+            match self
+                .store
+                .events_after(&self.task.id, Direction::In, self.inbox_cursor, 1)
+                .await
+            {
+                Ok(mut events) if !events.is_empty() => {
+                    let e = events.remove(0);
+                    self.inbox_cursor = e.timestamp;
+                    return Some(e);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(task.id = %self.task.id, error = %e, "reading client events failed"),
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return None,
+                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = watch.changed() => {}
+                // Signals only cut latency; a slow poll keeps us correct if one is lost.
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    /// Waits until the client has polled past event `t` (so it has read it), or `grace`
+    /// passes, or the task is stopped. Used before turning final, because the SDK does not
+    /// read the events of the response that first shows a final status.
+    pub async fn wait_acked(&self, t: i64, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut watch = self.store.signals().watch_task(&self.task.id);
+        loop {
+            match self.store.get_task_unscoped(&self.task.id).await {
+                Ok(Some(row)) if row.acked_event_t >= t => return,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(task.id = %self.task.id, error = %e, "reading acks failed"),
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = watch.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The worker pool: claims tasks, holds their leases by heartbeat, runs each through an
+//! [`Executor`], relays cancellation, and writes a true final state fenced on the attempt.
+//! What runs a task (a browser session, the agent) plugs in behind the `Executor` trait.
+
+mod context;
+mod executor;
+mod pool;
+
+pub use context::{LeaseLost, StopReason, TaskContext};
+pub use executor::{BasicExecutor, Executor, Outcome};
+pub use pool::{WorkerConfig, WorkerPool};

@@ -1,0 +1,311 @@
+//! The claim loop. At most `workers` tasks run at once per process; an idle pool waits on the
+//! queue signal (NOTIFY on PostgreSQL) with a slow poll as the safety net. Each running task
+//! has a heartbeat that renews its lease and relays cancellation, and every spawned piece is
+//! owned by a `TaskTracker` so shutdown can drain it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use smoothd_core::TaskStatus;
+use smoothd_store::{Claim, Heartbeat, Store};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::context::{StopReason, TaskContext};
+use crate::executor::{Executor, Outcome};
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Concurrent tasks in this process.
+    pub workers: usize,
+    /// Lease length; a worker silent for this long loses its task.
+    pub lease: Duration,
+    /// Heartbeat interval (well under the lease).
+    pub heartbeat: Duration,
+    /// Slow poll for work when no signal arrives.
+    pub poll: Duration,
+    /// How often to finish tasks whose workers were lost.
+    pub reap_every: Duration,
+    /// How long running tasks may keep going after shutdown begins.
+    pub drain_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            poll: Duration::from_secs(5),
+            reap_every: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running pool of workers.
+pub struct WorkerPool {
+    store: Store,
+    executor: Arc<dyn Executor>,
+    config: WorkerConfig,
+    worker_id: String,
+}
+
+impl WorkerPool {
+    /// A pool that runs tasks with `executor`.
+    pub fn new(store: Store, executor: Arc<dyn Executor>, config: WorkerConfig) -> Self {
+        Self {
+            store,
+            executor,
+            config,
+            worker_id: smoothd_core::ids::worker_id(),
+        }
+    }
+
+    /// This process's worker id, as stored on claimed tasks.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Claims and runs tasks until `shutdown` fires, then drains: running tasks get
+    /// `drain_timeout` to finish, after which they are stopped and given a final state.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        let tracker = TaskTracker::new();
+        // Fires after the drain deadline: running tasks must stop now.
+        let hard_stop = CancellationToken::new();
+        // Sessions wait for commands, not for an end, so they are stopped as soon as the
+        // drain begins rather than holding shutdown for the whole deadline.
+        let session_stop = hard_stop.child_token();
+        let mut reap = tokio::time::interval(self.config.reap_every);
+        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(worker.id = %self.worker_id, workers = self.config.workers, "workers started");
+
+        'claiming: loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break 'claiming,
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break 'claiming,
+                },
+            };
+            // Wait for work with the permit in hand.
+            loop {
+                let notified = self.store.signals().queue_notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                match self.store.claim(&self.worker_id, ms(self.config.lease)).await {
+                    Ok(Some(claim)) => {
+                        let stop = if claim.task.is_session() {
+                            session_stop.clone()
+                        } else {
+                            hard_stop.clone()
+                        };
+                        let run = self.run_one(claim, stop);
+                        tracker.spawn(async move {
+                            run.await;
+                            drop(permit);
+                        });
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "claim failed; retrying"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'claiming,
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(self.config.poll) => {}
+                    _ = reap.tick() => self.reap().await,
+                }
+            }
+        }
+
+        tracker.close();
+        session_stop.cancel();
+        if !tracker.is_empty() {
+            tracing::info!(running = tracker.len(), "draining running tasks");
+        }
+        if tokio::time::timeout(self.config.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = tracker.len(),
+                "drain deadline passed; stopping running tasks"
+            );
+            hard_stop.cancel();
+            tracker.wait().await;
+        }
+        tracing::info!(worker.id = %self.worker_id, "workers stopped");
+    }
+
+    async fn reap(&self) {
+        match self.store.reap_expired().await {
+            Ok(reaped) if !reaped.is_empty() => tracing::info!(count = reaped.len(), "reaped lost tasks"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reaping failed"),
+        }
+    }
+
+    fn run_one(
+        &self,
+        claim: Claim,
+        hard_stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let store = self.store.clone();
+        let executor = self.executor.clone();
+        let config = self.config.clone();
+        let task = claim.task;
+        let span = tracing::info_span!("task", task.id = %task.id, attempt = task.attempt, kind = %task.kind);
+        async move {
+            let id = task.id.clone();
+            let attempt = task.attempt;
+            let is_session = task.is_session();
+            tracing::info!("claimed");
+            let spec = match task.spec() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "stored request does not parse");
+                    let _ = store
+                        .finish(
+                            &id,
+                            attempt,
+                            TaskStatus::Failed,
+                            None,
+                            Some("internal error: corrupt task request"),
+                            0,
+                        )
+                        .await;
+                    return;
+                }
+            };
+            let stop = CancellationToken::new();
+            let reason: Arc<Mutex<Option<StopReason>>> = Arc::new(Mutex::new(None));
+            let watchdog = tokio::spawn(watchdog(
+                store.clone(),
+                id.clone(),
+                attempt,
+                config.clone(),
+                stop.clone(),
+                reason.clone(),
+                hard_stop,
+            ));
+            let _watchdog = AbortOnDrop(watchdog);
+            let mut ctx = TaskContext::new(task, spec, store.clone(), stop, reason.clone());
+            let outcome = executor.run(&mut ctx).await;
+            let stop_reason = ctx.stop_reason();
+            let (status, output, error, credits) = match (outcome, stop_reason) {
+                (_, Some(StopReason::LeaseLost)) => {
+                    tracing::warn!("lease lost; leaving the task to its new owner");
+                    return;
+                }
+                (Outcome::Done { output, credits_used }, _) => {
+                    (TaskStatus::Done, Some(output), None, credits_used)
+                }
+                (
+                    Outcome::Failed {
+                        error,
+                        output,
+                        credits_used,
+                    },
+                    _,
+                ) => (TaskStatus::Failed, output, Some(error), credits_used),
+                (Outcome::Stopped, Some(StopReason::Cancelled)) => (TaskStatus::Cancelled, None, None, 0),
+                (Outcome::Stopped, Some(StopReason::Shutdown)) => {
+                    // A session's browser state dies with this process: give it a final state.
+                    // A task that never acted outside goes back to the queue for another worker.
+                    let released = if is_session {
+                        Ok(false)
+                    } else {
+                        store.release(&id, attempt).await
+                    };
+                    match released {
+                        Ok(true) => {
+                            tracing::info!("handed back to the queue at shutdown");
+                            return;
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "could not hand the task back"),
+                    }
+                    (
+                        TaskStatus::Failed,
+                        None,
+                        Some("server shut down while the task was running".into()),
+                        0,
+                    )
+                }
+                (Outcome::Stopped, None) => (
+                    TaskStatus::Failed,
+                    None,
+                    Some("internal error: the task stopped without a reason".into()),
+                    0,
+                ),
+            };
+            match store
+                .finish(&id, attempt, status, output.as_ref(), error.as_deref(), credits)
+                .await
+            {
+                Ok(true) => tracing::info!(%status, "finished"),
+                Ok(false) => tracing::warn!(%status, "lease lost before finishing; not written"),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store the final state; the lease will expire")
+                }
+            }
+        }
+        .instrument(span)
+    }
+}
+
+/// Renews the lease and turns cancel requests, lost leases and the drain deadline into a stop.
+async fn watchdog(
+    store: Store,
+    id: String,
+    attempt: i64,
+    config: WorkerConfig,
+    stop: CancellationToken,
+    reason: Arc<Mutex<Option<StopReason>>>,
+    hard_stop: CancellationToken,
+) {
+    let set = |r: StopReason| {
+        if let Ok(mut g) = reason.lock() {
+            g.get_or_insert(r);
+        }
+        stop.cancel();
+    };
+    let mut beat = tokio::time::interval(config.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = store.signals().watch_task(&id);
+    loop {
+        tokio::select! {
+            _ = hard_stop.cancelled() => { set(StopReason::Shutdown); return; }
+            _ = beat.tick() => match store.heartbeat(&id, attempt, ms(config.lease)).await {
+                Ok(Heartbeat::Held { cancel: true }) => { set(StopReason::Cancelled); return; }
+                Ok(Heartbeat::Held { cancel: false }) => {}
+                Ok(Heartbeat::Lost) => { set(StopReason::LeaseLost); return; }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+            },
+            // A cancel wakes us at once through the task's signal.
+            _ = watch.changed() => match store.cancel_requested(&id).await {
+                Ok(true) => { set(StopReason::Cancelled); return; }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "reading cancel flag failed"),
+            },
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Aborts a spawned task when dropped, so no heartbeat outlives its task.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

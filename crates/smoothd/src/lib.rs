@@ -1,0 +1,129 @@
+//! Wiring: opens the store, registers the bootstrap key, and runs the API and the workers in
+//! the roles asked for, until the shutdown token fires. `main` only parses flags and settings.
+
+pub mod settings;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use smoothd_api::{ApiConfig, AppState};
+use smoothd_store::{Blobs, Store, StoreOptions};
+use smoothd_worker::{BasicExecutor, Executor, WorkerConfig, WorkerPool};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::Settings;
+
+/// Which parts of the server this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub workers: bool,
+}
+
+/// Opens the database (creating the data folder), applies migrations, and stores the
+/// bootstrap key if one is configured.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
+    let opts = StoreOptions {
+        max_connections: settings.db_max_connections,
+        ..Default::default()
+    };
+    let store = Store::connect(&settings.database_url(), &opts)
+        .await
+        .context("cannot open the database")?;
+    if let Some(key) = &settings.api_key {
+        store
+            .ensure_key("bootstrap", key.trim())
+            .await
+            .context("cannot store the bootstrap API key")?;
+    }
+    Ok(store)
+}
+
+/// The artifact store in the data folder.
+pub fn open_blobs(settings: &Settings) -> anyhow::Result<Blobs> {
+    let dir = settings.data_dir.join("artifacts");
+    Blobs::local(&dir).with_context(|| format!("cannot open artifact folder {}", dir.display()))
+}
+
+/// The executor this build runs tasks with.
+pub fn executor(settings: &Settings) -> Arc<dyn Executor> {
+    Arc::new(BasicExecutor {
+        model_configured: settings.model_configured(),
+        session_idle: Settings::secs(settings.session_idle_seconds),
+        close_grace: Settings::secs(settings.close_grace_seconds),
+    })
+}
+
+/// Worker pool settings from the settings.
+pub fn worker_config(settings: &Settings) -> WorkerConfig {
+    WorkerConfig {
+        workers: settings.workers,
+        lease: Settings::secs(settings.lease_seconds),
+        heartbeat: Settings::secs(settings.heartbeat_seconds),
+        drain_timeout: Settings::secs(settings.drain_seconds),
+        ..WorkerConfig::default()
+    }
+}
+
+/// Runs the asked-for roles until `shutdown` fires. On shutdown the workers stop claiming
+/// and drain first (so clients can still read final states), then the API drains.
+pub async fn run(
+    settings: Settings,
+    store: Store,
+    listener: Option<TcpListener>,
+    roles: Roles,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let api_stop = CancellationToken::new();
+    let api = match (roles.api, listener) {
+        (true, Some(listener)) => {
+            let state = AppState {
+                store: store.clone(),
+                blobs: open_blobs(&settings)?,
+                config: ApiConfig {
+                    public_url: settings.public_url(),
+                    long_poll: Settings::secs(settings.long_poll_seconds),
+                    max_body_bytes: settings.max_body_bytes,
+                    max_upload_bytes: settings.max_upload_bytes,
+                    max_attempts: settings.max_attempts,
+                },
+                shutdown: api_stop.clone(),
+            };
+            let addr = listener.local_addr().context("listener has no address")?;
+            tracing::info!(%addr, database = store.backend_name(), "API listening");
+            let stop = api_stop.clone();
+            Some(tokio::spawn(async move {
+                smoothd_api::serve(listener, state, stop).await
+            }))
+        }
+        (true, None) => anyhow::bail!("the API role needs a listener"),
+        (false, _) => None,
+    };
+    let workers = if roles.workers && settings.workers > 0 {
+        let pool = WorkerPool::new(store.clone(), executor(&settings), worker_config(&settings));
+        let stop = shutdown.clone();
+        Some(tokio::spawn(pool.run(stop)))
+    } else {
+        None
+    };
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    if let Some(w) = workers {
+        if let Err(e) = w.await {
+            tracing::error!(error = %e, "worker pool ended abnormally");
+        }
+    }
+    api_stop.cancel();
+    if let Some(a) = api {
+        a.await
+            .context("API task panicked")?
+            .context("API server failed")?;
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The `smoothd` binary: flags, settings, logging, signals.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use smoothd::{Roles, Settings};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "smoothd",
+    version,
+    about = "A self-hosted server for the Smooth browser-agent API"
+)]
+struct Cli {
+    /// A TOML settings file (default: config/smoothd.toml if present; or SMOOTHD_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and the workers (the default).
+    Serve {
+        /// Run only the API; tasks wait for `smoothd worker` processes.
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Run only workers (no HTTP listener).
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is printed once (only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys (names, prefixes, dates; never the keys).
+    List,
+    /// Revoke the key with this name.
+    Revoke { name: String },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    init_tracing(&settings.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start runtime")?;
+    runtime.block_on(async_main(
+        cli.command.unwrap_or(Command::Serve { no_workers: false }),
+        settings,
+    ))
+}
+
+async fn async_main(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { no_workers } => {
+            serve(
+                settings,
+                Roles {
+                    api: true,
+                    workers: !no_workers,
+                },
+            )
+            .await
+        }
+        Command::Worker => {
+            serve(
+                settings,
+                Roles {
+                    api: false,
+                    workers: true,
+                },
+            )
+            .await
+        }
+        Command::Migrate => {
+            let store = smoothd::open_store(&settings).await?;
+            println!("migrations applied ({})", store.backend_name());
+            store.close().await;
+            Ok(())
+        }
+        Command::Keys { command } => keys(settings, command).await,
+    }
+}
+
+async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
+    tracing::debug!(?settings, "settings");
+    let store = smoothd::open_store(&settings).await?;
+    let listener = if roles.api {
+        Some(
+            tokio::net::TcpListener::bind(&settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.listen))?,
+        )
+    } else {
+        None
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    smoothd::run(settings, store, listener, roles, shutdown).await
+}
+
+async fn on_signal(shutdown: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    shutdown.cancel();
+}
+
+async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
+    let store = smoothd::open_store(&settings).await?;
+    match command {
+        KeysCommand::Create { name } => {
+            let name = name.trim();
+            if name.is_empty() || name.len() > 64 {
+                anyhow::bail!("--name: 1 to 64 characters");
+            }
+            let key = smoothd_core::ids::api_key();
+            match store.create_key(name, &key).await {
+                Ok(_) => {}
+                Err(smoothd_store::StoreError::Conflict) => {
+                    anyhow::bail!("a key named {name:?} already exists")
+                }
+                Err(e) => return Err(e).context("cannot store the key"),
+            }
+            eprintln!("Created key {name:?}. It is shown once; store it now:");
+            println!("{key}");
+        }
+        KeysCommand::List => {
+            let rows = store.list_keys().await?;
+            if rows.is_empty() {
+                println!("no keys");
+            }
+            for k in rows {
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<24} {}…  {:<8} created {}",
+                    k.name,
+                    k.prefix,
+                    state,
+                    k.created_at / 1000
+                );
+            }
+        }
+        KeysCommand::Revoke { name } => {
+            if store.revoke_key(&name).await? {
+                println!("revoked {name:?}");
+            } else {
+                anyhow::bail!("no active key named {name:?}");
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn init_tracing(filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).with_current_span(true).init();
+    }
+}

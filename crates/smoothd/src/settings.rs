@@ -1,0 +1,230 @@
+//! Settings: one typed struct, layered defaults → `config/smoothd.toml` (or the file named by
+//! `SMOOTHD_CONFIG` / `--config`) → `SMOOTHD_*` environment variables. Validated at start with
+//! messages naming the key; secrets never appear in `Debug`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Every setting, with its default.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the API listens on.
+    pub listen: String,
+    /// Base of URLs handed out (live view, recordings, downloads); default `http://{listen}`.
+    pub public_url: Option<String>,
+    /// `sqlite://PATH` or `postgres://...`; default `sqlite://{data_dir}/smoothd.db`.
+    pub database_url: Option<String>,
+    /// Folder for the SQLite database and artifacts.
+    pub data_dir: PathBuf,
+    /// A bootstrap API key (stored hashed under the name `bootstrap`).
+    pub api_key: Option<String>,
+    /// Concurrent tasks per process.
+    pub workers: usize,
+    /// Chromium binary (found automatically when unset).
+    pub chromium: Option<String>,
+    /// OpenAI-compatible endpoint, e.g. `http://127.0.0.1:11434/v1`.
+    pub llm_base_url: Option<String>,
+    /// API key for the endpoint.
+    pub llm_api_key: Option<String>,
+    /// Model name.
+    pub llm_model: Option<String>,
+    /// A task's lease; a worker silent this long loses the task.
+    pub lease_seconds: u64,
+    /// Lease renewal interval.
+    pub heartbeat_seconds: u64,
+    /// Attempts before a task whose worker keeps dying is failed.
+    pub max_attempts: i64,
+    /// Longest hold of an event poll with nothing new (0 disables long-polling).
+    pub long_poll_seconds: u64,
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Largest upload.
+    pub max_upload_bytes: usize,
+    /// An interactive session ends after this long without a command.
+    pub session_idle_seconds: u64,
+    /// How long a closing session waits for the client to read the close answer.
+    pub close_grace_seconds: u64,
+    /// At shutdown, how long running tasks may finish before they are stopped.
+    pub drain_seconds: u64,
+    /// Database pool size.
+    pub db_max_connections: u32,
+    /// Log filter (`info`, `smoothd=debug,info`, ...); `RUST_LOG` also works.
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            database_url: None,
+            data_dir: PathBuf::from("./data"),
+            api_key: None,
+            workers: 2,
+            chromium: None,
+            llm_base_url: None,
+            llm_api_key: None,
+            llm_model: None,
+            lease_seconds: 30,
+            heartbeat_seconds: 5,
+            max_attempts: 3,
+            long_poll_seconds: 10,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_upload_bytes: 50 * 1024 * 1024,
+            session_idle_seconds: 15 * 60,
+            close_grace_seconds: 5,
+            drain_seconds: 30,
+            db_max_connections: 16,
+            log: "info".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide = |s: &Option<String>| s.as_ref().map(|_| "<hidden>");
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("data_dir", &self.data_dir)
+            .field("api_key", &hide(&self.api_key))
+            .field("workers", &self.workers)
+            .field("chromium", &self.chromium)
+            .field("llm_base_url", &self.llm_base_url)
+            .field("llm_api_key", &hide(&self.llm_api_key))
+            .field("llm_model", &self.llm_model)
+            .field("lease_seconds", &self.lease_seconds)
+            .field("heartbeat_seconds", &self.heartbeat_seconds)
+            .field("max_attempts", &self.max_attempts)
+            .field("long_poll_seconds", &self.long_poll_seconds)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("session_idle_seconds", &self.session_idle_seconds)
+            .field("close_grace_seconds", &self.close_grace_seconds)
+            .field("drain_seconds", &self.drain_seconds)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// Hides a password in a database URL.
+fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("<hidden>"));
+            parsed.to_string()
+        }
+        _ => u.to_string(),
+    }
+}
+
+impl Settings {
+    /// Loads and validates: defaults, then the config file, then `SMOOTHD_*` variables.
+    pub fn load(config_file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        let file = config_file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("SMOOTHD_CONFIG").map(PathBuf::from));
+        match file {
+            Some(f) => {
+                if !f.exists() {
+                    bail!("config file {} does not exist", f.display());
+                }
+                fig = fig.merge(Toml::file(f));
+            }
+            None => {
+                let default = Path::new("config/smoothd.toml");
+                if default.exists() {
+                    fig = fig.merge(Toml::file(default));
+                }
+            }
+        }
+        // SMOOTHD_CONFIG names the file, not a setting.
+        fig = fig.merge(Env::prefixed("SMOOTHD_").ignore(&["CONFIG"]).split("__"));
+        let settings: Settings = fig.extract().context("invalid settings")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.listen.parse::<SocketAddr>().with_context(|| {
+            format!(
+                "listen (SMOOTHD_LISTEN): {:?} is not an address like 127.0.0.1:8080",
+                self.listen
+            )
+        })?;
+        if let Some(u) = &self.public_url {
+            let parsed = url::Url::parse(u)
+                .with_context(|| format!("public_url (SMOOTHD_PUBLIC_URL): {u:?} is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("public_url (SMOOTHD_PUBLIC_URL): must be http or https, got {u:?}");
+            }
+        }
+        let db = self.database_url();
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            bail!(
+                "database_url (SMOOTHD_DATABASE_URL): use sqlite://PATH or postgres://..., got {:?}",
+                redact_url(&db)
+            );
+        }
+        if let Some(k) = &self.api_key {
+            if k.trim().len() < 16 {
+                bail!("api_key (SMOOTHD_API_KEY): at least 16 characters, so it cannot be guessed");
+            }
+        }
+        if self.heartbeat_seconds == 0 || self.heartbeat_seconds * 2 > self.lease_seconds {
+            bail!(
+                "heartbeat_seconds (SMOOTHD_HEARTBEAT_SECONDS) must be at least 1 and at most half of lease_seconds ({})",
+                self.lease_seconds
+            );
+        }
+        if self.max_attempts < 1 {
+            bail!("max_attempts (SMOOTHD_MAX_ATTEMPTS): at least 1");
+        }
+        if self.long_poll_seconds > 25 {
+            bail!(
+                "long_poll_seconds (SMOOTHD_LONG_POLL_SECONDS): at most 25, under the SDK's 30 s request timeout"
+            );
+        }
+        if let Some(u) = &self.llm_base_url {
+            url::Url::parse(u)
+                .with_context(|| format!("llm_base_url (SMOOTHD_LLM_BASE_URL): {u:?} is not a URL"))?;
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite in the data folder.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("smoothd.db").display()),
+        }
+    }
+
+    /// The public base URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// Whether a model endpoint is configured.
+    pub fn model_configured(&self) -> bool {
+        self.llm_base_url.is_some() && self.llm_model.is_some()
+    }
+
+    /// Seconds as a duration.
+    pub fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+}
