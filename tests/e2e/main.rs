@@ -1,1 +1,7 @@
-//! e2e
+//! End-to-end tests: the store conformance suite on both databases, and the real server
+//! on 127.0.0.1:0 driven over HTTP.
+#![allow(clippy::unwrap_used)]
+
+mod api;
+mod queue;
+mod store;

@@ -1,1 +1,288 @@
-//! support
+//! Test support: fresh databases on both backends, an in-process server on 127.0.0.1:0, and a
+//! small HTTP client that speaks the wire protocol.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use smoothd::{Roles, Settings};
+use smoothd_store::{Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL admin URL the suite creates its databases from.
+pub fn pg_admin_url() -> String {
+    std::env::var("SMOOTHD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database: a SQLite file in a temp folder, or a new PostgreSQL database that is
+/// dropped when this goes away.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("smoothd.db").display());
+                Self {
+                    url,
+                    dir,
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let name = format!(
+                    "smoothd_test_{}",
+                    smoothd_core::ids::random_token(12).to_lowercase()
+                );
+                let admin = pg_admin_url();
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed for these tests: {e}"));
+                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .unwrap();
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+                Self {
+                    url: format!("{base}/{name}"),
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.url, &StoreOptions::default()).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            let admin = pg_admin_url();
+            // Drop on a separate thread with its own runtime: Drop cannot await.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await {
+                        let _ = sqlx::Executor::execute(
+                            &mut conn,
+                            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                        )
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub base: String,
+    pub key: String,
+    pub settings: Settings,
+    pub shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub http: reqwest::Client,
+}
+
+/// Settings for a test server on `db`, with short timings.
+pub fn test_settings(db: &TestDb) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".into(),
+        database_url: Some(db.url.clone()),
+        data_dir: db.dir.path().to_path_buf(),
+        api_key: Some(format!("test-key-{}", smoothd_core::ids::random_token(24))),
+        workers: 2,
+        lease_seconds: 10,
+        heartbeat_seconds: 1,
+        long_poll_seconds: 5,
+        close_grace_seconds: 2,
+        drain_seconds: 5,
+        max_upload_bytes: 64 * 1024,
+        max_body_bytes: 64 * 1024,
+        ..Settings::default()
+    }
+}
+
+impl TestServer {
+    /// Starts with `settings`, in the given roles.
+    pub async fn start_with(settings: Settings, roles: Roles) -> Self {
+        let store = smoothd::open_store(&settings).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(smoothd::run(
+            settings.clone(),
+            store,
+            roles.api.then_some(listener),
+            roles,
+            shutdown.clone(),
+        ));
+        let key = settings.api_key.clone().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            base,
+            key,
+            settings,
+            shutdown,
+            handle: Some(handle),
+            http,
+        }
+    }
+
+    /// Starts API and workers on `db`.
+    pub async fn start(db: &TestDb) -> Self {
+        Self::start_with(
+            test_settings(db),
+            Roles {
+                api: true,
+                workers: true,
+            },
+        )
+        .await
+    }
+
+    /// Stops and waits for a clean exit.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .expect("server did not stop")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// A request with the server's key.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("apikey", &self.key)
+    }
+
+    /// A request with another key.
+    pub fn req_as(&self, key: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("apikey", key)
+    }
+
+    /// Sends and returns (status, JSON body).
+    pub async fn send(rb: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text}));
+        (status, body)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        Self::send(self.req(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        Self::send(self.req(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        Self::send(self.req(reqwest::Method::DELETE, path)).await
+    }
+
+    /// Creates a second API key directly in the store.
+    pub async fn other_key(&self, name: &str) -> String {
+        let store = smoothd::open_store(&Settings {
+            api_key: None,
+            ..self.settings.clone()
+        })
+        .await
+        .unwrap();
+        let key = smoothd_core::ids::api_key();
+        store.create_key(name, &key).await.unwrap();
+        store.close().await;
+        key
+    }
+
+    /// Polls `GET /v1/task/{id}` until the status is final (or panics after `limit`).
+    pub async fn wait_final(&self, id: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let (code, body) = self.get(&format!("/v1/task/{id}")).await;
+            let status = body["r"]["status"].as_str().unwrap_or("").to_string();
+            if ["done", "failed", "cancelled"].contains(&status.as_str()) {
+                assert_eq!(code, 200, "final status answers 200: {body}");
+                return body["r"].clone();
+            }
+            assert_eq!(code, 202, "non-final status answers 202: {body}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {id} not final in {limit:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls until the task reads `status`.
+    pub async fn wait_status(&self, id: &str, status: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let (_, body) = self.get(&format!("/v1/task/{id}")).await;
+            if body["r"]["status"] == status {
+                return body["r"].clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {id} never became {status}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend for `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}

@@ -225,14 +225,13 @@ impl TaskSpec {
             Some(p) => Some(p),
             None => f.opt_str("session_id")?,
         };
-        if let Some(p) = &profile_id {
-            if !crate::ids::is_valid_client_id(p) {
+        if let Some(p) = &profile_id
+            && !crate::ids::is_valid_client_id(p) {
                 return Err(ValidationError::invalid(
                     "profile_id",
                     "must be 1-128 characters of A-Z a-z 0-9 . _ -",
                 ));
             }
-        }
 
         let proxy = validate_proxy(&f)?;
         let certificates = validate_certificates(f.get("certificates"))?;
@@ -541,16 +540,14 @@ fn validate_additional_tools(v: Option<&Value>) -> Result<BTreeMap<String, Optio
             }
         }
     }
-    if let Some(Some(Value::Object(opts))) = out.get("screenshot") {
-        if let Some(fp) = opts.get("full_page") {
-            if !fp.is_boolean() {
+    if let Some(Some(Value::Object(opts))) = out.get("screenshot")
+        && let Some(fp) = opts.get("full_page")
+            && !fp.is_boolean() {
                 return Err(ValidationError::invalid(
                     "additional_tools.screenshot.full_page",
                     "must be true or false",
                 ));
             }
-        }
-    }
     Ok(out)
 }
 

@@ -167,8 +167,9 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pools.
+    /// Stops the listener and closes the pools.
     pub async fn close(&self) {
+        self._listener.0.cancel();
         with_pool!(self, pool => pool.close().await)
     }
 
@@ -199,13 +200,12 @@ impl Store {
     /// Tells every worker that there is new work.
     pub(crate) async fn announce_queue(&self) {
         self.signals.notify_queue();
-        if let Backend::Postgres(pool) = &self.backend {
-            if let Err(e) = sqlx::query("SELECT pg_notify('smoothd', 'q')")
+        if let Backend::Postgres(pool) = &self.backend
+            && let Err(e) = sqlx::query("SELECT pg_notify('smoothd', 'q')")
                 .execute(pool)
                 .await
             {
                 tracing::warn!(error = %e, "pg_notify failed; workers fall back to polling");
             }
-        }
     }
 }

@@ -42,11 +42,10 @@ impl TaskWatch {
 
 impl Drop for TaskWatch {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.inner.tasks.lock() {
-            if map.get(&self.id).is_some_and(|tx| tx.receiver_count() <= 1) {
+        if let Ok(mut map) = self.inner.tasks.lock()
+            && map.get(&self.id).is_some_and(|tx| tx.receiver_count() <= 1) {
                 map.remove(&self.id);
             }
-        }
     }
 }
 
@@ -74,11 +73,10 @@ impl Signals {
 
     /// Wakes everyone watching `id`.
     pub fn notify_task(&self, id: &str) {
-        if let Ok(map) = self.inner.tasks.lock() {
-            if let Some(tx) = map.get(id) {
+        if let Ok(map) = self.inner.tasks.lock()
+            && let Some(tx) = map.get(id) {
                 tx.send_modify(|v| *v = v.wrapping_add(1));
             }
-        }
     }
 
     /// Wakes every idle worker.
@@ -121,6 +119,8 @@ pub(crate) async fn spawn_pg_listener(
                         signals.notify_queue();
                         signals.notify_all_tasks();
                     }
+                    // The pool is closing: give the connection back so close() can finish.
+                    Err(sqlx::Error::PoolClosed) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "notification listener failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;

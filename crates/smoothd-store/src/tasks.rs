@@ -147,16 +147,15 @@ impl Store {
         let kind = if t.spec.is_session() { "session" } else { "task" };
         let q = self.sql(
             "INSERT INTO tasks (id, owner, kind, status, request, device, created_at, max_attempts, live_token) \
-             VALUES ($1, $2, $3, 'waiting', $4, $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, 'waiting', $4, $5, $6, $7, $8) RETURNING *",
         );
-        with_pool!(self, pool => sqlx::query(&q)
+        // RETURNING gives the row as inserted, before any worker can claim it.
+        let row: TaskRow = with_pool!(self, pool => sqlx::query_as(&q)
             .bind(&t.id).bind(&t.owner).bind(kind).bind(&request).bind(t.spec.device.as_str())
             .bind(now_ms()).bind(t.max_attempts).bind(&t.live_token)
-            .execute(pool).await.map(|r| r.rows_affected())?);
+            .fetch_one(pool).await?);
         self.announce_queue().await;
-        self.get_task_unscoped(&t.id)
-            .await?
-            .ok_or(crate::StoreError::Database(sqlx::Error::RowNotFound))
+        Ok(row)
     }
 
     /// The owner's task.

@@ -152,7 +152,7 @@ impl TaskContext {
                 _ = tokio::time::sleep_until(deadline) => return None,
                 _ = watch.changed() => {}
                 // Signals only cut latency; a slow poll keeps us correct if one is lost.
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }

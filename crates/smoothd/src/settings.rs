@@ -176,11 +176,10 @@ impl Settings {
                 redact_url(&db)
             );
         }
-        if let Some(k) = &self.api_key {
-            if k.trim().len() < 16 {
+        if let Some(k) = &self.api_key
+            && k.trim().len() < 16 {
                 bail!("api_key (SMOOTHD_API_KEY): at least 16 characters, so it cannot be guessed");
             }
-        }
         if self.heartbeat_seconds == 0 || self.heartbeat_seconds * 2 > self.lease_seconds {
             bail!(
                 "heartbeat_seconds (SMOOTHD_HEARTBEAT_SECONDS) must be at least 1 and at most half of lease_seconds ({})",

@@ -78,11 +78,10 @@ async fn delete_profile(
     match state.store.delete_profile(&owner.id, &id).await? {
         None => Err(ApiError::not_found("profile", &id)),
         Some(key) => {
-            if let Some(key) = key {
-                if let Err(e) = state.blobs.delete(&key).await {
+            if let Some(key) = key
+                && let Err(e) = state.blobs.delete(&key).await {
                     tracing::warn!(profile = %id, error = %e, "could not delete a profile's bytes");
                 }
-            }
             Ok(Json(json!({"r": true})))
         }
     }

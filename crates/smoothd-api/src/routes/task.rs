@@ -50,15 +50,14 @@ pub(crate) async fn validate_request(state: &AppState, owner: &Owner, body: &Val
             .into());
         }
     }
-    if let Some(p) = &spec.profile_id {
-        if state.store.get_profile(&owner.id, p).await?.is_none() {
+    if let Some(p) = &spec.profile_id
+        && state.store.get_profile(&owner.id, p).await?.is_none() {
             return Err(ValidationError::unknown(
                 "profile_id",
                 format!("unknown profile {p:?}; create it first with POST /v1/profile"),
             )
             .into());
         }
-    }
     Ok(spec)
 }
 
@@ -177,8 +176,9 @@ async fn get_task(
                 _ = watch.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = state.shutdown.cancelled() => break,
-                // Signals only cut latency; re-check now and then in case one was lost.
-                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                // Signals only cut latency; re-check each second in case one was lost (or the
+                // writer is another process sharing a SQLite file, which has no NOTIFY).
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             }
         }
     }
