@@ -226,12 +226,13 @@ impl TaskSpec {
             None => f.opt_str("session_id")?,
         };
         if let Some(p) = &profile_id
-            && !crate::ids::is_valid_client_id(p) {
-                return Err(ValidationError::invalid(
-                    "profile_id",
-                    "must be 1-128 characters of A-Z a-z 0-9 . _ -",
-                ));
-            }
+            && !crate::ids::is_valid_client_id(p)
+        {
+            return Err(ValidationError::invalid(
+                "profile_id",
+                "must be 1-128 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
 
         let proxy = validate_proxy(&f)?;
         let certificates = validate_certificates(f.get("certificates"))?;
@@ -542,12 +543,13 @@ fn validate_additional_tools(v: Option<&Value>) -> Result<BTreeMap<String, Optio
     }
     if let Some(Some(Value::Object(opts))) = out.get("screenshot")
         && let Some(fp) = opts.get("full_page")
-            && !fp.is_boolean() {
-                return Err(ValidationError::invalid(
-                    "additional_tools.screenshot.full_page",
-                    "must be true or false",
-                ));
-            }
+        && !fp.is_boolean()
+    {
+        return Err(ValidationError::invalid(
+            "additional_tools.screenshot.full_page",
+            "must be true or false",
+        ));
+    }
     Ok(out)
 }
 

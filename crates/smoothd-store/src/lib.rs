@@ -204,8 +204,8 @@ impl Store {
             && let Err(e) = sqlx::query("SELECT pg_notify('smoothd', 'q')")
                 .execute(pool)
                 .await
-            {
-                tracing::warn!(error = %e, "pg_notify failed; workers fall back to polling");
-            }
+        {
+            tracing::warn!(error = %e, "pg_notify failed; workers fall back to polling");
+        }
     }
 }

@@ -43,9 +43,10 @@ impl TaskWatch {
 impl Drop for TaskWatch {
     fn drop(&mut self) {
         if let Ok(mut map) = self.inner.tasks.lock()
-            && map.get(&self.id).is_some_and(|tx| tx.receiver_count() <= 1) {
-                map.remove(&self.id);
-            }
+            && map.get(&self.id).is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            map.remove(&self.id);
+        }
     }
 }
 
@@ -74,9 +75,10 @@ impl Signals {
     /// Wakes everyone watching `id`.
     pub fn notify_task(&self, id: &str) {
         if let Ok(map) = self.inner.tasks.lock()
-            && let Some(tx) = map.get(id) {
-                tx.send_modify(|v| *v = v.wrapping_add(1));
-            }
+            && let Some(tx) = map.get(id)
+        {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
     }
 
     /// Wakes every idle worker.

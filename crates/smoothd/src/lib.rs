@@ -113,9 +113,10 @@ pub async fn run(
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     if let Some(w) = workers
-        && let Err(e) = w.await {
-            tracing::error!(error = %e, "worker pool ended abnormally");
-        }
+        && let Err(e) = w.await
+    {
+        tracing::error!(error = %e, "worker pool ended abnormally");
+    }
     api_stop.cancel();
     if let Some(a) = api {
         a.await

@@ -177,9 +177,10 @@ impl Settings {
             );
         }
         if let Some(k) = &self.api_key
-            && k.trim().len() < 16 {
-                bail!("api_key (SMOOTHD_API_KEY): at least 16 characters, so it cannot be guessed");
-            }
+            && k.trim().len() < 16
+        {
+            bail!("api_key (SMOOTHD_API_KEY): at least 16 characters, so it cannot be guessed");
+        }
         if self.heartbeat_seconds == 0 || self.heartbeat_seconds * 2 > self.lease_seconds {
             bail!(
                 "heartbeat_seconds (SMOOTHD_HEARTBEAT_SECONDS) must be at least 1 and at most half of lease_seconds ({})",

@@ -79,9 +79,10 @@ async fn delete_profile(
         None => Err(ApiError::not_found("profile", &id)),
         Some(key) => {
             if let Some(key) = key
-                && let Err(e) = state.blobs.delete(&key).await {
-                    tracing::warn!(profile = %id, error = %e, "could not delete a profile's bytes");
-                }
+                && let Err(e) = state.blobs.delete(&key).await
+            {
+                tracing::warn!(profile = %id, error = %e, "could not delete a profile's bytes");
+            }
             Ok(Json(json!({"r": true})))
         }
     }

@@ -51,13 +51,14 @@ pub(crate) async fn validate_request(state: &AppState, owner: &Owner, body: &Val
         }
     }
     if let Some(p) = &spec.profile_id
-        && state.store.get_profile(&owner.id, p).await?.is_none() {
-            return Err(ValidationError::unknown(
-                "profile_id",
-                format!("unknown profile {p:?}; create it first with POST /v1/profile"),
-            )
-            .into());
-        }
+        && state.store.get_profile(&owner.id, p).await?.is_none()
+    {
+        return Err(ValidationError::unknown(
+            "profile_id",
+            format!("unknown profile {p:?}; create it first with POST /v1/profile"),
+        )
+        .into());
+    }
     Ok(spec)
 }
 
