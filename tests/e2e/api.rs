@@ -367,7 +367,8 @@ async fn long_poll_wakes_on_event_and_answers_202_then_200(b: Backend) {
     assert_eq!(events.len(), 1, "{body}");
     assert_eq!(events[0]["id"], "cmd-1");
     assert_eq!(events[0]["name"], "browser_action");
-    assert_eq!(events[0]["payload"]["code"], 500);
+    // Nothing listens on port 1: a navigation error is the user's to fix (400).
+    assert_eq!(events[0]["payload"]["code"], 400, "{body}");
     assert!(
         held < Duration::from_secs(10),
         "woken by the event, well before the 20 s bound ({held:?}, unheld poll {unheld:?})"
@@ -426,10 +427,16 @@ async fn session_events_answered_in_order_under_burst(b: Backend) {
         .collect();
     ids.sort();
     assert_eq!(ids, sent, "one answer per posted event, none lost or duplicated");
-    assert!(
-        got.iter()
-            .all(|e| e["payload"]["code"] == 500 && e["name"] == "browser_action")
-    );
+    // Each was evaluated in the real browser.
+    let bad: Vec<&Value> = got
+        .iter()
+        .filter(|e| {
+            e["payload"]["code"] != 200
+                || e["payload"]["output"]["output"] != 1
+                || e["name"] != "browser_action"
+        })
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
     s.stop().await;
 }
 

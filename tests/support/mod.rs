@@ -120,6 +120,10 @@ pub fn test_settings(db: &TestDb) -> Settings {
         drain_seconds: 5,
         max_upload_bytes: 64 * 1024,
         max_body_bytes: 64 * 1024,
+        // Tests talk to loopback only; stop Chromium's background DNS lookups.
+        chromium_args: vec![
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost".into(),
+        ],
         ..Settings::default()
     }
 }
@@ -285,4 +289,109 @@ macro_rules! backend_tests {
             }
         )*
     };
+}
+
+/// Serves `tests/fixtures/site` on 127.0.0.1:0; returns its base URL.
+pub async fn fixture_site() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site");
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let dir = dir.clone();
+        async move {
+            let name = uri.path().trim_start_matches('/');
+            let name = if name.is_empty() { "index.html" } else { name };
+            if name.contains("..") {
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    [("content-type", "text/plain")],
+                    Vec::new(),
+                );
+            }
+            match std::fs::read(dir.join(name)) {
+                Ok(bytes) => (
+                    axum::http::StatusCode::OK,
+                    [("content-type", "text/html; charset=utf-8")],
+                    bytes,
+                ),
+                Err(_) => (
+                    axum::http::StatusCode::NOT_FOUND,
+                    [("content-type", "text/plain")],
+                    b"not found".to_vec(),
+                ),
+            }
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    base
+}
+
+/// An open session driven by raw client events, as the SDK does it.
+pub struct Session<'a> {
+    pub server: &'a TestServer,
+    pub id: String,
+    last: std::sync::Mutex<i64>,
+}
+
+impl<'a> Session<'a> {
+    /// Opens a session with extra request fields.
+    pub async fn open(server: &'a TestServer, extra: Value) -> Session<'a> {
+        let mut body = json!({"task": null});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (code, resp) = server.post("/v1/task", body).await;
+        assert_eq!(code, 200, "{resp}");
+        Session {
+            server,
+            id: resp["r"]["id"].as_str().unwrap().to_string(),
+            last: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Sends a client event and waits for its answer: (code, output).
+    pub async fn cmd(&self, name: &str, action: &str, input: Value) -> (i64, Value) {
+        let eid = smoothd_core::ids::event_id();
+        let (code, body) = self
+            .server
+            .post(
+                &format!("/v1/task/{}/event", self.id),
+                json!({"id": eid, "name": name, "payload": {"name": action, "input": input}}),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = *self.last.lock().unwrap();
+            let (_, body) = self
+                .server
+                .get(&format!("/v1/task/{}?event_t={last}", self.id))
+                .await;
+            for e in body["r"]["events"].as_array().cloned().unwrap_or_default() {
+                *self.last.lock().unwrap() = e["timestamp"].as_i64().unwrap();
+                if e["id"] == eid.as_str() {
+                    return (
+                        e["payload"]["code"].as_i64().unwrap(),
+                        e["payload"]["output"].clone(),
+                    );
+                }
+            }
+            assert!(
+                ["waiting", "running"].contains(&body["r"]["status"].as_str().unwrap_or("")),
+                "session ended while waiting for {action}: {body}"
+            );
+            assert!(tokio::time::Instant::now() < deadline, "no answer to {action}");
+        }
+    }
+
+    pub async fn goto(&self, url: &str) -> (i64, Value) {
+        self.cmd("browser_action", "goto", json!({"url": url})).await
+    }
+
+    /// Evaluates and returns the value, asserting success.
+    pub async fn eval(&self, js: &str) -> Value {
+        let (code, out) = self.cmd("browser_action", "evaluate_js", json!({"js": js})).await;
+        assert_eq!(code, 200, "{js}: {out}");
+        out["output"].clone()
+    }
 }

@@ -1,11 +1,15 @@
-//! The executor seam, and the executor this build ships: it runs interactive sessions' event
-//! loops (answering browser actions with an honest "no browser runtime" until the browser
-//! crate plugs in) and fails agent tasks at once with the reason (no model configured).
+//! The executor seam, and the executor this build ships: it runs interactive sessions in a
+//! real browser (navigation and JavaScript through client events) and fails agent tasks at
+//! once with the reason (the agent is not part of this build yet).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
+use smoothd_browser::{BrowserError, BrowserPool, BrowserSession, SessionOptions};
+use smoothd_core::event::Event;
+use smoothd_core::urlpattern::UrlPattern;
 
 use crate::context::{StopReason, TaskContext};
 
@@ -31,7 +35,7 @@ pub trait Executor: Send + Sync + 'static {
     async fn run(&self, ctx: &mut TaskContext) -> Outcome;
 }
 
-/// Sessions without a browser, tasks without a model.
+/// Sessions in a real browser; tasks without the agent.
 #[derive(Debug, Clone)]
 pub struct BasicExecutor {
     /// Whether an LLM endpoint is configured (changes only the error message for now).
@@ -40,10 +44,17 @@ pub struct BasicExecutor {
     pub session_idle: Duration,
     /// How long a closing session waits for the client to read the close answer.
     pub close_grace: Duration,
+    /// The browsers, or why there are none (e.g. Chromium is not installed).
+    pub browsers: Result<Arc<BrowserPool>, String>,
 }
 
-/// The answer given to browser actions until the browser runtime is plugged in.
-pub const NO_BROWSER: &str = "browser runtime not available in this build";
+fn failed(error: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        error: error.into(),
+        output: None,
+        credits_used: 0,
+    }
+}
 
 #[async_trait]
 impl Executor for BasicExecutor {
@@ -51,36 +62,105 @@ impl Executor for BasicExecutor {
         if ctx.spec.is_session() {
             return self.run_session(ctx).await;
         }
-        let error = if self.model_configured {
-            "the agent is not available in this build of smoothd; only sessions can run".to_string()
+        if self.model_configured {
+            failed("the agent is not available in this build of smoothd; only sessions can run")
         } else {
-            "no model configured: set SMOOTHD_LLM_BASE_URL and SMOOTHD_LLM_MODEL (and SMOOTHD_LLM_API_KEY if the \
-             endpoint needs one) to run tasks"
-                .to_string()
-        };
-        Outcome::Failed {
-            error,
-            output: None,
-            credits_used: 0,
+            failed(
+                "no model configured: set SMOOTHD_LLM_BASE_URL and SMOOTHD_LLM_MODEL (and SMOOTHD_LLM_API_KEY if \
+                 the endpoint needs one) to run tasks",
+            )
+        }
+    }
+}
+
+/// The answer to one client event.
+struct Reply {
+    code: u16,
+    output: Value,
+}
+
+impl Reply {
+    fn ok(output: Value) -> Self {
+        Self { code: 200, output }
+    }
+    fn user(msg: impl Into<String>) -> Self {
+        Self {
+            code: 400,
+            output: Value::String(msg.into()),
+        }
+    }
+    fn internal(msg: impl Into<String>) -> Self {
+        Self {
+            code: 500,
+            output: Value::String(msg.into()),
         }
     }
 }
 
 impl BasicExecutor {
+    async fn open_browser(&self, ctx: &TaskContext) -> Result<BrowserSession, String> {
+        let pool = self.browsers.as_ref().map_err(Clone::clone)?;
+        let spec = &ctx.spec;
+        if spec
+            .proxy
+            .as_ref()
+            .is_some_and(|p| p.username.is_some() || p.password.is_some())
+        {
+            return Err("proxy authentication (proxy_username/proxy_password) is not supported yet".into());
+        }
+        let allowed_urls = spec
+            .allowed_urls
+            .iter()
+            .filter_map(|p| UrlPattern::parse(p).ok())
+            .collect();
+        let opts = SessionOptions {
+            device: spec.device,
+            stealth: spec.use_stealth,
+            allowed_urls,
+            proxy_server: spec.proxy.as_ref().map(|p| p.server.clone()),
+        };
+        let process = pool.shared().await.map_err(|e| e.to_string())?;
+        BrowserSession::open(process, opts)
+            .await
+            .map_err(|e| format!("cannot open a browser: {e}"))
+    }
+
     async fn run_session(&self, ctx: &mut TaskContext) -> Outcome {
+        let browser = match self.open_browser(ctx).await {
+            Ok(b) => Some(b),
+            Err(e) if self.browsers.is_err() => {
+                // No browser on this machine: keep the session so close/cancel behave, and
+                // answer browser actions with the reason.
+                tracing::warn!(error = %e, "session without a browser");
+                None
+            }
+            Err(e) => return failed(e),
+        };
+        let outcome = self.session_loop(ctx, browser.as_ref()).await;
+        if let Some(b) = browser {
+            b.close().await;
+        }
+        outcome
+    }
+
+    async fn session_loop(&self, ctx: &mut TaskContext, browser: Option<&BrowserSession>) -> Outcome {
+        if let (Some(b), Some(url)) = (browser, ctx.spec.url.clone()) {
+            if ctx.mark_effects().await.is_err() {
+                return Outcome::Stopped;
+            }
+            if let Err(e) = b.goto(&url).await {
+                return failed(format!("could not open the start URL: {e}"));
+            }
+        }
         loop {
             let Some(event) = ctx.next_client_event(self.session_idle).await else {
                 if ctx.stop_reason().is_some() {
                     return Outcome::Stopped;
                 }
-                return Outcome::Failed {
-                    error: format!(
-                        "session closed after {} s without a command (idle timeout)",
-                        self.session_idle.as_secs()
-                    ),
-                    output: None,
-                    credits_used: 0,
-                };
+                return failed(format!(
+                    "session closed after {} s without a command (idle timeout)",
+                    self.session_idle.as_secs()
+                ));
             };
             let started = Instant::now();
             let action = event
@@ -89,54 +169,92 @@ impl BasicExecutor {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let reply = match (event.name.as_str(), action.as_str()) {
-                ("session_action", "close") => {
-                    let duration = started.elapsed().as_secs_f64();
-                    let Ok(sent) = ctx
-                        .reply(
-                            &event,
-                            200,
-                            json!({"output": true, "credits_used": 0, "duration": duration}),
-                        )
-                        .await
-                    else {
-                        return Outcome::Stopped;
-                    };
-                    ctx.wait_acked(sent.timestamp, self.close_grace).await;
-                    if ctx.stop_reason() == Some(StopReason::LeaseLost) {
-                        return Outcome::Stopped;
-                    }
-                    return Outcome::Done {
-                        output: Value::Null,
-                        credits_used: 0,
-                    };
-                }
-                ("browser_action", "goto" | "evaluate_js" | "exec_js" | "extract") => {
-                    ctx.reply(&event, 500, json!(NO_BROWSER)).await
-                }
-                ("session_action", "run_task") => {
-                    ctx.reply(
+            if event.name == "session_action" && action == "close" {
+                let duration = started.elapsed().as_secs_f64();
+                let Ok(sent) = ctx
+                    .reply(
                         &event,
-                        500,
-                        json!("the agent is not available in this build of smoothd"),
+                        200,
+                        json!({"output": true, "credits_used": 0, "duration": duration}),
                     )
                     .await
+                else {
+                    return Outcome::Stopped;
+                };
+                ctx.wait_acked(sent.timestamp, self.close_grace).await;
+                if ctx.stop_reason() == Some(StopReason::LeaseLost) {
+                    return Outcome::Stopped;
                 }
-                ("browser_action" | "session_action", other) => {
-                    ctx.reply(&event, 400, json!(format!("unknown {} {other:?}", event.name)))
-                        .await
-                }
-                // Answers to tool calls are read by whoever made the call; a session without an
-                // agent makes none, so there is nothing to route them to.
-                ("tool_call", _) => continue,
-                (other, _) => {
-                    ctx.reply(&event, 400, json!(format!("unknown event name {other:?}")))
-                        .await
-                }
-            };
-            if reply.is_err() {
+                return Outcome::Done {
+                    output: Value::Null,
+                    credits_used: 0,
+                };
+            }
+            // Answers to tool calls go to whoever made the call; a session makes none yet.
+            if event.name == "tool_call" {
+                continue;
+            }
+            let reply = self.handle(ctx, browser, &event, &action, started).await;
+            let crashed = browser.is_some_and(|b| !b.browser_alive());
+            if ctx.reply(&event, reply.code, reply.output.clone()).await.is_err() {
                 return Outcome::Stopped;
             }
+            if crashed {
+                return failed("the browser crashed; the session cannot continue");
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        ctx: &TaskContext,
+        browser: Option<&BrowserSession>,
+        event: &Event,
+        action: &str,
+        started: Instant,
+    ) -> Reply {
+        let input = event.payload.get("input").cloned().unwrap_or(Value::Null);
+        let needs_browser = matches!(action, "goto" | "evaluate_js" | "exec_js");
+        match (event.name.as_str(), action) {
+            ("browser_action", _) if needs_browser => {
+                let Some(b) = browser else {
+                    return Reply::internal(match &self.browsers {
+                        Err(why) => format!("no browser available: {why}"),
+                        Ok(_) => "no browser available".to_string(),
+                    });
+                };
+                if ctx.mark_effects().await.is_err() {
+                    return Reply::internal("this worker lost the task");
+                }
+                let result = match action {
+                    "goto" => match input.get("url").and_then(Value::as_str) {
+                        Some(url) => b.goto(url).await.map(|()| None),
+                        None => return Reply::user("goto: input.url is required"),
+                    },
+                    _ => match input.get("js").and_then(Value::as_str) {
+                        Some(js) => b
+                            .evaluate(js, input.get("args").filter(|a| !a.is_null()))
+                            .await
+                            .map(Some),
+                        None => return Reply::user(format!("{action}: input.js is required")),
+                    },
+                };
+                let duration = started.elapsed().as_secs_f64();
+                match result {
+                    Ok(None) => Reply::ok(json!({"credits_used": 0, "duration": duration})),
+                    Ok(Some(v)) => Reply::ok(json!({"output": v, "credits_used": 0, "duration": duration})),
+                    Err(e) if e.is_user_error() => Reply::user(e.to_string()),
+                    Err(e @ BrowserError::Crashed(_)) => Reply::internal(e.to_string()),
+                    Err(e) => Reply::internal(e.to_string()),
+                }
+            }
+            ("browser_action", "extract") | ("session_action", "run_task") => {
+                Reply::internal("the agent is not available in this build of smoothd")
+            }
+            ("browser_action" | "session_action", other) => {
+                Reply::user(format!("unknown {} {other:?}", event.name))
+            }
+            (other, _) => Reply::user(format!("unknown event name {other:?}")),
         }
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use smoothd_api::{ApiConfig, AppState};
 use smoothd_store::{Blobs, Store, StoreOptions};
-use smoothd_worker::{BasicExecutor, Executor, WorkerConfig, WorkerPool};
+use smoothd_worker::{
+    BasicExecutor, BrowserPool, Executor, LaunchConfig, WorkerConfig, WorkerPool, find_chromium,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -48,12 +50,21 @@ pub fn open_blobs(settings: &Settings) -> anyhow::Result<Blobs> {
     Blobs::local(&dir).with_context(|| format!("cannot open artifact folder {}", dir.display()))
 }
 
+/// The browser pool, or why there is none (no Chromium on this machine).
+pub fn browser_pool(settings: &Settings) -> Result<Arc<BrowserPool>, String> {
+    let chromium = find_chromium(settings.chromium.as_deref()).map_err(|e| e.to_string())?;
+    let mut launch = LaunchConfig::new(chromium);
+    launch.extra_args = settings.chromium_args.clone();
+    Ok(Arc::new(BrowserPool::new(launch)))
+}
+
 /// The executor this build runs tasks with.
-pub fn executor(settings: &Settings) -> Arc<dyn Executor> {
+pub fn executor(settings: &Settings, browsers: Result<Arc<BrowserPool>, String>) -> Arc<dyn Executor> {
     Arc::new(BasicExecutor {
         model_configured: settings.model_configured(),
         session_idle: Settings::secs(settings.session_idle_seconds),
         close_grace: Settings::secs(settings.close_grace_seconds),
+        browsers,
     })
 }
 
@@ -103,7 +114,24 @@ pub async fn run(
         (false, _) => None,
     };
     let workers = if roles.workers && settings.workers > 0 {
-        let pool = WorkerPool::new(store.clone(), executor(&settings), worker_config(&settings));
+        let browsers = browser_pool(&settings);
+        match &browsers {
+            Ok(pool) => {
+                // Start the shared browser now so the first task does not wait for it.
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = pool.warm().await {
+                        tracing::error!(error = %e, "cannot start Chromium; sessions will retry");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "no browser: sessions cannot navigate"),
+        }
+        let pool = WorkerPool::new(
+            store.clone(),
+            executor(&settings, browsers),
+            worker_config(&settings),
+        );
         let stop = shutdown.clone();
         Some(tokio::spawn(pool.run(stop)))
     } else {

@@ -29,6 +29,8 @@ pub struct Settings {
     pub workers: usize,
     /// Chromium binary (found automatically when unset).
     pub chromium: Option<String>,
+    /// Extra Chromium flags, e.g. `["--host-resolver-rules=..."]`.
+    pub chromium_args: Vec<String>,
     /// OpenAI-compatible endpoint, e.g. `http://127.0.0.1:11434/v1`.
     pub llm_base_url: Option<String>,
     /// API key for the endpoint.
@@ -69,6 +71,7 @@ impl Default for Settings {
             api_key: None,
             workers: 2,
             chromium: None,
+            chromium_args: Vec::new(),
             llm_base_url: None,
             llm_api_key: None,
             llm_model: None,
@@ -98,6 +101,7 @@ impl std::fmt::Debug for Settings {
             .field("api_key", &hide(&self.api_key))
             .field("workers", &self.workers)
             .field("chromium", &self.chromium)
+            .field("chromium_args", &self.chromium_args)
             .field("llm_base_url", &self.llm_base_url)
             .field("llm_api_key", &hide(&self.llm_api_key))
             .field("llm_model", &self.llm_model)

@@ -1,0 +1,134 @@
+//! Device emulation and stealth, applied to each page before it loads anything: viewport,
+//! device scale factor, touch, user agent and client hints that match the device and never say
+//! "Headless", and a script that makes the usual automation checks read like a normal browser.
+
+use chromiumoxide::Page;
+use chromiumoxide::cdp::browser_protocol::emulation::{
+    SetDeviceMetricsOverrideParams, SetEmitTouchEventsForMouseParams, SetTouchEmulationEnabledParams,
+    SetUserAgentOverrideParams, UserAgentBrandVersion, UserAgentMetadata,
+};
+use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
+use smoothd_core::Device;
+
+use crate::error::BrowserError;
+
+/// The user agent a device presents, for a Chromium major version.
+pub fn user_agent(device: Device, major: &str) -> String {
+    match device {
+        Device::Mobile => format!(
+            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/{major}.0.0.0 Mobile Safari/537.36"
+        ),
+        Device::Desktop | Device::DesktopLg => format!(
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
+        ),
+    }
+}
+
+fn metadata(device: Device, major: &str, full: &str) -> UserAgentMetadata {
+    let brands = vec![
+        UserAgentBrandVersion::new("Chromium", major),
+        UserAgentBrandVersion::new("Not_A Brand", "24"),
+    ];
+    let full_list = vec![
+        UserAgentBrandVersion::new("Chromium", full),
+        UserAgentBrandVersion::new("Not_A Brand", "24.0.0.0"),
+    ];
+    let mobile = device == Device::Mobile;
+    UserAgentMetadata {
+        brands: Some(brands),
+        full_version_list: Some(full_list),
+        platform: if mobile { "Android".into() } else { "Linux".into() },
+        platform_version: if mobile { "14.0.0".into() } else { "6.1.0".into() },
+        architecture: if mobile { String::new() } else { "x86".into() },
+        model: if mobile { "Pixel 8".into() } else { String::new() },
+        mobile,
+        bitness: Some("64".into()),
+        wow64: Some(false),
+        form_factors: None,
+    }
+}
+
+/// Patches the usual automation tells. Runs before any page script in every frame.
+const STEALTH_JS: &str = r#"(() => {
+  const define = (obj, prop, get) => {
+    try { Object.defineProperty(obj, prop, { get, configurable: true, enumerable: true }); } catch (e) {}
+  };
+  const navProto = Object.getPrototypeOf(navigator);
+  define(navProto, 'webdriver', () => false);
+  if (!navigator.languages || navigator.languages.length === 0) {
+    define(navProto, 'languages', () => ['en-US', 'en']);
+  }
+  if (!window.chrome) {
+    Object.defineProperty(window, 'chrome', {
+      value: { app: { isInstalled: false }, runtime: {}, csi() {}, loadTimes() {} },
+      configurable: true, writable: true,
+    });
+  }
+  const patchGl = (proto) => {
+    if (!proto) return;
+    const original = proto.getParameter;
+    proto.getParameter = function (p) {
+      if (p === 37445) return 'Google Inc. (Intel)';
+      if (p === 37446) return 'ANGLE (Intel, Mesa Intel(R) UHD Graphics 630 (CFL GT2), OpenGL 4.6)';
+      return original.call(this, p);
+    };
+  };
+  patchGl(window.WebGLRenderingContext && WebGLRenderingContext.prototype);
+  patchGl(window.WebGL2RenderingContext && WebGL2RenderingContext.prototype);
+  if (navigator.permissions && navigator.permissions.query) {
+    const query = navigator.permissions.query.bind(navigator.permissions);
+    navigator.permissions.query = (p) =>
+      p && p.name === 'notifications' ? Promise.resolve({ state: Notification.permission }) : query(p);
+  }
+})();"#;
+
+/// Applies `device` (and stealth, if asked) to a fresh page.
+pub async fn apply(
+    page: &Page,
+    device: Device,
+    stealth: bool,
+    chrome_version: &str,
+) -> Result<(), BrowserError> {
+    let vp = device.viewport();
+    let major = chrome_version.split('.').next().unwrap_or("130");
+    page.execute(SetDeviceMetricsOverrideParams::new(
+        i64::from(vp.width),
+        i64::from(vp.height),
+        vp.device_scale_factor,
+        vp.mobile,
+    ))
+    .await?;
+    page.execute(SetTouchEmulationEnabledParams {
+        enabled: vp.touch,
+        max_touch_points: vp.touch.then_some(5),
+    })
+    .await?;
+    if vp.touch {
+        page.execute(SetEmitTouchEventsForMouseParams {
+            enabled: true,
+            configuration: None,
+        })
+        .await?;
+    }
+    // Always override the user agent: the default one says "HeadlessChrome".
+    let mut ua = SetUserAgentOverrideParams::new(user_agent(device, major));
+    ua.accept_language = Some("en-US,en;q=0.9".into());
+    ua.platform = Some(if vp.mobile {
+        "Linux armv81".into()
+    } else {
+        "Linux x86_64".into()
+    });
+    ua.user_agent_metadata = Some(metadata(device, major, chrome_version));
+    page.execute(ua).await?;
+    if stealth {
+        page.execute(AddScriptToEvaluateOnNewDocumentParams {
+            source: STEALTH_JS.into(),
+            world_name: None,
+            include_command_line_api: None,
+            run_immediately: None,
+        })
+        .await?;
+    }
+    Ok(())
+}

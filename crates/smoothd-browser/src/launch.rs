@@ -1,0 +1,254 @@
+//! Starting Chromium ourselves (so we own its flags, its profile folder and its process) and
+//! connecting chromiumoxide to the DevTools URL it prints. The CDP handler runs on its own
+//! task; when it ends, the browser is marked dead and the pool replaces it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chromiumoxide::Browser;
+use chromiumoxide::handler::HandlerConfig;
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::BrowserError;
+
+/// How to start Chromium.
+#[derive(Debug, Clone)]
+pub struct LaunchConfig {
+    /// The binary.
+    pub chromium: PathBuf,
+    /// Extra flags (tests add `--host-resolver-rules=...`).
+    pub extra_args: Vec<String>,
+    /// How long Chromium may take to print its DevTools URL.
+    pub launch_timeout: Duration,
+}
+
+impl LaunchConfig {
+    /// Defaults for `chromium`.
+    pub fn new(chromium: PathBuf) -> Self {
+        Self {
+            chromium,
+            extra_args: Vec::new(),
+            launch_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Looks for Chromium: the configured path, then the usual names on `PATH`.
+pub fn find_chromium(configured: Option<&str>) -> Result<PathBuf, BrowserError> {
+    if let Some(p) = configured {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(BrowserError::Launch(format!(
+                "SMOOTHD_CHROMIUM points at {}, which does not exist",
+                p.display()
+            )))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ] {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(BrowserError::Launch(
+        "no Chromium found on PATH; install Debian's `chromium` package or set SMOOTHD_CHROMIUM".into(),
+    ))
+}
+
+/// The flags every browser gets. Background networking and component updates are off: they
+/// are useless to an agent and fail on closed networks.
+fn base_args(data_dir: &Path) -> Vec<String> {
+    vec![
+        "--headless".into(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--no-default-browser-check".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-default-apps".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-breakpad".into(),
+        "--disable-features=Translate,MediaRouter,OptimizationHints,AutomationControlled".into(),
+        "--disable-blink-features=AutomationControlled".into(),
+        "--hide-scrollbars".into(),
+        "--mute-audio".into(),
+        "--password-store=basic".into(),
+        "--use-mock-keychain".into(),
+        "--remote-debugging-port=0".into(),
+        format!("--user-data-dir={}", data_dir.display()),
+        "about:blank".into(),
+    ]
+}
+
+/// A running Chromium and our CDP connection to it.
+pub struct BrowserProcess {
+    pub(crate) browser: Browser,
+    /// Fires when the process exits or the connection ends.
+    pub(crate) exited: CancellationToken,
+    kill: tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    alive: Arc<AtomicBool>,
+    pid: Option<u32>,
+    _data_dir: tempfile::TempDir,
+    _handler: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for BrowserProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrowserProcess")
+            .field("pid", &self.pid)
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}
+
+impl BrowserProcess {
+    /// Starts Chromium with its own temporary profile folder and connects to it.
+    pub async fn launch(cfg: &LaunchConfig, extra: &[String]) -> Result<Self, BrowserError> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("smoothd-chromium-")
+            .tempdir()
+            .map_err(|e| BrowserError::Launch(format!("cannot create a profile folder: {e}")))?;
+        let mut args = base_args(data_dir.path());
+        // The start page stays last.
+        let start = args.pop();
+        args.extend(cfg.extra_args.iter().cloned());
+        args.extend(extra.iter().cloned());
+        args.extend(start);
+        let mut child = Command::new(&cfg.chromium)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BrowserError::Launch(format!("{}: {e}", cfg.chromium.display())))?;
+        let pid = child.id();
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| BrowserError::Launch("no stderr".into()))?;
+        let ws_url = tokio::time::timeout(cfg.launch_timeout, read_ws_url(stderr))
+            .await
+            .map_err(|_| {
+                BrowserError::Launch(format!("Chromium did not start within {:?}", cfg.launch_timeout))
+            })??;
+        let handler_config = HandlerConfig {
+            viewport: None,
+            request_timeout: Duration::from_secs(30),
+            ..HandlerConfig::default()
+        };
+        let (browser, mut handler) = Browser::connect_with_config(ws_url, handler_config)
+            .await
+            .map_err(|e| BrowserError::Launch(format!("cannot connect to Chromium: {e}")))?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let exited = CancellationToken::new();
+        let (flag, done) = (alive.clone(), exited.clone());
+        let handler_task = tokio::spawn(async move {
+            while let Some(msg) = handler.next().await {
+                // Newer Chromium sends messages chromiumoxide cannot parse; log and go on.
+                if let Err(e) = msg {
+                    tracing::debug!(error = %e, "CDP handler message error");
+                }
+            }
+            flag.store(false, Ordering::SeqCst);
+            done.cancel();
+            tracing::warn!(pid = ?pid, "browser connection ended");
+        });
+        // The process watcher owns the child: it notices a crash at once (the CDP connection
+        // may take a request timeout to notice) and kills the process on request.
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let (flag, done) = (alive.clone(), exited.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                status = child.wait() => {
+                    tracing::warn!(pid = ?pid, ?status, "Chromium exited");
+                }
+                _ = kill_rx => {
+                    let _ = child.start_kill();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                }
+            }
+            flag.store(false, Ordering::SeqCst);
+            done.cancel();
+        });
+        tracing::info!(pid = ?pid, "Chromium started");
+        Ok(Self {
+            browser,
+            exited,
+            kill: tokio::sync::Mutex::new(Some(kill_tx)),
+            alive,
+            pid,
+            _data_dir: data_dir,
+            _handler: handler_task,
+        })
+    }
+
+    /// Whether the process and its connection are still up.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// The operating system process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Kills the process (used on shutdown and when replacing a sick browser).
+    pub async fn kill(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        if let Some(tx) = self.kill.lock().await.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(6), self.exited.cancelled()).await;
+    }
+
+    /// Marks the process dead (a CDP call found the connection broken).
+    pub(crate) fn mark_dead(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Reads Chromium's stderr until it prints `DevTools listening on ws://...`, then keeps
+/// draining it in the background so the pipe never fills.
+async fn read_ws_url(stderr: tokio::process::ChildStderr) -> Result<String, BrowserError> {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut tail = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(url) = line.split("DevTools listening on ").nth(1) {
+            let url = url.trim().to_string();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::trace!(target: "chromium", "{line}");
+                }
+            });
+            return Ok(url);
+        }
+        tail.push(line);
+        if tail.len() > 20 {
+            tail.remove(0);
+        }
+    }
+    Err(BrowserError::Launch(format!(
+        "Chromium exited before it was ready: {}",
+        tail.join(" | ")
+    )))
+}

@@ -1,0 +1,14 @@
+//! Chromium over CDP: launching and pooling browser processes, an isolated browser context
+//! per task with device emulation and stealth, navigation and JavaScript evaluation. No LLM,
+//! no database: the worker drives this crate.
+
+mod emulation;
+mod error;
+mod launch;
+mod pool;
+mod session;
+
+pub use error::BrowserError;
+pub use launch::{BrowserProcess, LaunchConfig, find_chromium};
+pub use pool::BrowserPool;
+pub use session::{BrowserSession, SessionOptions};

@@ -1,0 +1,235 @@
+//! One task's browser: an isolated browser context in a shared Chromium with one page,
+//! emulating the task's device. Navigation honours `allowed_urls`; JavaScript evaluation
+//! accepts the three forms the Smooth docs describe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chromiumoxide::Page;
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::page::{EventLoadEventFired, NavigateParams, SetBypassCspParams};
+use chromiumoxide::cdp::browser_protocol::target::{CreateBrowserContextParams, CreateTargetParams};
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use futures::StreamExt;
+use serde_json::Value;
+use smoothd_core::Device;
+use smoothd_core::urlpattern::{UrlPattern, allowed};
+
+use crate::emulation;
+use crate::error::BrowserError;
+use crate::launch::BrowserProcess;
+
+/// How a task wants its browser.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    pub device: Device,
+    pub stealth: bool,
+    pub allowed_urls: Vec<UrlPattern>,
+    /// `scheme://host:port`, applied to the whole browser context.
+    pub proxy_server: Option<String>,
+}
+
+/// A task's browser context and page.
+pub struct BrowserSession {
+    process: Arc<BrowserProcess>,
+    context: BrowserContextId,
+    page: Page,
+    opts: SessionOptions,
+}
+
+const NAVIGATION_TIMEOUT: Duration = Duration::from_secs(30);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the user's script as an expression, a function called with `args`, or a function body.
+/// Compiling with `new AsyncFunction` decides which without running anything twice.
+const EVAL_WRAPPER: &str = r#"(async (src, args) => {
+  const AsyncFunction = (async () => {}).constructor;
+  let asExpression = null;
+  try { asExpression = new AsyncFunction('return (' + src + '\n);'); } catch (e) {}
+  if (asExpression) {
+    const value = await asExpression();
+    return typeof value === 'function' ? await value(args) : value;
+  }
+  return await new AsyncFunction('args', src)(args);
+})"#;
+
+impl BrowserSession {
+    /// Opens a fresh context and page in `process`.
+    pub async fn open(process: Arc<BrowserProcess>, opts: SessionOptions) -> Result<Self, BrowserError> {
+        let mut params = CreateBrowserContextParams::builder().dispose_on_detach(true);
+        if let Some(proxy) = &opts.proxy_server {
+            params = params.proxy_server(proxy.clone());
+        }
+        let context = process
+            .browser
+            .create_browser_context(params.build())
+            .await
+            .map_err(|e| crashed(&process, e))?;
+        let target = CreateTargetParams::builder()
+            .url("about:blank")
+            .browser_context_id(context.clone())
+            .build()
+            .map_err(BrowserError::Cdp)?;
+        let page = process
+            .browser
+            .new_page(target)
+            .await
+            .map_err(|e| crashed(&process, e))?;
+        let version = process
+            .browser
+            .version()
+            .await
+            .map_err(|e| crashed(&process, e))?;
+        let chrome_version = version
+            .product
+            .rsplit('/')
+            .next()
+            .unwrap_or("130.0.0.0")
+            .to_string();
+        page.execute(SetBypassCspParams::new(true))
+            .await
+            .map_err(|e| crashed(&process, e))?;
+        emulation::apply(&page, opts.device, opts.stealth, &chrome_version).await?;
+        Ok(Self {
+            process,
+            context,
+            page,
+            opts,
+        })
+    }
+
+    /// Navigates and waits for the page to load. A refused URL, a network error or a URL outside
+    /// `allowed_urls` is a user error that says why.
+    pub async fn goto(&self, raw: &str) -> Result<(), BrowserError> {
+        let url = smoothd_core::request::normalize_url(raw).map_err(BrowserError::Navigation)?;
+        if let Ok(parsed) = url::Url::parse(&url)
+            && !allowed(&self.opts.allowed_urls, &parsed)
+        {
+            return Err(BrowserError::Navigation(format!(
+                "{url} is not allowed: it matches none of allowed_urls ({})",
+                self.opts
+                    .allowed_urls
+                    .iter()
+                    .map(UrlPattern::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let mut loads = self
+            .page
+            .event_listener::<EventLoadEventFired>()
+            .await
+            .map_err(|e| self.fail(e))?;
+        let nav = self
+            .guard(
+                NAVIGATION_TIMEOUT,
+                self.page.execute(NavigateParams::new(url.clone())),
+            )
+            .await
+            .map_err(|e| match e {
+                BrowserError::Timeout(_) => {
+                    BrowserError::Navigation(format!("navigation to {url} timed out"))
+                }
+                e => e,
+            })?
+            .map_err(|e| self.fail(e))?;
+        if let Some(err) = nav.result.error_text {
+            return Err(BrowserError::Navigation(format!("cannot open {url}: {err}")));
+        }
+        // Same-document navigations have no loader and fire no load event.
+        if nav.result.loader_id.is_some() {
+            let _ = self.guard(NAVIGATION_TIMEOUT, loads.next()).await?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates `js` (expression, function of `args`, or body with `return`) and returns its
+    /// JSON value; a thrown exception is a user error with its message.
+    pub async fn evaluate(&self, js: &str, args: Option<&Value>) -> Result<Value, BrowserError> {
+        let src = serde_json::to_string(js).map_err(|e| BrowserError::Script(e.to_string()))?;
+        let args = serde_json::to_string(args.unwrap_or(&Value::Null))
+            .map_err(|e| BrowserError::Script(e.to_string()))?;
+        let mut params = EvaluateParams::new(format!("{EVAL_WRAPPER}({src}, {args})"));
+        params.return_by_value = Some(true);
+        params.await_promise = Some(true);
+        params.user_gesture = Some(true);
+        let resp = self.guard(SCRIPT_TIMEOUT, self.page.execute(params)).await?;
+        let resp = match resp {
+            Ok(r) => r,
+            // Values that cannot travel as JSON (DOM nodes, cycles) fail here: the user's to fix.
+            Err(e) if self.process.is_alive() => {
+                return Err(BrowserError::Script(format!("cannot return the value: {e}")));
+            }
+            Err(e) => return Err(self.fail(e)),
+        };
+        if let Some(ex) = &resp.result.exception_details {
+            let message = ex
+                .exception
+                .as_ref()
+                .and_then(|o| {
+                    o.description
+                        .clone()
+                        .or_else(|| o.value.as_ref().map(|v| v.to_string()))
+                })
+                .unwrap_or_else(|| ex.text.clone());
+            return Err(BrowserError::Script(message));
+        }
+        Ok(resp.result.result.value.clone().unwrap_or(Value::Null))
+    }
+
+    /// The page's current URL.
+    pub async fn url(&self) -> Option<String> {
+        self.page.url().await.ok().flatten()
+    }
+
+    /// Closes the page and disposes the context (cookies, storage, cache go with it).
+    pub async fn close(self) {
+        if !self.process.is_alive() {
+            return;
+        }
+        let dispose = async {
+            let _ = self.page.clone().close().await;
+            let _ = self
+                .process
+                .browser
+                .dispose_browser_context(self.context.clone())
+                .await;
+        };
+        if self.guard(Duration::from_secs(5), dispose).await.is_err() {
+            tracing::warn!("closing a browser context timed out");
+        }
+    }
+
+    /// Whether the browser under this session is still up.
+    pub fn browser_alive(&self) -> bool {
+        self.process.is_alive()
+    }
+
+    /// Runs a CDP call with a timeout, ending at once if the browser process dies.
+    async fn guard<T>(
+        &self,
+        limit: Duration,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, BrowserError> {
+        tokio::select! {
+            r = tokio::time::timeout(limit, fut) => r.map_err(|_| BrowserError::Timeout(limit.as_secs())),
+            _ = self.process.exited.cancelled() => Err(BrowserError::Crashed("the browser process exited".into())),
+        }
+    }
+
+    fn fail(&self, e: chromiumoxide::error::CdpError) -> BrowserError {
+        crashed(&self.process, e)
+    }
+}
+
+/// Turns a CDP failure into `Crashed` when the connection is gone.
+fn crashed(process: &BrowserProcess, e: chromiumoxide::error::CdpError) -> BrowserError {
+    let err = BrowserError::from(e);
+    if matches!(err, BrowserError::Crashed(_)) {
+        process.mark_dead();
+    }
+    if !process.is_alive() {
+        return BrowserError::Crashed(err.to_string());
+    }
+    err
+}

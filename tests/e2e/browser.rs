@@ -1,0 +1,225 @@
+//! Sessions in real Chromium, driven by client events against pages served on 127.0.0.1.
+//! These need no model and run on one backend (the store is not what they test).
+
+use std::time::Duration;
+
+use serde_json::json;
+use smoothd_tests::{Backend, Session, TestDb, TestServer, fixture_site};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn goto_and_the_three_javascript_forms() {
+    let site = fixture_site().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = TestServer::start(&db).await;
+    let session = Session::open(&s, json!({})).await;
+    let (code, out) = session.goto(&format!("{site}/index.html")).await;
+    assert_eq!(code, 200, "{out}");
+    assert!(out["duration"].as_f64().unwrap() >= 0.0);
+    // An expression, a function called with args, a body with return.
+    assert_eq!(session.eval("document.title").await, "Fixture home");
+    let (code, out) = session
+        .cmd(
+            "browser_action",
+            "evaluate_js",
+            json!({"js": "(args) => args.a + args.b", "args": {"a": 2, "b": 40}}),
+        )
+        .await;
+    assert_eq!((code, out["output"].clone()), (200, json!(42)));
+    assert_eq!(
+        session
+            .eval("const h = document.querySelector('h1'); return h.textContent;")
+            .await,
+        "Hello from the fixture site"
+    );
+    // Objects come back as JSON, not text; promises are awaited.
+    assert_eq!(
+        session.eval("({n: 1, list: [1, 'a'], nested: {ok: true}})").await,
+        json!({"n": 1, "list": [1, "a"], "nested": {"ok": true}})
+    );
+    assert_eq!(
+        session
+            .eval("new Promise(r => setTimeout(() => r('late'), 50))")
+            .await,
+        "late"
+    );
+    // The deprecated twin behaves the same.
+    let (code, out) = session
+        .cmd("browser_action", "exec_js", json!({"js": "location.pathname"}))
+        .await;
+    assert_eq!((code, out["output"].clone()), (200, json!("/index.html")));
+    // A thrown exception is the user's error, with its message.
+    let (code, out) = session
+        .cmd(
+            "browser_action",
+            "evaluate_js",
+            json!({"js": "throw new Error('boom here')"}),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(out.as_str().unwrap().contains("boom here"), "{out}");
+    let (code, out) = session
+        .cmd(
+            "browser_action",
+            "evaluate_js",
+            json!({"js": "this is not javascript ("}),
+        )
+        .await;
+    assert_eq!(code, 400, "{out}");
+    // A navigation error says why (a port nothing listens on).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, out) = session.goto(&format!("http://127.0.0.1:{closed}/")).await;
+    assert_eq!(code, 400);
+    assert!(out.as_str().unwrap().contains("ERR_CONNECTION_REFUSED"), "{out}");
+    let (code, _) = session.cmd("browser_action", "goto", json!({})).await;
+    assert_eq!(code, 400);
+    // Still usable after errors.
+    assert_eq!(session.goto(&format!("{site}/probe.html")).await.0, 200);
+    assert_eq!(session.eval("document.title").await, "Probe");
+    s.delete(&format!("/v1/task/{}", session.id)).await;
+    assert_eq!(
+        s.wait_final(&session.id, Duration::from_secs(15)).await["status"],
+        "cancelled"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn devices_are_emulated_and_stealth_hides_automation() {
+    let site = fixture_site().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = TestServer::start(&db).await;
+    let probe = format!("{site}/probe.html");
+
+    let desktop = Session::open(&s, json!({"device": "desktop"})).await;
+    desktop.goto(&probe).await;
+    let d = desktop.eval("probe()").await;
+    assert_eq!(d["innerWidth"], 1280, "{d}");
+    assert_eq!(d["coarse"], false);
+    assert_eq!(d["touch"], false);
+    // Stealth is on by default: nothing reads as automation or headless.
+    assert_eq!(d["webdriver"], false, "{d}");
+    assert!(!d["ua"].as_str().unwrap().contains("Headless"), "{d}");
+    assert!(!d["brands"].to_string().contains("Headless"), "{d}");
+    assert_eq!(d["chrome"], "object");
+    assert!(d["languages"].as_array().is_some_and(|l| !l.is_empty()));
+
+    // Two workers in tests: close a session before the next takes its slot.
+    s.delete(&format!("/v1/task/{}", desktop.id)).await;
+    let large = Session::open(&s, json!({"device": "desktop-lg"})).await;
+    large.goto(&probe).await;
+    assert_eq!(large.eval("probe()").await["innerWidth"], 1920);
+
+    s.delete(&format!("/v1/task/{}", large.id)).await;
+    let mobile = Session::open(&s, json!({"device": "mobile"})).await;
+    mobile.goto(&probe).await;
+    let m = mobile.eval("probe()").await;
+    assert!(m["innerWidth"].as_i64().unwrap() < 500, "{m}");
+    assert_eq!(m["dpr"], 3);
+    assert_eq!(m["coarse"], true, "{m}");
+    assert_eq!(m["touch"], true, "{m}");
+    assert!(m["maxTouchPoints"].as_i64().unwrap() > 0);
+    assert!(m["ua"].as_str().unwrap().contains("Mobile"), "{m}");
+    assert_eq!(m["uaMobile"], true);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allowed_urls_refuse_other_sites_and_sessions_are_isolated() {
+    let site = fixture_site().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = TestServer::start(&db).await;
+    let port = site.rsplit(':').next().unwrap();
+    let a = Session::open(
+        &s,
+        json!({"allowed_urls": [format!("http://127.0.0.1:{port}/**")]}),
+    )
+    .await;
+    assert_eq!(a.goto(&format!("{site}/index.html")).await.0, 200);
+    let (code, out) = a.goto(&format!("http://localhost:{port}/index.html")).await;
+    assert_eq!(code, 400);
+    assert!(out.as_str().unwrap().contains("not allowed"), "{out}");
+    assert_eq!(
+        a.eval("location.host").await,
+        format!("127.0.0.1:{port}"),
+        "the refused navigation did not happen"
+    );
+    // Each session has its own browser context: storage does not leak between them.
+    a.eval("localStorage.setItem('k', 'from-a'); return 1").await;
+    let b = Session::open(&s, json!({})).await;
+    b.goto(&format!("{site}/index.html")).await;
+    assert_eq!(b.eval("localStorage.getItem('k')").await, json!(null));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_browser_fails_its_session_and_the_pool_heals() {
+    let site = fixture_site().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    // Mark this server's browsers so only they are killed (tests share a process).
+    let marker = format!("--smoothd-test-marker={}", smoothd_core::ids::random_token(12));
+    let mut settings = smoothd_tests::test_settings(&db);
+    settings.chromium_args.push(marker.clone());
+    let s = TestServer::start_with(
+        settings,
+        smoothd::Roles {
+            api: true,
+            workers: true,
+        },
+    )
+    .await;
+    let a = Session::open(&s, json!({})).await;
+    assert_eq!(a.goto(&format!("{site}/index.html")).await.0, 200);
+    // Kill the Chromium started for this server's sessions.
+    let pids = chromium_pids(&marker);
+    assert!(!pids.is_empty(), "a browser is running");
+    for pid in &pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    let (code, out) = a.cmd("browser_action", "evaluate_js", json!({"js": "1"})).await;
+    assert_eq!(code, 500, "{out}");
+    let r = s.wait_final(&a.id, Duration::from_secs(20)).await;
+    assert_eq!(r["status"], "failed");
+    assert!(r["error"].as_str().unwrap().contains("crash"), "{r}");
+    // The next session gets a new browser.
+    let b = Session::open(&s, json!({})).await;
+    assert_eq!(b.goto(&format!("{site}/index.html")).await.0, 200);
+    assert_eq!(b.eval("document.title").await, "Fixture home");
+    s.stop().await;
+}
+
+/// Browser processes started by smoothd with `marker` among their flags, owned by this test
+/// process (renderers and helpers have `--type=`; killing the browser takes them down).
+fn chromium_pids(marker: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if !cmd.contains(marker) || cmd.contains("--type=") {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            out.push(pid);
+        }
+    }
+    out
+}
