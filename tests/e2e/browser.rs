@@ -147,6 +147,19 @@ async fn allowed_urls_refuse_other_sites_and_sessions_are_isolated() {
         format!("127.0.0.1:{port}"),
         "the refused navigation did not happen"
     );
+    // Requests made by the page are held to the same patterns.
+    let fetched = a
+        .eval(&format!(
+            "fetch('http://localhost:{port}/app.js').then(() => 'loaded', () => 'blocked')"
+        ))
+        .await;
+    assert_eq!(fetched, "blocked");
+    let same = a
+        .eval(&format!(
+            "fetch('http://127.0.0.1:{port}/app.js').then(() => 'loaded', () => 'blocked')"
+        ))
+        .await;
+    assert_eq!(same, "loaded");
     // Each session has its own browser context: storage does not leak between them.
     a.eval("localStorage.setItem('k', 'from-a'); return 1").await;
     let b = Session::open(&s, json!({})).await;
@@ -222,4 +235,80 @@ fn chromium_pids(marker: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adblock_blocks_easylist_matches_only_when_on() {
+    let site = fixture_site().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    // The real lists from Debian's webext-ublock-origin-chromium.
+    let mut settings = smoothd_tests::test_settings(&db);
+    settings.adblock_lists = None;
+    let s = TestServer::start_with(
+        settings,
+        smoothd::Roles {
+            api: true,
+            workers: true,
+        },
+    )
+    .await;
+    let page = format!("{site}/adblock.html");
+    let probe = "({ad: !!window.adLoaded, tracker: !!window.trackerLoaded, app: !!window.appLoaded})";
+
+    let on = Session::open(&s, json!({})).await; // use_adblock defaults to true
+    assert_eq!(on.goto(&page).await.0, 200);
+    assert_eq!(
+        on.eval(probe).await,
+        json!({"ad": false, "tracker": false, "app": true})
+    );
+    s.delete(&format!("/v1/task/{}", on.id)).await;
+
+    let off = Session::open(&s, json!({"use_adblock": false})).await;
+    assert_eq!(off.goto(&page).await.0, 200);
+    assert_eq!(
+        off.eval(probe).await,
+        json!({"ad": true, "tracker": true, "app": true})
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxy_with_credentials_carries_all_traffic_and_a_wrong_password_is_explained() {
+    let site = fixture_site().await;
+    let (proxy, log) = smoothd_tests::auth_proxy("alice", "s3cret").await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = TestServer::start(&db).await;
+    let good = Session::open(
+        &s,
+        json!({"proxy_server": format!("http://{proxy}"), "proxy_username": "alice", "proxy_password": "s3cret"}),
+    )
+    .await;
+    let (code, out) = good.goto(&format!("{site}/adblock.html")).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(good.eval("document.title").await, "Ad block probe");
+    assert_eq!(
+        good.eval("!!window.appLoaded").await,
+        true,
+        "subresources load through the proxy"
+    );
+    let forwarded = log.lock().unwrap().clone();
+    assert!(
+        forwarded.iter().any(|u| u.ends_with("/adblock.html")),
+        "{forwarded:?}"
+    );
+    assert!(forwarded.iter().any(|u| u.ends_with("/app.js")), "{forwarded:?}");
+    s.delete(&format!("/v1/task/{}", good.id)).await;
+
+    let bad = Session::open(
+        &s,
+        json!({"proxy_server": format!("http://{proxy}"), "proxy_username": "alice", "proxy_password": "wrong"}),
+    )
+    .await;
+    let (code, out) = bad.goto(&format!("{site}/index.html")).await;
+    assert_eq!(code, 400, "{out}");
+    assert!(
+        out.as_str().unwrap().contains("proxy refused the credentials"),
+        "{out}"
+    );
+    s.stop().await;
 }

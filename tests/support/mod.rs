@@ -306,12 +306,13 @@ pub async fn fixture_site() -> String {
                     Vec::new(),
                 );
             }
+            let kind = if name.ends_with(".js") {
+                "application/javascript"
+            } else {
+                "text/html; charset=utf-8"
+            };
             match std::fs::read(dir.join(name)) {
-                Ok(bytes) => (
-                    axum::http::StatusCode::OK,
-                    [("content-type", "text/html; charset=utf-8")],
-                    bytes,
-                ),
+                Ok(bytes) => (axum::http::StatusCode::OK, [("content-type", kind)], bytes),
                 Err(_) => (
                     axum::http::StatusCode::NOT_FOUND,
                     [("content-type", "text/plain")],
@@ -394,4 +395,81 @@ impl<'a> Session<'a> {
         assert_eq!(code, 200, "{js}: {out}");
         out["output"].clone()
     }
+}
+
+/// A small authenticating HTTP proxy on 127.0.0.1:0 (plain HTTP, absolute-form requests).
+/// Returns its address and a log of the URLs it forwarded.
+pub async fn auth_proxy(user: &str, pass: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    );
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = log.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let expected = expected.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let mut lines = head.split("\r\n");
+                let first = lines.next().unwrap_or("");
+                let mut parts = first.split(' ');
+                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let auth_ok = lines.clone().any(|l| {
+                    l.split_once(':').is_some_and(|(k, v)| {
+                        k.eq_ignore_ascii_case("proxy-authorization") && v.trim() == expected
+                    })
+                });
+                if !auth_ok {
+                    let _ = client
+                        .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let Ok(url) = url::Url::parse(target) else { return };
+                seen.lock().unwrap().push(target.to_string());
+                let host = format!(
+                    "{}:{}",
+                    url.host_str().unwrap_or(""),
+                    url.port_or_known_default().unwrap_or(80)
+                );
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&host).await else {
+                    return;
+                };
+                let mut path = url.path().to_string();
+                if let Some(q) = url.query() {
+                    path = format!("{path}?{q}");
+                }
+                let mut req = format!("{method} {path} HTTP/1.1\r\n");
+                for l in lines.take_while(|l| !l.is_empty()) {
+                    let k = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+                    if !["proxy-authorization", "proxy-connection", "connection"].contains(&k.as_str()) {
+                        req.push_str(l);
+                        req.push_str("\r\n");
+                    }
+                }
+                req.push_str("Connection: close\r\n\r\n");
+                if upstream.write_all(req.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut resp = Vec::new();
+                let _ = upstream.read_to_end(&mut resp).await;
+                let _ = client.write_all(&resp).await;
+            });
+        }
+    });
+    (addr, log)
 }

@@ -154,6 +154,9 @@ impl BrowserProcess {
         let handler_config = HandlerConfig {
             viewport: None,
             request_timeout: Duration::from_secs(30),
+            // We answer paused requests ourselves (ad block, allowed_urls, proxy auth); this
+            // stops chromiumoxide from continuing them behind our back.
+            request_intercept: true,
             ..HandlerConfig::default()
         };
         let (browser, mut handler) = Browser::connect_with_config(ws_url, handler_config)

@@ -2,12 +2,15 @@
 //! per task with device emulation and stealth, navigation and JavaScript evaluation. No LLM,
 //! no database: the worker drives this crate.
 
+pub mod adblock;
 mod emulation;
 mod error;
 mod launch;
+mod network;
 mod pool;
 mod session;
 
+pub use adblock::Blocker;
 pub use error::BrowserError;
 pub use launch::{BrowserProcess, LaunchConfig, find_chromium};
 pub use pool::BrowserPool;

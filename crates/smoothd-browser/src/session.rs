@@ -15,9 +15,13 @@ use serde_json::Value;
 use smoothd_core::Device;
 use smoothd_core::urlpattern::{UrlPattern, allowed};
 
+use std::sync::Mutex;
+
+use crate::adblock::Blocker;
 use crate::emulation;
 use crate::error::BrowserError;
 use crate::launch::BrowserProcess;
+use crate::network::{self, Policy, Seen};
 
 /// How a task wants its browser.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +31,10 @@ pub struct SessionOptions {
     pub allowed_urls: Vec<UrlPattern>,
     /// `scheme://host:port`, applied to the whole browser context.
     pub proxy_server: Option<String>,
+    /// Username and password for the proxy's authentication challenge.
+    pub proxy_credentials: Option<(String, String)>,
+    /// The ad and tracker blocker, when the task keeps `use_adblock` on.
+    pub blocker: Option<Arc<Blocker>>,
 }
 
 /// A task's browser context and page.
@@ -35,6 +43,16 @@ pub struct BrowserSession {
     context: BrowserContextId,
     page: Page,
     opts: SessionOptions,
+    interceptor: Option<tokio::task::JoinHandle<()>>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Drop for BrowserSession {
+    fn drop(&mut self) {
+        if let Some(t) = self.interceptor.take() {
+            t.abort();
+        }
+    }
 }
 
 const NAVIGATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,7 +76,11 @@ impl BrowserSession {
     pub async fn open(process: Arc<BrowserProcess>, opts: SessionOptions) -> Result<Self, BrowserError> {
         let mut params = CreateBrowserContextParams::builder().dispose_on_detach(true);
         if let Some(proxy) = &opts.proxy_server {
-            params = params.proxy_server(proxy.clone());
+            // `<-loopback>` removes Chromium's implicit bypass for localhost: all page traffic
+            // goes through the proxy the user asked for.
+            params = params
+                .proxy_server(proxy.clone())
+                .proxy_bypass_list("<-loopback>");
         }
         let context = process
             .browser
@@ -90,11 +112,21 @@ impl BrowserSession {
             .await
             .map_err(|e| crashed(&process, e))?;
         emulation::apply(&page, opts.device, opts.stealth, &chrome_version).await?;
+        let policy = Policy {
+            blocker: opts.blocker.clone(),
+            allowed_urls: opts.allowed_urls.clone(),
+            proxy_credentials: opts.proxy_credentials.clone(),
+        };
+        // Always intercept: the CDP handler runs with request interception on.
+        let (interceptor, seen) = network::intercept(&page, policy).await?;
+        let interceptor = Some(interceptor);
         Ok(Self {
             process,
             context,
             page,
             opts,
+            interceptor,
+            seen,
         })
     }
 
@@ -134,7 +166,26 @@ impl BrowserSession {
             })?
             .map_err(|e| self.fail(e))?;
         if let Some(err) = nav.result.error_text {
-            return Err(BrowserError::Navigation(format!("cannot open {url}: {err}")));
+            let seen = self
+                .seen
+                .lock()
+                .map(|s| {
+                    (
+                        s.proxy_auth_failed,
+                        s.blocked.iter().find(|(u, _)| *u == url).map(|(_, w)| *w),
+                    )
+                })
+                .unwrap_or((false, None));
+            return Err(BrowserError::Navigation(match seen {
+                (true, _) => format!(
+                    "cannot open {url}: the proxy refused the credentials (check proxy_username and proxy_password)"
+                ),
+                (_, Some(why)) => format!("cannot open {url}: blocked ({why})"),
+                _ if err.contains("ERR_PROXY") || err.contains("ERR_TUNNEL") => {
+                    format!("cannot open {url} through the proxy: {err}")
+                }
+                _ => format!("cannot open {url}: {err}"),
+            }));
         }
         // Same-document navigations have no loader and fire no load event.
         if nav.result.loader_id.is_some() {

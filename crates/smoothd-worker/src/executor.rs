@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use smoothd_browser::{BrowserError, BrowserPool, BrowserSession, SessionOptions};
+use smoothd_browser::{Blocker, BrowserError, BrowserPool, BrowserSession, SessionOptions};
 use smoothd_core::event::Event;
 use smoothd_core::urlpattern::UrlPattern;
 
@@ -46,6 +46,8 @@ pub struct BasicExecutor {
     pub close_grace: Duration,
     /// The browsers, or why there are none (e.g. Chromium is not installed).
     pub browsers: Result<Arc<BrowserPool>, String>,
+    /// The compiled ad and tracker lists (shared by every task), if any were found.
+    pub blocker: Option<Arc<Blocker>>,
 }
 
 fn failed(error: impl Into<String>) -> Outcome {
@@ -101,13 +103,6 @@ impl BasicExecutor {
     async fn open_browser(&self, ctx: &TaskContext) -> Result<BrowserSession, String> {
         let pool = self.browsers.as_ref().map_err(Clone::clone)?;
         let spec = &ctx.spec;
-        if spec
-            .proxy
-            .as_ref()
-            .is_some_and(|p| p.username.is_some() || p.password.is_some())
-        {
-            return Err("proxy authentication (proxy_username/proxy_password) is not supported yet".into());
-        }
         let allowed_urls = spec
             .allowed_urls
             .iter()
@@ -118,6 +113,18 @@ impl BasicExecutor {
             stealth: spec.use_stealth,
             allowed_urls,
             proxy_server: spec.proxy.as_ref().map(|p| p.server.clone()),
+            proxy_credentials: spec
+                .proxy
+                .as_ref()
+                .and_then(|p| match (&p.username, &p.password) {
+                    (None, None) => None,
+                    (u, pw) => Some((u.clone().unwrap_or_default(), pw.clone().unwrap_or_default())),
+                }),
+            blocker: if spec.use_adblock {
+                self.blocker.clone()
+            } else {
+                None
+            },
         };
         let process = pool.shared().await.map_err(|e| e.to_string())?;
         BrowserSession::open(process, opts)

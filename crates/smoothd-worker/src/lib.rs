@@ -9,4 +9,4 @@ mod pool;
 pub use context::{LeaseLost, StopReason, TaskContext};
 pub use executor::{BasicExecutor, Executor, Outcome};
 pub use pool::{WorkerConfig, WorkerPool};
-pub use smoothd_browser::{BrowserPool, LaunchConfig, find_chromium};
+pub use smoothd_browser::{Blocker, BrowserPool, LaunchConfig, find_chromium};

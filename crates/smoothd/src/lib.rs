@@ -9,7 +9,7 @@ use anyhow::Context;
 use smoothd_api::{ApiConfig, AppState};
 use smoothd_store::{Blobs, Store, StoreOptions};
 use smoothd_worker::{
-    BasicExecutor, BrowserPool, Executor, LaunchConfig, WorkerConfig, WorkerPool, find_chromium,
+    BasicExecutor, Blocker, BrowserPool, Executor, LaunchConfig, WorkerConfig, WorkerPool, find_chromium,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,9 +58,39 @@ pub fn browser_pool(settings: &Settings) -> Result<Arc<BrowserPool>, String> {
     Ok(Arc::new(BrowserPool::new(launch)))
 }
 
+/// Compiles the ad-block lists once for the process (EasyList takes a moment).
+pub async fn blocker(settings: &Settings) -> anyhow::Result<Option<Arc<Blocker>>> {
+    let lists = settings
+        .adblock_lists
+        .clone()
+        .unwrap_or_else(Blocker::default_lists);
+    if lists.is_empty() {
+        tracing::warn!(
+            "no ad-block lists found (install webext-ublock-origin-chromium or set adblock_lists); use_adblock has no effect"
+        );
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let blocker = tokio::task::spawn_blocking(move || Blocker::from_files(&lists))
+        .await
+        .context("ad-block compilation panicked")?
+        .map_err(|e| anyhow::anyhow!("adblock_lists (SMOOTHD_ADBLOCK_LISTS): {e}"))?;
+    tracing::info!(
+        rules = blocker.rule_count(),
+        ms = started.elapsed().as_millis() as u64,
+        "ad-block lists compiled"
+    );
+    Ok(Some(Arc::new(blocker)))
+}
+
 /// The executor this build runs tasks with.
-pub fn executor(settings: &Settings, browsers: Result<Arc<BrowserPool>, String>) -> Arc<dyn Executor> {
+pub fn executor(
+    settings: &Settings,
+    browsers: Result<Arc<BrowserPool>, String>,
+    blocker: Option<Arc<Blocker>>,
+) -> Arc<dyn Executor> {
     Arc::new(BasicExecutor {
+        blocker,
         model_configured: settings.model_configured(),
         session_idle: Settings::secs(settings.session_idle_seconds),
         close_grace: Settings::secs(settings.close_grace_seconds),
@@ -75,6 +105,7 @@ pub fn worker_config(settings: &Settings) -> WorkerConfig {
         lease: Settings::secs(settings.lease_seconds),
         heartbeat: Settings::secs(settings.heartbeat_seconds),
         drain_timeout: Settings::secs(settings.drain_seconds),
+        poll: Settings::secs(settings.queue_poll_seconds.max(1)),
         ..WorkerConfig::default()
     }
 }
@@ -127,9 +158,10 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "no browser: sessions cannot navigate"),
         }
+        let blocker = blocker(&settings).await?;
         let pool = WorkerPool::new(
             store.clone(),
-            executor(&settings, browsers),
+            executor(&settings, browsers, blocker),
             worker_config(&settings),
         );
         let stop = shutdown.clone();

@@ -31,6 +31,8 @@ pub struct Settings {
     pub chromium: Option<String>,
     /// Extra Chromium flags, e.g. `["--host-resolver-rules=..."]`.
     pub chromium_args: Vec<String>,
+    /// Filter lists for `use_adblock` (default: Debian's EasyList and EasyPrivacy).
+    pub adblock_lists: Option<Vec<PathBuf>>,
     /// OpenAI-compatible endpoint, e.g. `http://127.0.0.1:11434/v1`.
     pub llm_base_url: Option<String>,
     /// API key for the endpoint.
@@ -41,6 +43,8 @@ pub struct Settings {
     pub lease_seconds: u64,
     /// Lease renewal interval.
     pub heartbeat_seconds: u64,
+    /// Idle workers re-check the queue this often even without a wake-up signal.
+    pub queue_poll_seconds: u64,
     /// Attempts before a task whose worker keeps dying is failed.
     pub max_attempts: i64,
     /// Longest hold of an event poll with nothing new (0 disables long-polling).
@@ -72,11 +76,13 @@ impl Default for Settings {
             workers: 2,
             chromium: None,
             chromium_args: Vec::new(),
+            adblock_lists: None,
             llm_base_url: None,
             llm_api_key: None,
             llm_model: None,
             lease_seconds: 30,
             heartbeat_seconds: 5,
+            queue_poll_seconds: 5,
             max_attempts: 3,
             long_poll_seconds: 10,
             max_body_bytes: 2 * 1024 * 1024,
@@ -102,11 +108,13 @@ impl std::fmt::Debug for Settings {
             .field("workers", &self.workers)
             .field("chromium", &self.chromium)
             .field("chromium_args", &self.chromium_args)
+            .field("adblock_lists", &self.adblock_lists)
             .field("llm_base_url", &self.llm_base_url)
             .field("llm_api_key", &hide(&self.llm_api_key))
             .field("llm_model", &self.llm_model)
             .field("lease_seconds", &self.lease_seconds)
             .field("heartbeat_seconds", &self.heartbeat_seconds)
+            .field("queue_poll_seconds", &self.queue_poll_seconds)
             .field("max_attempts", &self.max_attempts)
             .field("long_poll_seconds", &self.long_poll_seconds)
             .field("max_body_bytes", &self.max_body_bytes)

@@ -1,0 +1,130 @@
+//! Request interception for one page, through the CDP Fetch domain: requests outside
+//! `allowed_urls` and requests the ad blocker matches are failed as blocked-by-client, and
+//! proxy authentication challenges are answered with the task's credentials (once: a
+//! second challenge means the credentials are wrong, and the request fails).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chromiumoxide::Page;
+use chromiumoxide::cdp::browser_protocol::fetch::{
+    ContinueRequestParams, EnableParams, EventAuthRequired, EventRequestPaused, FailRequestParams,
+    RequestPattern, RequestStage,
+};
+use chromiumoxide::cdp::browser_protocol::network::{ErrorReason, ResourceType};
+use futures::StreamExt;
+use smoothd_core::urlpattern::{UrlPattern, allowed};
+
+use crate::adblock::Blocker;
+use crate::error::BrowserError;
+
+/// What the interceptor enforces.
+#[derive(Clone, Default)]
+pub struct Policy {
+    pub blocker: Option<Arc<Blocker>>,
+    pub allowed_urls: Vec<UrlPattern>,
+    pub proxy_credentials: Option<(String, String)>,
+}
+
+/// What interception saw; read by the session to explain failures.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// URLs refused, with why.
+    pub blocked: Vec<(String, &'static str)>,
+    /// Proxy authentication was refused (wrong credentials).
+    pub proxy_auth_failed: bool,
+}
+
+fn adblock_type(t: &ResourceType) -> &'static str {
+    match t {
+        ResourceType::Document => "document",
+        ResourceType::Stylesheet => "stylesheet",
+        ResourceType::Image => "image",
+        ResourceType::Media => "media",
+        ResourceType::Font => "font",
+        ResourceType::Script => "script",
+        ResourceType::Xhr => "xmlhttprequest",
+        ResourceType::Fetch => "xmlhttprequest",
+        ResourceType::WebSocket => "websocket",
+        ResourceType::Ping => "ping",
+        _ => "other",
+    }
+}
+
+/// Starts intercepting `page`'s requests; the returned task stops when aborted.
+pub async fn intercept(
+    page: &Page,
+    policy: Policy,
+) -> Result<(tokio::task::JoinHandle<()>, Arc<Mutex<Seen>>), BrowserError> {
+    let mut paused = page.event_listener::<EventRequestPaused>().await?;
+    let mut auth = page.event_listener::<EventAuthRequired>().await?;
+    if let Some((user, pass)) = &policy.proxy_credentials {
+        page.authenticate(chromiumoxide::auth::Credentials {
+            username: user.clone(),
+            password: pass.clone(),
+        })
+        .await?;
+    }
+    page.execute(EnableParams {
+        patterns: Some(vec![RequestPattern {
+            url_pattern: Some("*".into()),
+            resource_type: None,
+            request_stage: Some(RequestStage::Request),
+        }]),
+        handle_auth_requests: Some(policy.proxy_credentials.is_some()),
+    })
+    .await?;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let record = seen.clone();
+    let page = page.clone();
+    let task = tokio::spawn(async move {
+        let mut source = String::from("about:blank");
+        let mut challenges: HashMap<String, u32> = HashMap::new();
+        loop {
+            tokio::select! {
+                ev = paused.next() => {
+                    let Some(ev) = ev else { break };
+                    let url = ev.request.url.clone();
+                    let is_document = matches!(ev.resource_type, ResourceType::Document);
+                    let verdict = match url::Url::parse(&url) {
+                        Ok(u) if matches!(u.scheme(), "http" | "https" | "ws" | "wss")
+                            && !allowed(&policy.allowed_urls, &u) => Some("outside allowed_urls"),
+                        _ if !is_document && policy.blocker.as_ref()
+                            .is_some_and(|b| b.blocks(&url, &source, adblock_type(&ev.resource_type))) => Some("ad blocker"),
+                        _ => None,
+                    };
+                    let result = match verdict {
+                        Some(why) => {
+                            tracing::debug!(%url, why, "request blocked");
+                            if let Ok(mut s) = record.lock() {
+                                s.blocked.push((url, why));
+                            }
+                            page.execute(FailRequestParams::new(ev.request_id.clone(), ErrorReason::BlockedByClient)).await.map(|_| ())
+                        }
+                        None => {
+                            if is_document {
+                                source = url;
+                            }
+                            page.execute(ContinueRequestParams::new(ev.request_id.clone())).await.map(|_| ())
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "interception reply failed");
+                    }
+                }
+                ev = auth.next() => {
+                    // chromiumoxide answers the challenge with the page's credentials (and
+                    // cancels a repeat for the same request); we only note failures.
+                    let Some(ev) = ev else { break };
+                    let n = challenges.entry(ev.request.url.clone()).or_insert(0);
+                    *n += 1;
+                    if (*n > 1 || policy.proxy_credentials.is_none())
+                        && let Ok(mut s) = record.lock() {
+                            s.proxy_auth_failed = true;
+                        }
+                }
+            }
+        }
+    });
+    Ok((task, seen))
+}
