@@ -107,11 +107,21 @@ async fn devices_are_emulated_and_stealth_hides_automation() {
     assert_eq!(d["chrome"], "object");
     assert!(d["languages"].as_array().is_some_and(|l| !l.is_empty()));
 
+    let desktop_cursor = desktop.eval("document.getElementById('__smoothd_cursor')").await;
     // Two workers in tests: close a session before the next takes its slot.
     s.delete(&format!("/v1/task/{}", desktop.id)).await;
-    let large = Session::open(&s, json!({"device": "desktop-lg"})).await;
+    let large = Session::open(&s, json!({"device": "desktop-lg", "show_cursor": true})).await;
     large.goto(&probe).await;
     assert_eq!(large.eval("probe()").await["innerWidth"], 1920);
+    // show_cursor draws an overlay that follows the mouse.
+    let cursor = large
+        .eval(
+            "window.dispatchEvent(new MouseEvent('mousemove', {clientX: 120, clientY: 45})); \
+             const c = document.getElementById('__smoothd_cursor'); return c && [c.style.left, c.style.top];",
+        )
+        .await;
+    assert_eq!(cursor, json!(["120px", "45px"]));
+    assert_eq!(desktop_cursor, json!(null), "no overlay without show_cursor");
 
     s.delete(&format!("/v1/task/{}", large.id)).await;
     let mobile = Session::open(&s, json!({"device": "mobile"})).await;
@@ -309,6 +319,125 @@ async fn proxy_with_credentials_carries_all_traffic_and_a_wrong_password_is_expl
     assert!(
         out.as_str().unwrap().contains("proxy refused the credentials"),
         "{out}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profiles_persist_cookies_and_storage_and_writers_take_turns() {
+    let site = fixture_site().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let s = TestServer::start(&db).await;
+    s.post("/v1/profile", json!({"id": "shop"})).await;
+    let page = format!("{site}/index.html");
+
+    let first = Session::open(&s, json!({"profile_id": "shop"})).await;
+    assert_eq!(first.goto(&page).await.0, 200);
+    first
+        .eval(
+            "document.cookie = 'login=alice; max-age=3600; path=/'; localStorage.setItem('cart', '3 items'); \
+             await new Promise((ok, err) => { const r = indexedDB.open('db', 1); \
+               r.onupgradeneeded = () => r.result.createObjectStore('s'); \
+               r.onsuccess = () => { const tx = r.result.transaction('s', 'readwrite'); tx.objectStore('s').put('kept', 'k'); \
+                 tx.oncomplete = () => { r.result.close(); ok(); }; tx.onerror = err; }; r.onerror = err; }); return true;",
+        )
+        .await;
+    // A second writer waits for the first to finish.
+    let second = Session::open(&s, json!({"profile_id": "shop"})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, body) = s.get(&format!("/v1/task/{}?event_t=0", second.id)).await;
+    assert!(
+        body["r"]["events"].to_string().contains("waiting for profile"),
+        "{body}"
+    );
+    let (code, _) = first.cmd("session_action", "close", json!({})).await;
+    assert_eq!(code, 200);
+    s.wait_final(&first.id, Duration::from_secs(30)).await;
+    let (_, profiles) = s.get("/v1/profile").await;
+    let p = &profiles["r"][0];
+    assert_eq!(p["id"], "shop");
+    assert_eq!(p["cookie_count"], 1, "{p}");
+    assert_eq!(p["cookie_domains"], json!(["127.0.0.1"]));
+    assert!(p["profile_size_bytes"].as_i64().unwrap() > 0);
+    assert!(p["last_saved_at"].as_i64().unwrap() > 1_600_000_000);
+
+    // The second session starts from the saved state.
+    assert_eq!(second.goto(&page).await.0, 200);
+    let state = second
+        .eval(
+            "({cookie: document.cookie, cart: localStorage.getItem('cart'), idb: await new Promise(ok => { \
+               const r = indexedDB.open('db', 1); r.onsuccess = () => { const g = r.result.transaction('s').objectStore('s').get('k'); \
+               g.onsuccess = () => ok(g.result); g.onerror = () => ok(null); }; r.onerror = () => ok(null); })})",
+        )
+        .await;
+    assert_eq!(
+        state,
+        json!({"cookie": "login=alice", "cart": "3 items", "idb": "kept"})
+    );
+    second
+        .eval("localStorage.setItem('cart', 'changed'); return 1")
+        .await;
+    s.delete(&format!("/v1/task/{}", second.id)).await;
+    s.wait_final(&second.id, Duration::from_secs(30)).await;
+
+    // Read-only: loads the saved state, saves nothing back.
+    let reader = Session::open(&s, json!({"profile_id": "shop", "profile_read_only": true})).await;
+    assert_eq!(reader.goto(&page).await.0, 200);
+    assert_eq!(reader.eval("localStorage.getItem('cart')").await, "changed");
+    reader
+        .eval("localStorage.setItem('cart', 'not saved'); return 1")
+        .await;
+    s.delete(&format!("/v1/task/{}", reader.id)).await;
+    s.wait_final(&reader.id, Duration::from_secs(30)).await;
+    let check = Session::open(&s, json!({"profile_id": "shop", "profile_read_only": true})).await;
+    assert_eq!(check.goto(&page).await.0, 200);
+    assert_eq!(check.eval("localStorage.getItem('cart')").await, "changed");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploaded_extensions_run_in_the_page() {
+    use std::io::Write;
+    let site = fixture_site().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = TestServer::start(&db).await;
+    // A Manifest V3 extension whose content script marks every page.
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let o = zip::write::SimpleFileOptions::default();
+        z.start_file("manifest.json", o).unwrap();
+        z.write_all(
+            br#"{"manifest_version": 3, "name": "marker", "version": "1.0",
+                "content_scripts": [{"matches": ["<all_urls>"], "js": ["mark.js"], "run_at": "document_end"}]}"#,
+        )
+        .unwrap();
+        z.start_file("mark.js", o).unwrap();
+        z.write_all(b"document.documentElement.dataset.marked = 'by-extension';")
+            .unwrap();
+        z.finish().unwrap();
+    }
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(buf.into_inner()).file_name("marker.zip"),
+    );
+    let (code, e) = TestServer::send(s.req(reqwest::Method::POST, "/v1/extension").multipart(form)).await;
+    assert_eq!(code, 200, "{e}");
+    let ext = e["r"]["id"].as_str().unwrap();
+    let with = Session::open(&s, json!({"extensions": [ext]})).await;
+    assert_eq!(with.goto(&format!("{site}/index.html")).await.0, 200);
+    let marked = with
+        .eval("new Promise(r => setTimeout(() => r(document.documentElement.dataset.marked || null), 300))")
+        .await;
+    assert_eq!(marked, "by-extension");
+    s.delete(&format!("/v1/task/{}", with.id)).await;
+    let without = Session::open(&s, json!({})).await;
+    assert_eq!(without.goto(&format!("{site}/index.html")).await.0, 200);
+    assert_eq!(
+        without
+            .eval("document.documentElement.dataset.marked || null")
+            .await,
+        json!(null)
     );
     s.stop().await;
 }

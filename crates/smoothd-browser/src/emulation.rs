@@ -83,6 +83,39 @@ const STEALTH_JS: &str = r#"(() => {
   }
 })();"#;
 
+/// A visible cursor that follows the mouse, for recordings and the live view. It ignores
+/// pointer events, so it never changes what is clicked.
+const CURSOR_JS: &str = r#"(() => {
+  const install = () => {
+    if (document.getElementById('__smoothd_cursor')) return;
+    const c = document.createElement('div');
+    c.id = '__smoothd_cursor';
+    c.setAttribute('aria-hidden', 'true');
+    c.style.cssText = 'position:fixed;left:0;top:0;width:18px;height:18px;margin:-9px 0 0 -9px;border-radius:50%;' +
+      'background:rgba(255,60,60,.55);border:2px solid #fff;box-shadow:0 0 3px rgba(0,0,0,.6);' +
+      'pointer-events:none;z-index:2147483647;transition:left .05s linear,top .05s linear;';
+    (document.body || document.documentElement).appendChild(c);
+    const move = (e) => { c.style.left = e.clientX + 'px'; c.style.top = e.clientY + 'px'; };
+    window.addEventListener('mousemove', move, true);
+    window.addEventListener('pointermove', move, true);
+    window.addEventListener('mousedown', () => { c.style.transform = 'scale(.7)'; }, true);
+    window.addEventListener('mouseup', () => { c.style.transform = ''; }, true);
+  };
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', install); else install();
+})();"#;
+
+/// Adds the cursor overlay to every document the page loads.
+pub async fn show_cursor(page: &Page) -> Result<(), BrowserError> {
+    page.execute(AddScriptToEvaluateOnNewDocumentParams {
+        source: CURSOR_JS.into(),
+        world_name: None,
+        include_command_line_api: None,
+        run_immediately: None,
+    })
+    .await?;
+    Ok(())
+}
+
 /// Applies `device` (and stealth, if asked) to a fresh page.
 pub async fn apply(
     page: &Page,

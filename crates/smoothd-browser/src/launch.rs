@@ -123,10 +123,22 @@ impl std::fmt::Debug for BrowserProcess {
 impl BrowserProcess {
     /// Starts Chromium with its own temporary profile folder and connects to it.
     pub async fn launch(cfg: &LaunchConfig, extra: &[String]) -> Result<Self, BrowserError> {
-        let data_dir = tempfile::Builder::new()
-            .prefix("smoothd-chromium-")
-            .tempdir()
-            .map_err(|e| BrowserError::Launch(format!("cannot create a profile folder: {e}")))?;
+        Self::launch_in(cfg, extra, None).await
+    }
+
+    /// Starts Chromium on `data_dir` (a restored profile) or a fresh temporary folder.
+    pub async fn launch_in(
+        cfg: &LaunchConfig,
+        extra: &[String],
+        data_dir: Option<tempfile::TempDir>,
+    ) -> Result<Self, BrowserError> {
+        let data_dir = match data_dir {
+            Some(d) => d,
+            None => tempfile::Builder::new()
+                .prefix("smoothd-chromium-")
+                .tempdir()
+                .map_err(|e| BrowserError::Launch(format!("cannot create a profile folder: {e}")))?,
+        };
         let mut args = base_args(data_dir.path());
         // The start page stays last.
         let start = args.pop();
@@ -224,10 +236,67 @@ impl BrowserProcess {
         let _ = tokio::time::timeout(Duration::from_secs(6), self.exited.cancelled()).await;
     }
 
+    /// The profile folder this process runs on.
+    pub fn data_dir(&self) -> &Path {
+        self._data_dir.path()
+    }
+
+    /// Asks Chromium to exit cleanly (so it flushes cookies and storage to disk) and waits;
+    /// kills it if it does not exit within 10 s.
+    pub async fn close_gracefully(&self) {
+        use chromiumoxide::cdp::browser_protocol::browser::CloseParams;
+        if self.is_alive() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                self.browser.execute(CloseParams::default()),
+            )
+            .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.exited.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(pid = ?self.pid, "Chromium did not exit after Browser.close; killing it");
+            self.kill().await;
+        }
+    }
+
+    /// Cookie count and registered domains (most cookies first) of the default context.
+    pub async fn cookie_summary(&self) -> Result<(i64, Vec<String>), BrowserError> {
+        let cookies = self.browser.get_cookies().await?;
+        let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for c in &cookies {
+            *counts.entry(registered_domain(&c.domain)).or_default() += 1;
+        }
+        let mut domains: Vec<(String, i64)> = counts.into_iter().collect();
+        domains.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok((
+            i64::try_from(cookies.len()).unwrap_or(i64::MAX),
+            domains.into_iter().map(|(d, _)| d).collect(),
+        ))
+    }
+
     /// Marks the process dead (a CDP call found the connection broken).
     pub(crate) fn mark_dead(&self) {
         self.alive.store(false, Ordering::SeqCst);
     }
+}
+
+/// `.shop.example.co.uk` → `example.co.uk`-ish: the last two labels (three when the second
+/// to last is a short second-level label like `co`); IP addresses stay whole.
+fn registered_domain(domain: &str) -> String {
+    let d = domain.trim_start_matches('.');
+    if d.parse::<std::net::IpAddr>().is_ok() {
+        return d.to_string();
+    }
+    let labels: Vec<&str> = d.split('.').collect();
+    let keep =
+        if labels.len() >= 3 && labels[labels.len() - 2].len() <= 3 && labels[labels.len() - 1].len() == 2 {
+            3
+        } else {
+            2
+        };
+    labels[labels.len().saturating_sub(keep)..].join(".")
 }
 
 /// Reads Chromium's stderr until it prints `DevTools listening on ws://...`, then keeps

@@ -9,9 +9,11 @@ mod launch;
 mod network;
 mod pool;
 mod session;
+pub mod storage;
 
 pub use adblock::Blocker;
 pub use error::BrowserError;
 pub use launch::{BrowserProcess, LaunchConfig, find_chromium};
 pub use pool::BrowserPool;
 pub use session::{BrowserSession, SessionOptions};
+pub use tempfile::TempDir;

@@ -25,6 +25,11 @@ impl BrowserPool {
         }
     }
 
+    /// How this pool launches browsers (dedicated processes use it too).
+    pub fn config(&self) -> &LaunchConfig {
+        &self.config
+    }
+
     /// Starts the shared browser now, so the first task does not wait for it.
     pub async fn warm(&self) -> Result<(), BrowserError> {
         self.shared().await.map(|_| ())

@@ -31,6 +31,11 @@ pub struct SessionOptions {
     pub allowed_urls: Vec<UrlPattern>,
     /// `scheme://host:port`, applied to the whole browser context.
     pub proxy_server: Option<String>,
+    /// Draw a cursor that follows the mouse.
+    pub show_cursor: bool,
+    /// Use the process's default context (a dedicated process with a profile or extensions)
+    /// instead of a fresh isolated one.
+    pub default_context: bool,
     /// Username and password for the proxy's authentication challenge.
     pub proxy_credentials: Option<(String, String)>,
     /// The ad and tracker blocker, when the task keeps `use_adblock` on.
@@ -40,7 +45,7 @@ pub struct SessionOptions {
 /// A task's browser context and page.
 pub struct BrowserSession {
     process: Arc<BrowserProcess>,
-    context: BrowserContextId,
+    context: Option<BrowserContextId>,
     page: Page,
     opts: SessionOptions,
     interceptor: Option<tokio::task::JoinHandle<()>>,
@@ -74,27 +79,34 @@ const EVAL_WRAPPER: &str = r#"(async (src, args) => {
 impl BrowserSession {
     /// Opens a fresh context and page in `process`.
     pub async fn open(process: Arc<BrowserProcess>, opts: SessionOptions) -> Result<Self, BrowserError> {
-        let mut params = CreateBrowserContextParams::builder().dispose_on_detach(true);
-        if let Some(proxy) = &opts.proxy_server {
-            // `<-loopback>` removes Chromium's implicit bypass for localhost: all page traffic
-            // goes through the proxy the user asked for.
-            params = params
-                .proxy_server(proxy.clone())
-                .proxy_bypass_list("<-loopback>");
+        // A dedicated process (profile, extensions) runs in its default context, whose proxy
+        // comes from its command line; a shared one gets a fresh isolated context.
+        let context = if opts.default_context {
+            None
+        } else {
+            let mut params = CreateBrowserContextParams::builder().dispose_on_detach(true);
+            if let Some(proxy) = &opts.proxy_server {
+                // `<-loopback>` removes Chromium's implicit bypass for localhost: all page
+                // traffic goes through the proxy the user asked for.
+                params = params
+                    .proxy_server(proxy.clone())
+                    .proxy_bypass_list("<-loopback>");
+            }
+            Some(
+                process
+                    .browser
+                    .create_browser_context(params.build())
+                    .await
+                    .map_err(|e| crashed(&process, e))?,
+            )
+        };
+        let mut target = CreateTargetParams::builder().url("about:blank");
+        if let Some(c) = &context {
+            target = target.browser_context_id(c.clone());
         }
-        let context = process
-            .browser
-            .create_browser_context(params.build())
-            .await
-            .map_err(|e| crashed(&process, e))?;
-        let target = CreateTargetParams::builder()
-            .url("about:blank")
-            .browser_context_id(context.clone())
-            .build()
-            .map_err(BrowserError::Cdp)?;
         let page = process
             .browser
-            .new_page(target)
+            .new_page(target.build().map_err(BrowserError::Cdp)?)
             .await
             .map_err(|e| crashed(&process, e))?;
         let version = process
@@ -112,6 +124,9 @@ impl BrowserSession {
             .await
             .map_err(|e| crashed(&process, e))?;
         emulation::apply(&page, opts.device, opts.stealth, &chrome_version).await?;
+        if opts.show_cursor {
+            emulation::show_cursor(&page).await?;
+        }
         let policy = Policy {
             blocker: opts.blocker.clone(),
             allowed_urls: opts.allowed_urls.clone(),
@@ -240,11 +255,9 @@ impl BrowserSession {
         }
         let dispose = async {
             let _ = self.page.clone().close().await;
-            let _ = self
-                .process
-                .browser
-                .dispose_browser_context(self.context.clone())
-                .await;
+            if let Some(c) = &self.context {
+                let _ = self.process.browser.dispose_browser_context(c.clone()).await;
+            }
         };
         if self.guard(Duration::from_secs(5), dispose).await.is_err() {
             tracing::warn!("closing a browser context timed out");

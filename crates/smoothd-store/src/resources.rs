@@ -211,3 +211,46 @@ impl Store {
         )
     }
 }
+
+impl Store {
+    /// Takes the write lock of a profile for `task_id`: free, or held by a task that is no
+    /// longer running (so a crashed task never keeps it). False while another task holds it.
+    pub async fn lock_profile(&self, owner: &str, id: &str, task_id: &str) -> Result<bool> {
+        let q = self.sql(
+            "UPDATE profiles SET locked_by = $3 WHERE owner = $1 AND id = $2 AND (locked_by IS NULL \
+             OR locked_by = $3 OR locked_by NOT IN (SELECT t.id FROM tasks t WHERE t.status IN ('waiting', 'running')))",
+        );
+        let n = with_pool!(self, pool => sqlx::query(&q).bind(owner).bind(id).bind(task_id)
+            .execute(pool).await.map(|r| r.rows_affected())?);
+        Ok(n > 0)
+    }
+
+    /// Releases a profile's write lock if `task_id` holds it.
+    pub async fn unlock_profile(&self, owner: &str, id: &str, task_id: &str) -> Result<()> {
+        let q =
+            self.sql("UPDATE profiles SET locked_by = NULL WHERE owner = $1 AND id = $2 AND locked_by = $3");
+        with_pool!(self, pool => sqlx::query(&q).bind(owner).bind(id).bind(task_id)
+            .execute(pool).await.map(|r| r.rows_affected())?);
+        Ok(())
+    }
+
+    /// Records a saved profile: where its archive is and what it holds.
+    pub async fn save_profile(
+        &self,
+        owner: &str,
+        id: &str,
+        storage_key: &str,
+        size_bytes: i64,
+        cookie_count: i64,
+        cookie_domains: &[String],
+    ) -> Result<bool> {
+        let domains = serde_json::to_string(cookie_domains)?;
+        let q = self.sql(
+            "UPDATE profiles SET storage_key = $3, size_bytes = $4, cookie_count = $5, cookie_domains = $6, \
+             last_saved_at = $7 WHERE owner = $1 AND id = $2",
+        );
+        let n = with_pool!(self, pool => sqlx::query(&q).bind(owner).bind(id).bind(storage_key).bind(size_bytes)
+            .bind(cookie_count).bind(domains).bind(now_ms()).execute(pool).await.map(|r| r.rows_affected())?);
+        Ok(n > 0)
+    }
+}

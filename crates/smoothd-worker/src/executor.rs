@@ -11,7 +11,10 @@ use smoothd_browser::{Blocker, BrowserError, BrowserPool, BrowserSession, Sessio
 use smoothd_core::event::Event;
 use smoothd_core::urlpattern::UrlPattern;
 
+use smoothd_store::Blobs;
+
 use crate::context::{StopReason, TaskContext};
+use crate::setup::{self, Prepared};
 
 /// How a task ended, as its executor reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +39,7 @@ pub trait Executor: Send + Sync + 'static {
 }
 
 /// Sessions in a real browser; tasks without the agent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BasicExecutor {
     /// Whether an LLM endpoint is configured (changes only the error message for now).
     pub model_configured: bool,
@@ -48,6 +51,8 @@ pub struct BasicExecutor {
     pub browsers: Result<Arc<BrowserPool>, String>,
     /// The compiled ad and tracker lists (shared by every task), if any were found.
     pub blocker: Option<Arc<Blocker>>,
+    /// Artifact bytes: profiles, extensions, uploaded files.
+    pub blobs: Blobs,
 }
 
 fn failed(error: impl Into<String>) -> Outcome {
@@ -100,7 +105,7 @@ impl Reply {
 }
 
 impl BasicExecutor {
-    async fn open_browser(&self, ctx: &TaskContext) -> Result<BrowserSession, String> {
+    async fn open_browser(&self, ctx: &TaskContext) -> Result<Prepared, String> {
         let pool = self.browsers.as_ref().map_err(Clone::clone)?;
         let spec = &ctx.spec;
         let allowed_urls = spec
@@ -112,6 +117,8 @@ impl BasicExecutor {
             device: spec.device,
             stealth: spec.use_stealth,
             allowed_urls,
+            default_context: false,
+            show_cursor: spec.show_cursor,
             proxy_server: spec.proxy.as_ref().map(|p| p.server.clone()),
             proxy_credentials: spec
                 .proxy
@@ -126,14 +133,11 @@ impl BasicExecutor {
                 None
             },
         };
-        let process = pool.shared().await.map_err(|e| e.to_string())?;
-        BrowserSession::open(process, opts)
-            .await
-            .map_err(|e| format!("cannot open a browser: {e}"))
+        setup::prepare(ctx, pool, &self.blobs, opts).await
     }
 
     async fn run_session(&self, ctx: &mut TaskContext) -> Outcome {
-        let browser = match self.open_browser(ctx).await {
+        let prepared = match self.open_browser(ctx).await {
             Ok(b) => Some(b),
             Err(e) if self.browsers.is_err() => {
                 // No browser on this machine: keep the session so close/cancel behave, and
@@ -143,14 +147,25 @@ impl BasicExecutor {
             }
             Err(e) => return failed(e),
         };
-        let outcome = self.session_loop(ctx, browser.as_ref()).await;
-        if let Some(b) = browser {
-            b.close().await;
+        let outcome = self
+            .session_loop(ctx, prepared.as_ref().map(|p| &p.session))
+            .await;
+        if let Some(p) = prepared {
+            p.finish(ctx, &self.blobs).await;
         }
         outcome
     }
 
     async fn session_loop(&self, ctx: &mut TaskContext, browser: Option<&BrowserSession>) -> Outcome {
+        // Accepted but not applied: say so rather than pretend (see the README).
+        if !ctx.spec.certificates.is_empty() {
+            let _ = ctx
+                .notify(
+                    "notice",
+                    json!({"message": "client certificates are validated but not yet applied by smoothd"}),
+                )
+                .await;
+        }
         if let (Some(b), Some(url)) = (browser, ctx.spec.url.clone()) {
             if ctx.mark_effects().await.is_err() {
                 return Outcome::Stopped;

@@ -5,6 +5,7 @@
 mod context;
 mod executor;
 mod pool;
+mod setup;
 
 pub use context::{LeaseLost, StopReason, TaskContext};
 pub use executor::{BasicExecutor, Executor, Outcome};

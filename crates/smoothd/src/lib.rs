@@ -88,9 +88,11 @@ pub fn executor(
     settings: &Settings,
     browsers: Result<Arc<BrowserPool>, String>,
     blocker: Option<Arc<Blocker>>,
+    blobs: Blobs,
 ) -> Arc<dyn Executor> {
     Arc::new(BasicExecutor {
         blocker,
+        blobs,
         model_configured: settings.model_configured(),
         session_idle: Settings::secs(settings.session_idle_seconds),
         close_grace: Settings::secs(settings.close_grace_seconds),
@@ -161,7 +163,7 @@ pub async fn run(
         let blocker = blocker(&settings).await?;
         let pool = WorkerPool::new(
             store.clone(),
-            executor(&settings, browsers, blocker),
+            executor(&settings, browsers, blocker, open_blobs(&settings)?),
             worker_config(&settings),
         );
         let stop = shutdown.clone();

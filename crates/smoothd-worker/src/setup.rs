@@ -1,0 +1,226 @@
+//! Getting a task its browser: a fresh context in the shared warm Chromium, or, when the task
+//! needs state of its own (a profile, extensions), a dedicated Chromium on a restored profile
+//! folder with the extensions unpacked and loaded. At the end a writable profile is saved back
+//! through the artifact store and its lock released.
+//!
+//! Profile locking: a writable profile is held by one running task at a time (a database
+//! lock tied to the task, so a crashed task cannot keep it); a second task waits for it.
+//! Read-only users load the last saved state and never wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use smoothd_browser::storage::{pack_profile, unpack_extension, unpack_profile};
+use smoothd_browser::{BrowserPool, BrowserProcess, BrowserSession, SessionOptions, TempDir};
+use smoothd_store::Blobs;
+
+use crate::context::TaskContext;
+
+/// A task's browser and what must happen when it ends.
+pub struct Prepared {
+    pub session: BrowserSession,
+    /// Set for a dedicated process (closed with the task).
+    dedicated: Option<Arc<BrowserProcess>>,
+    /// The profile to save at the end (writable ones only).
+    save_profile: Option<String>,
+    _extensions: Vec<TempDir>,
+}
+
+fn temp(prefix: &str) -> Result<TempDir, String> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| format!("cannot create a folder: {e}"))
+}
+
+/// Opens the task's browser.
+pub async fn prepare(
+    ctx: &TaskContext,
+    pool: &BrowserPool,
+    blobs: &Blobs,
+    mut opts: SessionOptions,
+) -> Result<Prepared, String> {
+    let spec = &ctx.spec;
+    let owner = ctx.task.owner.clone();
+    if spec.profile_id.is_none() && spec.extensions.is_empty() {
+        let process = pool.shared().await.map_err(|e| e.to_string())?;
+        let session = BrowserSession::open(process, opts)
+            .await
+            .map_err(|e| format!("cannot open a browser: {e}"))?;
+        return Ok(Prepared {
+            session,
+            dedicated: None,
+            save_profile: None,
+            _extensions: Vec::new(),
+        });
+    }
+
+    let data_dir = temp("smoothd-chromium-")?;
+    let mut save_profile = None;
+    if let Some(profile) = &spec.profile_id {
+        if !spec.profile_read_only {
+            lock_profile(ctx, &owner, profile).await?;
+            save_profile = Some(profile.clone());
+        }
+        let row = ctx
+            .store()
+            .get_profile(&owner, profile)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("profile {profile:?} was deleted"))?;
+        if let Some(key) = &row.storage_key {
+            let archive = blobs
+                .get(key)
+                .await
+                .map_err(|e| format!("cannot read profile {profile:?}: {e}"))?;
+            let dir = data_dir.path().to_path_buf();
+            tokio::task::spawn_blocking(move || unpack_profile(&archive, &dir))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot restore profile {profile:?}: {e}"))?;
+        }
+    }
+
+    let mut ext_dirs = Vec::new();
+    for id in &spec.extensions {
+        let row = ctx
+            .store()
+            .get_extension(&owner, id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("extension {id:?} was deleted"))?;
+        let bytes = blobs
+            .get(&row.storage_key)
+            .await
+            .map_err(|e| format!("cannot read extension {id:?}: {e}"))?;
+        let dir = temp("smoothd-extension-")?;
+        let path = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || unpack_extension(&bytes, &path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("extension {id:?} ({}): {e}", row.file_name))?;
+        ext_dirs.push(dir);
+    }
+
+    let mut args = Vec::new();
+    if !ext_dirs.is_empty() {
+        let list = ext_dirs
+            .iter()
+            .map(|d| d.path().display().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        args.push(format!("--load-extension={list}"));
+        args.push(format!("--disable-extensions-except={list}"));
+    }
+    if let Some(proxy) = &opts.proxy_server {
+        args.push(format!("--proxy-server={proxy}"));
+        args.push("--proxy-bypass-list=<-loopback>".into());
+    }
+    let process = match BrowserProcess::launch_in(pool.config(), &args, Some(data_dir)).await {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            release(ctx, &owner, save_profile.as_deref()).await;
+            return Err(e.to_string());
+        }
+    };
+    opts.default_context = true;
+    match BrowserSession::open(process.clone(), opts).await {
+        Ok(session) => Ok(Prepared {
+            session,
+            dedicated: Some(process),
+            save_profile,
+            _extensions: ext_dirs,
+        }),
+        Err(e) => {
+            process.kill().await;
+            release(ctx, &owner, save_profile.as_deref()).await;
+            Err(format!("cannot open a browser: {e}"))
+        }
+    }
+}
+
+/// Waits for the profile's write lock, telling the client once that it is waiting.
+async fn lock_profile(ctx: &TaskContext, owner: &str, profile: &str) -> Result<(), String> {
+    let mut told = false;
+    loop {
+        match ctx.store().lock_profile(owner, profile, ctx.id()).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => return Err(format!("cannot lock profile {profile:?}: {e}")),
+        }
+        if !told {
+            told = true;
+            let _ = ctx
+                .notify(
+                    "notice",
+                    json!({"message": format!("waiting for profile {profile:?}: another task is using it")}),
+                )
+                .await;
+        }
+        tokio::select! {
+            _ = ctx.stop_token().cancelled() => return Err("stopped while waiting for the profile".into()),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+async fn release(ctx: &TaskContext, owner: &str, profile: Option<&str>) {
+    if let Some(p) = profile
+        && let Err(e) = ctx.store().unlock_profile(owner, p, ctx.id()).await
+    {
+        tracing::warn!(error = %e, "could not release a profile lock");
+    }
+}
+
+impl Prepared {
+    /// Closes the browser; saves and unlocks a writable profile.
+    pub async fn finish(self, ctx: &TaskContext, blobs: &Blobs) {
+        let Prepared {
+            session,
+            dedicated,
+            save_profile,
+            _extensions,
+        } = self;
+        let Some(process) = dedicated else {
+            session.close().await;
+            return;
+        };
+        let owner = ctx.task.owner.clone();
+        let Some(profile) = save_profile else {
+            drop(session);
+            process.kill().await;
+            return;
+        };
+        let summary = process.cookie_summary().await;
+        drop(session);
+        process.close_gracefully().await;
+        let dir = process.data_dir().to_path_buf();
+        let packed = tokio::task::spawn_blocking(move || pack_profile(&dir)).await;
+        match (packed, summary) {
+            (Ok(Ok(archive)), Ok((cookie_count, domains))) => {
+                let key = format!("profiles/{owner}/{profile}.tar");
+                let size = i64::try_from(archive.len()).unwrap_or(i64::MAX);
+                match blobs.put(&key, Bytes::from(archive)).await {
+                    Ok(()) => {
+                        if let Err(e) = ctx
+                            .store()
+                            .save_profile(&owner, &profile, &key, size, cookie_count, &domains)
+                            .await
+                        {
+                            tracing::error!(error = %e, "could not record the saved profile");
+                        } else {
+                            tracing::info!(profile = %profile, size, cookie_count, "profile saved");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not store the profile archive"),
+                }
+            }
+            (packed, summary) => {
+                tracing::error!(packed = ?packed.map(|r| r.map(|a| a.len())), summary = ?summary.map(|s| s.0), "could not save the profile")
+            }
+        }
+        release(ctx, &owner, Some(&profile)).await;
+    }
+}
