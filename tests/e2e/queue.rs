@@ -10,7 +10,8 @@ use smoothd_tests::{Backend, TestDb, TestServer, backend_tests, test_settings};
 backend_tests!(
     workers_wake_on_new_work_across_processes,
     task_without_model_fails_clearly,
-    shutdown_gives_sessions_a_final_state
+    shutdown_gives_sessions_a_final_state,
+    idle_sessions_end_with_a_clear_state
 );
 
 async fn workers_wake_on_new_work_across_processes(b: Backend) {
@@ -120,4 +121,24 @@ async fn shutdown_gives_sessions_a_final_state(b: Backend) {
     let row = store.get_task_unscoped(&id).await.unwrap().unwrap();
     assert_eq!(row.status, "failed");
     assert!(row.error.unwrap().contains("shut down"));
+}
+
+async fn idle_sessions_end_with_a_clear_state(b: Backend) {
+    let db = TestDb::new(b).await;
+    let mut settings = test_settings(&db);
+    settings.session_idle_seconds = 1;
+    let s = TestServer::start_with(
+        settings,
+        Roles {
+            api: true,
+            workers: true,
+        },
+    )
+    .await;
+    let (_, t) = s.post("/v1/task", json!({"task": null})).await;
+    let id = t["r"]["id"].as_str().unwrap().to_string();
+    let r = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "failed");
+    assert!(r["error"].as_str().unwrap().contains("idle timeout"), "{r}");
+    s.stop().await;
 }

@@ -425,7 +425,8 @@ fn validate_proxy(f: &Fields<'_>) -> Result<Option<Proxy>, ValidationError> {
     if server == "self" {
         return Err(ValidationError::invalid(
             "proxy_server",
-            "\"self\" (the hosted service's tunnel to your machine) is not supported by smoothd; give a proxy URL",
+            "\"self\" (the hosted service's tunnel through your machine) is not supported by smoothd: give a proxy \
+             URL, or none (the smooth CLI: start-session --no-proxy)",
         ));
     }
     let candidate = if server.contains("://") {
