@@ -441,3 +441,40 @@ async fn uploaded_extensions_run_in_the_page() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn task_files_can_be_attached_to_file_inputs() {
+    let site = fixture_site().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = TestServer::start(&db).await;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"name,total\nalice,42\n".to_vec()).file_name("report.csv"),
+    );
+    let (_, f) = TestServer::send(s.req(reqwest::Method::POST, "/v1/file").multipart(form)).await;
+    let fid = f["r"]["id"].as_str().unwrap();
+    let session = Session::open(&s, json!({"files": [fid]})).await;
+    assert_eq!(session.goto(&format!("{site}/upload.html")).await.0, 200);
+    let (code, out) = session
+        .cmd(
+            "browser_action",
+            "upload_file",
+            json!({"selector": "#f", "file": "report.csv"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    let got = session
+        .eval("const f = document.getElementById('f').files[0]; return [f.name, await f.text()];")
+        .await;
+    assert_eq!(got, json!(["report.csv", "name,total\nalice,42\n"]));
+    let (code, out) = session
+        .cmd(
+            "browser_action",
+            "upload_file",
+            json!({"selector": "#f", "file": "other.pdf"}),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(out.as_str().unwrap().contains("report.csv"), "{out}");
+    s.stop().await;
+}

@@ -243,6 +243,42 @@ impl BrowserSession {
         Ok(resp.result.result.value.clone().unwrap_or(Value::Null))
     }
 
+    /// Attaches local files to the `<input type=file>` matching `selector`, as if the user had
+    /// picked them.
+    pub async fn set_input_files(
+        &self,
+        selector: &str,
+        paths: &[std::path::PathBuf],
+    ) -> Result<(), BrowserError> {
+        use chromiumoxide::cdp::browser_protocol::dom::SetFileInputFilesParams;
+        let sel = serde_json::to_string(selector).map_err(|e| BrowserError::Script(e.to_string()))?;
+        let found = self
+            .guard(
+                SCRIPT_TIMEOUT,
+                self.page
+                    .execute(EvaluateParams::new(format!("document.querySelector({sel})"))),
+            )
+            .await?
+            .map_err(|e| self.fail(e))?;
+        let object_id = found
+            .result
+            .result
+            .object_id
+            .clone()
+            .ok_or_else(|| BrowserError::Script(format!("no element matches {selector:?}")))?;
+        let files = paths.iter().map(|p| p.display().to_string()).collect();
+        let params = SetFileInputFilesParams {
+            files,
+            node_id: None,
+            backend_node_id: None,
+            object_id: Some(object_id),
+        };
+        self.guard(SCRIPT_TIMEOUT, self.page.execute(params))
+            .await?
+            .map_err(|e| BrowserError::Script(format!("cannot attach files to {selector:?}: {e}")))?;
+        Ok(())
+    }
+
     /// The page's current URL.
     pub async fn url(&self) -> Option<String> {
         self.page.url().await.ok().flatten()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use smoothd_browser::{Blocker, BrowserError, BrowserPool, BrowserSession, SessionOptions};
+use smoothd_browser::{Blocker, BrowserError, BrowserPool, SessionOptions};
 use smoothd_core::event::Event;
 use smoothd_core::urlpattern::UrlPattern;
 
@@ -147,16 +147,14 @@ impl BasicExecutor {
             }
             Err(e) => return failed(e),
         };
-        let outcome = self
-            .session_loop(ctx, prepared.as_ref().map(|p| &p.session))
-            .await;
+        let outcome = self.session_loop(ctx, prepared.as_ref()).await;
         if let Some(p) = prepared {
             p.finish(ctx, &self.blobs).await;
         }
         outcome
     }
 
-    async fn session_loop(&self, ctx: &mut TaskContext, browser: Option<&BrowserSession>) -> Outcome {
+    async fn session_loop(&self, ctx: &mut TaskContext, browser: Option<&Prepared>) -> Outcome {
         // Accepted but not applied: say so rather than pretend (see the README).
         if !ctx.spec.certificates.is_empty() {
             let _ = ctx
@@ -170,7 +168,7 @@ impl BasicExecutor {
             if ctx.mark_effects().await.is_err() {
                 return Outcome::Stopped;
             }
-            if let Err(e) = b.goto(&url).await {
+            if let Err(e) = b.session.goto(&url).await {
                 return failed(format!("could not open the start URL: {e}"));
             }
         }
@@ -217,7 +215,7 @@ impl BasicExecutor {
                 continue;
             }
             let reply = self.handle(ctx, browser, &event, &action, started).await;
-            let crashed = browser.is_some_and(|b| !b.browser_alive());
+            let crashed = browser.is_some_and(|b| !b.session.browser_alive());
             if ctx.reply(&event, reply.code, reply.output.clone()).await.is_err() {
                 return Outcome::Stopped;
             }
@@ -230,25 +228,46 @@ impl BasicExecutor {
     async fn handle(
         &self,
         ctx: &TaskContext,
-        browser: Option<&BrowserSession>,
+        browser: Option<&Prepared>,
         event: &Event,
         action: &str,
         started: Instant,
     ) -> Reply {
         let input = event.payload.get("input").cloned().unwrap_or(Value::Null);
-        let needs_browser = matches!(action, "goto" | "evaluate_js" | "exec_js");
+        let needs_browser = matches!(action, "goto" | "evaluate_js" | "exec_js" | "upload_file");
         match (event.name.as_str(), action) {
             ("browser_action", _) if needs_browser => {
-                let Some(b) = browser else {
+                let Some(prepared) = browser else {
                     return Reply::internal(match &self.browsers {
                         Err(why) => format!("no browser available: {why}"),
                         Ok(_) => "no browser available".to_string(),
                     });
                 };
+                let b = &prepared.session;
                 if ctx.mark_effects().await.is_err() {
                     return Reply::internal("this worker lost the task");
                 }
                 let result = match action {
+                    // smoothd's own session action (the agent's upload_file uses the same path):
+                    // attach one of the task's `files` (by id or original name) to a file input.
+                    "upload_file" => {
+                        let (Some(selector), Some(file)) = (
+                            input.get("selector").and_then(Value::as_str),
+                            input.get("file").and_then(Value::as_str),
+                        ) else {
+                            return Reply::user("upload_file: input.selector and input.file are required");
+                        };
+                        let Some(placed) = prepared.files.iter().find(|f| f.id == file || f.name == file)
+                        else {
+                            let known: Vec<&str> = prepared.files.iter().map(|f| f.name.as_str()).collect();
+                            return Reply::user(format!(
+                                "upload_file: {file:?} is not one of this task's files {known:?}"
+                            ));
+                        };
+                        b.set_input_files(selector, std::slice::from_ref(&placed.path))
+                            .await
+                            .map(|()| None)
+                    }
                     "goto" => match input.get("url").and_then(Value::as_str) {
                         Some(url) => b.goto(url).await.map(|()| None),
                         None => return Reply::user("goto: input.url is required"),

@@ -18,9 +18,20 @@ use smoothd_store::Blobs;
 
 use crate::context::TaskContext;
 
+/// One of the task's uploaded files, on disk where the browser can read it.
+#[derive(Debug, Clone)]
+pub struct PlacedFile {
+    pub id: String,
+    pub name: String,
+    pub path: std::path::PathBuf,
+}
+
 /// A task's browser and what must happen when it ends.
 pub struct Prepared {
     pub session: BrowserSession,
+    /// The task's `files`, ready for file inputs.
+    pub files: Vec<PlacedFile>,
+    _files_dir: Option<TempDir>,
     /// Set for a dedicated process (closed with the task).
     dedicated: Option<Arc<BrowserProcess>>,
     /// The profile to save at the end (writable ones only).
@@ -44,6 +55,7 @@ pub async fn prepare(
 ) -> Result<Prepared, String> {
     let spec = &ctx.spec;
     let owner = ctx.task.owner.clone();
+    let (files, files_dir) = place_files(ctx, blobs).await?;
     if spec.profile_id.is_none() && spec.extensions.is_empty() {
         let process = pool.shared().await.map_err(|e| e.to_string())?;
         let session = BrowserSession::open(process, opts)
@@ -51,6 +63,8 @@ pub async fn prepare(
             .map_err(|e| format!("cannot open a browser: {e}"))?;
         return Ok(Prepared {
             session,
+            files,
+            _files_dir: files_dir,
             dedicated: None,
             save_profile: None,
             _extensions: Vec::new(),
@@ -129,6 +143,8 @@ pub async fn prepare(
     match BrowserSession::open(process.clone(), opts).await {
         Ok(session) => Ok(Prepared {
             session,
+            files,
+            _files_dir: files_dir,
             dedicated: Some(process),
             save_profile,
             _extensions: ext_dirs,
@@ -139,6 +155,40 @@ pub async fn prepare(
             Err(format!("cannot open a browser: {e}"))
         }
     }
+}
+
+/// Copies the task's uploaded files into a folder of their own, under their original names.
+async fn place_files(ctx: &TaskContext, blobs: &Blobs) -> Result<(Vec<PlacedFile>, Option<TempDir>), String> {
+    if ctx.spec.files.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let dir = temp("smoothd-files-")?;
+    let mut placed = Vec::new();
+    for (i, id) in ctx.spec.files.iter().enumerate() {
+        let row = ctx
+            .store()
+            .get_file(&ctx.task.owner, id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("file {id:?} was deleted"))?;
+        let bytes = blobs
+            .get(&row.storage_key)
+            .await
+            .map_err(|e| format!("cannot read file {id:?}: {e}"))?;
+        // Same-named uploads each keep their name, in their own subfolder.
+        let sub = dir.path().join(i.to_string());
+        tokio::fs::create_dir_all(&sub).await.map_err(|e| e.to_string())?;
+        let path = sub.join(&row.name);
+        tokio::fs::write(&path, &bytes)
+            .await
+            .map_err(|e| format!("cannot place file {id:?}: {e}"))?;
+        placed.push(PlacedFile {
+            id: row.id,
+            name: row.name,
+            path,
+        });
+    }
+    Ok((placed, Some(dir)))
 }
 
 /// Waits for the profile's write lock, telling the client once that it is waiting.
@@ -181,7 +231,7 @@ impl Prepared {
             session,
             dedicated,
             save_profile,
-            _extensions,
+            ..
         } = self;
         let Some(process) = dedicated else {
             session.close().await;
