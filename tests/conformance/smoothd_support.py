@@ -1,0 +1,362 @@
+"""Support of the conformance suite: a real `smoothd serve` process per database backend,
+driven through the real `smooth-py` SDK (the wire contract) and, where the SDK would refuse
+to send an input, through raw HTTP.
+
+Environment:
+  SMOOTHD_BIN                 the smoothd binary (default: <repo>/target/debug/smoothd)
+  SMOOTHD_TEST_POSTGRES_URL   PostgreSQL admin URL; a fresh database is created from it
+                              (default: postgres://postgres@127.0.0.1:5432/postgres)
+"""
+
+import io
+import os
+
+# Must be set before `smooth` is imported: the SDK reads it at import time.
+os.environ["SMOOTH_TELEMETRY"] = "off"
+os.environ.pop("SMOOTH_BASE_URL", None)
+os.environ.pop("CIRCLEMIND_API_KEY", None)
+
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import zipfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+from urllib.parse import urlsplit, urlunsplit  # noqa: E402
+
+import pytest  # noqa: E402
+import requests  # noqa: E402
+
+from smooth import SmoothClient  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+READY_TIMEOUT = 60
+STOP_TIMEOUT = 15
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 60) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "<no output>"
+    return "\n".join(lines[-n:]) or "<no output>"
+
+
+def _smoothd_bin() -> str:
+    b = os.environ.get("SMOOTHD_BIN") or str(REPO / "target" / "debug" / "smoothd")
+    if not Path(b).is_file():
+        pytest.exit(f"smoothd binary not found at {b}; run `cargo build -p smoothd` or set SMOOTHD_BIN", 2)
+    return b
+
+
+class PostgresDb:
+    """A fresh PostgreSQL database created with psql from the admin URL, dropped by close()."""
+
+    def __init__(self) -> None:
+        self.admin = os.environ.get("SMOOTHD_TEST_POSTGRES_URL") or DEFAULT_PG_ADMIN
+        if shutil.which("psql") is None:
+            pytest.fail("psql is needed for the PostgreSQL backend (Debian: apt-get install postgresql-client)")
+        self.name = f"smoothd_conf_{secrets.token_hex(6)}"
+        self._psql(f"CREATE DATABASE {self.name}")
+        parts = urlsplit(self.admin)
+        self.url = urlunsplit((parts.scheme, parts.netloc, "/" + self.name, parts.query, parts.fragment))
+
+    def _psql(self, sql: str) -> None:
+        r = subprocess.run(
+            ["psql", "-w", "-X", "-q", "-v", "ON_ERROR_STOP=1", self.admin, "-c", sql],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+        )
+        if r.returncode != 0:
+            pytest.fail(f"psql {sql!r} against {self.admin} failed: {r.stderr.strip()}")
+
+    def close(self) -> None:
+        self._psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+class Server:
+    """One `smoothd serve` process with its own data folder, database, port and keys."""
+
+    def __init__(self, backend: str, extra_env: dict[str, str] | None = None) -> None:
+        self.backend = backend
+        self.extra_env = extra_env or {}
+        self.bin = _smoothd_bin()
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"smoothd-conf-{backend}-"))
+        self.data_dir = self.tmp / "data"
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.key = "smd_test_" + secrets.token_hex(20)
+        self.pg: PostgresDb | None = None
+        if backend == "postgres":
+            self.pg = PostgresDb()
+            self.db_url = self.pg.url
+        else:
+            self.db_url = f"sqlite://{self.tmp / 'smoothd.db'}"
+        self.stderr_path = self.tmp / "smoothd.stderr"
+        self.stdout_path = self.tmp / "smoothd.stdout"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.other_key = ""
+        # Small upload limit so the 413 test stays cheap.
+        self.max_upload = 1024 * 1024
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SMOOTHD_") and k != "RUST_LOG"}
+        env.update(
+            SMOOTHD_LISTEN=f"127.0.0.1:{self.port}",
+            SMOOTHD_PUBLIC_URL=self.base,
+            SMOOTHD_DATA_DIR=str(self.data_dir),
+            SMOOTHD_DATABASE_URL=self.db_url,
+            SMOOTHD_API_KEY=self.key,
+            SMOOTHD_WORKERS="2",
+            SMOOTHD_MAX_UPLOAD_BYTES=str(self.max_upload),
+            SMOOTHD_LOG="info",
+            # Tests talk to 127.0.0.1 only: keep Chromium off the network.
+            SMOOTHD_CHROMIUM_ARGS='["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"]',
+        )
+        if os.environ.get("SMOOTHD_CHROMIUM"):
+            env["SMOOTHD_CHROMIUM"] = os.environ["SMOOTHD_CHROMIUM"]
+        env.update(self.extra_env)
+        return env
+
+    def start(self, create_other_key: bool = True) -> None:
+        self.proc = subprocess.Popen(
+            [self.bin, "serve"],
+            cwd=self.tmp,  # no config/smoothd.toml here: env only
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.stdout_path, "wb"),
+            stderr=open(self.stderr_path, "wb"),
+        )
+        deadline = time.monotonic() + READY_TIMEOUT
+        last = ""
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                pytest.fail(
+                    f"smoothd ({self.backend}) exited with {rc} before it was ready; stderr:\n{_tail(self.stderr_path)}"
+                )
+            try:
+                r = requests.get(f"{self.base}/readyz", timeout=2)
+                if r.status_code == 200:
+                    break
+                last = f"{r.status_code} {r.text[:200]}"
+            except requests.RequestException as e:
+                last = str(e)
+            time.sleep(0.2)
+        else:
+            self.kill()
+            pytest.fail(
+                f"smoothd ({self.backend}) not ready within {READY_TIMEOUT}s (last: {last}); stderr:\n"
+                f"{_tail(self.stderr_path)}"
+            )
+        if create_other_key:
+            self.other_key = self.create_key("other")
+
+    def restart(self) -> None:
+        """Stops (SIGTERM, must exit 0) and starts again on the same database and data folder."""
+        rc = self.stop()
+        assert rc == 0, f"smoothd ({self.backend}) exit code {rc} after SIGTERM; stderr:\n{self.stderr_tail()}"
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.start(create_other_key=False)
+
+    def create_key(self, name: str) -> str:
+        r = subprocess.run(
+            [self.bin, "keys", "create", "--name", name],
+            cwd=self.tmp,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, f"`smoothd keys create --name {name}` failed ({r.returncode}): {r.stderr}"
+        lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+        assert lines, f"`smoothd keys create` printed no key; stderr: {r.stderr}"
+        return lines[-1]
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        """SIGTERM; returns the exit code, or None if it did not exit within STOP_TIMEOUT."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def cleanup(self) -> None:
+        self.kill()
+        if self.pg is not None:
+            self.pg.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- raw HTTP ---
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def request(self, method: str, path: str, key: str | None = "default", **kw) -> requests.Response:
+        headers = dict(kw.pop("headers", {}) or {})
+        if key == "default":
+            key = self.key
+        if key is not None:
+            headers["apikey"] = key
+        kw.setdefault("timeout", 30)
+        return requests.request(method, self.url(path), headers=headers, **kw)
+
+    def stderr_tail(self) -> str:
+        return _tail(self.stderr_path)
+
+
+def close_client(c: SmoothClient) -> None:
+    try:
+        c._run_async(c._async_client.close())
+    finally:
+        c._loop.call_soon_threadsafe(c._loop.stop)
+        c._loop_thread.join(5)
+
+
+def make_client(base_url: str, key: str) -> SmoothClient:
+    return SmoothClient(api_key=key, base_url=base_url, timeout=30)
+
+
+def get_task(server, tid: str, key: str = "default", **params) -> requests.Response:
+    return server.request("GET", f"/v1/task/{tid}", key=key, params=params or None)
+
+
+def wait_status(server, tid: str, statuses, timeout: float = 30) -> dict:
+    """Polls (event_t=0, never held) until the task has one of `statuses`."""
+    statuses = {statuses} if isinstance(statuses, str) else set(statuses)
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        r = get_task(server, tid)
+        assert r.status_code in (200, 202), f"GET /v1/task/{tid} -> {r.status_code} {r.text}"
+        last = r.json()["r"]
+        if last["status"] in statuses:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"task {tid} not in {sorted(statuses)} within {timeout}s; last: {last}")
+
+
+def wait_final(server, tid: str, timeout: float = 30, check: bool = True) -> dict | None:
+    try:
+        return wait_status(server, tid, ("done", "failed", "cancelled"), timeout)
+    except AssertionError:
+        if check:
+            raise
+        return None
+
+
+def task_ids_page(server, key: str = "default") -> list[str]:
+    r = server.request("GET", "/v1/task", key=key, params={"l": 128})
+    assert r.status_code == 200, f"GET /v1/task -> {r.status_code} {r.text}"
+    return [t["id"] for t in r.json()["r"]]
+
+
+def detail(r: requests.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        raise AssertionError(f"error body is not JSON: {r.status_code} {r.text!r}") from None
+    assert isinstance(body, dict) and isinstance(body.get("detail"), str), f"no string `detail`: {body}"
+    return body["detail"]
+
+
+def extension_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(
+            "manifest.json",
+            '{"manifest_version": 3, "name": "conformance", "version": "1.0", "description": "test"}',
+        )
+        z.writestr("background.js", "console.log('hi');\n")
+    return buf.getvalue()
+
+
+def named(data: bytes, name: str) -> io.BytesIO:
+    f = io.BytesIO(data)
+    f.name = name
+    return f
+
+
+# --- Chromium and a local site for the browser ---
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def chromium_path() -> str | None:
+    """The Chromium smoothd will find (it looks at SMOOTHD_CHROMIUM, then PATH)."""
+    configured = os.environ.get("SMOOTHD_CHROMIUM")
+    if configured:
+        return configured if Path(configured).is_file() else None
+    for name in CHROMIUM_NAMES:
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
+
+
+SITE_PAGES = {
+    "/index.html": (
+        "<!doctype html><html><head><title>Conformance home</title></head>"
+        "<body><h1>Hello from the conformance site</h1><a href='/second.html'>next</a></body></html>"
+    ),
+    "/second.html": "<!doctype html><html><head><title>Second page</title></head><body><p>two</p></body></html>",
+}
+
+
+class Site:
+    """A tiny HTTP server on 127.0.0.1 serving SITE_PAGES, so no test needs the internet."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                body = SITE_PAGES.get(self.path.split("?", 1)[0])
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/html; charset=utf-8")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
