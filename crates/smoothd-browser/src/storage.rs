@@ -53,8 +53,9 @@ pub fn unpack_profile(archive: &[u8], dir: &Path) -> std::io::Result<()> {
     a.unpack(dir)
 }
 
-/// Unpacks a Chrome extension (.zip or .crx) into `dir`; it must have a manifest.json.
-pub fn unpack_extension(bytes: &[u8], dir: &Path) -> Result<(), String> {
+/// Unpacks a Chrome extension (.zip or .crx) into `dir` and returns the folder holding its
+/// manifest.json: `dir` itself, or the one folder the archive wraps everything in.
+pub fn unpack_extension(bytes: &[u8], dir: &Path) -> Result<std::path::PathBuf, String> {
     let zip_bytes = if bytes.starts_with(b"Cr24") {
         // CRX3: "Cr24", version (u32 LE), header length (u32 LE), header, then the zip.
         let header_len = bytes
@@ -89,11 +90,20 @@ pub fn unpack_extension(bytes: &[u8], dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("cannot read {}: {e}", file.name()))?;
         std::fs::write(&out, buf).map_err(|e| e.to_string())?;
     }
-    // Archives often wrap everything in one folder; Chromium wants the manifest's folder.
-    if !dir.join("manifest.json").is_file() {
-        return Err("the extension has no manifest.json at its top level".into());
+    if dir.join("manifest.json").is_file() {
+        return Ok(dir.to_path_buf());
     }
-    Ok(())
+    // Archives often wrap everything in one folder; Chromium wants the manifest's folder.
+    let subdirs: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    match subdirs.as_slice() {
+        [only] if only.join("manifest.json").is_file() => Ok(only.clone()),
+        _ => Err("the extension has no manifest.json (at its top level or in its one folder)".into()),
+    }
 }
 
 #[cfg(test)]
@@ -138,8 +148,23 @@ mod tests {
         }
         let zip = buf.into_inner();
         let d = tempfile::tempdir().unwrap();
-        unpack_extension(&zip, d.path()).unwrap();
+        assert_eq!(unpack_extension(&zip, d.path()).unwrap(), d.path());
         assert!(d.path().join("manifest.json").is_file());
+        // One wrapping folder is fine.
+        let mut wrapped = Cursor::new(Vec::new());
+        {
+            let mut z = zip::ZipWriter::new(&mut wrapped);
+            z.start_file("myext/manifest.json", zip::write::SimpleFileOptions::default())
+                .unwrap();
+            z.write_all(br#"{"manifest_version": 3, "name": "t", "version": "1"}"#)
+                .unwrap();
+            z.finish().unwrap();
+        }
+        let w = tempfile::tempdir().unwrap();
+        assert_eq!(
+            unpack_extension(&wrapped.into_inner(), w.path()).unwrap(),
+            w.path().join("myext")
+        );
         let mut crx = b"Cr24".to_vec();
         crx.extend_from_slice(&3u32.to_le_bytes());
         crx.extend_from_slice(&4u32.to_le_bytes());

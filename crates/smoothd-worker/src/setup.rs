@@ -98,6 +98,7 @@ pub async fn prepare(
     }
 
     let mut ext_dirs = Vec::new();
+    let mut ext_roots = Vec::new();
     for id in &spec.extensions {
         let row = ctx
             .store()
@@ -111,18 +112,19 @@ pub async fn prepare(
             .map_err(|e| format!("cannot read extension {id:?}: {e}"))?;
         let dir = temp("smoothd-extension-")?;
         let path = dir.path().to_path_buf();
-        tokio::task::spawn_blocking(move || unpack_extension(&bytes, &path))
+        let root = tokio::task::spawn_blocking(move || unpack_extension(&bytes, &path))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("extension {id:?} ({}): {e}", row.file_name))?;
+        ext_roots.push(root);
         ext_dirs.push(dir);
     }
 
     let mut args = Vec::new();
     if !ext_dirs.is_empty() {
-        let list = ext_dirs
+        let list = ext_roots
             .iter()
-            .map(|d| d.path().display().to_string())
+            .map(|d| d.display().to_string())
             .collect::<Vec<_>>()
             .join(",");
         args.push(format!("--load-extension={list}"));
