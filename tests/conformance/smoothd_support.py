@@ -321,7 +321,31 @@ SITE_PAGES = {
         "<body><h1>Hello from the conformance site</h1><a href='/second.html'>next</a></body></html>"
     ),
     "/second.html": "<!doctype html><html><head><title>Second page</title></head><body><p>two</p></body></html>",
+    # For the device tests: a page that opts into the device width, as mobile sites do.
+    "/probe.html": (
+        "<!doctype html><html><head><title>Probe</title>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'></head>"
+        "<body><p id='p'>probe page</p></body></html>"
+    ),
+    # For use_adblock: EasyList's generic `/ads-async.$script` rule matches the first script,
+    # EasyPrivacy matches the second; app.js is the control every browser loads.
+    "/adblock.html": (
+        "<!doctype html><html><head><title>Ad block probe</title>"
+        "<script src='/ads-async.js'></script>"
+        "<script src='/analytics.bundled.js'></script>"
+        "<script src='/app.js'></script>"
+        "</head><body><p>content</p></body></html>"
+    ),
+    "/ads-async.js": "window.adLoaded = true;\n",
+    "/analytics.bundled.js": "window.trackerLoaded = true;\n",
+    "/app.js": "window.appLoaded = true;\n",
+    "/upload.html": (
+        "<!doctype html><html><head><title>Upload</title></head>"
+        "<body><form><input type='file' id='f' name='f'></form></body></html>"
+    ),
 }
+
+SITE_TYPES = {".js": "application/javascript", ".html": "text/html; charset=utf-8"}
 
 
 class Site:
@@ -339,8 +363,10 @@ class Site:
                     self.end_headers()
                     return
                 data = body.encode()
+                path = self.path.split("?", 1)[0]
+                ctype = SITE_TYPES.get(path[path.rfind(".") :], "text/html; charset=utf-8")
                 self.send_response(200)
-                self.send_header("content-type", "text/html; charset=utf-8")
+                self.send_header("content-type", ctype)
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -360,3 +386,119 @@ class Site:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class AuthProxy:
+    """A small authenticating HTTP proxy on 127.0.0.1 for plain-http targets (absolute-form GET
+    only). Without the right `Proxy-Authorization` it answers 407 with `Proxy-Authenticate`;
+    with it, it forwards the request in origin form with `Connection: close` and relays the
+    answer. `forwarded` lists the absolute URLs it forwarded, in order."""
+
+    def __init__(self, user: str, password: str) -> None:
+        import base64
+        import http.client
+        import http.server
+        import threading
+        from urllib.parse import urlsplit as _split
+
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.forwarded: list[str] = []
+        self.refused = 0
+        proxy = self
+        hop = {"proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "upgrade"}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _close_with(self, code: int, headers: dict[str, str]) -> None:
+                self.send_response(code)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+
+            def do_GET(self):  # noqa: N802
+                if (self.headers.get("Proxy-Authorization") or "").strip() != expected:
+                    proxy.refused += 1
+                    self._close_with(407, {"Proxy-Authenticate": 'Basic realm="t"'})
+                    return
+                target = _split(self.path)
+                if target.scheme != "http" or not target.hostname:
+                    self._close_with(400, {})
+                    return
+                proxy.forwarded.append(self.path)
+                path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+                headers["Connection"] = "close"
+                try:
+                    conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=30)
+                    conn.request("GET", path, headers=headers)
+                    resp = conn.getresponse()
+                    body = resp.read()
+                    conn.close()
+                except OSError:
+                    self._close_with(502, {})
+                    return
+                self.send_response(resp.status, resp.reason)
+                for k, v in resp.getheaders():
+                    if k.lower() not in hop | {"content-length", "transfer-encoding"}:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+
+            def do_CONNECT(self):  # noqa: N802
+                self._close_with(405, {})
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _proc_ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces or parentheses: parse after the last ')'.
+    rest = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(rest[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def chromium_browser_pids(parent_pid: int) -> list[int]:
+    """Chromium browser processes (not renderers or helpers, which carry `--type=`) whose
+    parent is `parent_pid`: the browsers a smoothd started."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if _proc_ppid(pid) != parent_pid:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in cmd if a]
+        if not args or any(a.startswith("--type=") for a in args):
+            continue
+        if "chrom" in Path(args[0]).name.lower():
+            out.append(pid)
+    return out

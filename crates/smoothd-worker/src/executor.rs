@@ -216,10 +216,13 @@ impl BasicExecutor {
             }
             let reply = self.handle(ctx, browser, &event, &action, started).await;
             let crashed = browser.is_some_and(|b| !b.session.browser_alive());
-            if ctx.reply(&event, reply.code, reply.output.clone()).await.is_err() {
+            let Ok(sent) = ctx.reply(&event, reply.code, reply.output.clone()).await else {
                 return Outcome::Stopped;
-            }
+            };
             if crashed {
+                // As with close: the SDK never reads the events of the first final response,
+                // so the 500 answer must be read while the session still reads running.
+                ctx.wait_acked(sent.timestamp, self.close_grace).await;
                 return failed("the browser crashed; the session cannot continue");
             }
         }
