@@ -105,6 +105,13 @@ async fn devices_are_emulated_and_stealth_hides_automation() {
     assert!(!d["ua"].as_str().unwrap().contains("Headless"), "{d}");
     assert!(!d["brands"].to_string().contains("Headless"), "{d}");
     assert_eq!(d["chrome"], "object");
+    assert!(d["plugins"].as_i64().unwrap() > 0, "{d}");
+    assert!(
+        d["outerWidth"].as_i64().unwrap() >= 1280 && d["outerHeight"].as_i64().unwrap() >= 800,
+        "{d}"
+    );
+    let webgl = d["webgl"].as_str().unwrap_or("");
+    assert!(!webgl.is_empty() && !webgl.contains("SwiftShader"), "{d}");
     assert!(d["languages"].as_array().is_some_and(|l| !l.is_empty()));
 
     let desktop_cursor = desktop.eval("document.getElementById('__smoothd_cursor')").await;

@@ -59,6 +59,11 @@ const STEALTH_JS: &str = r#"(() => {
   if (!navigator.languages || navigator.languages.length === 0) {
     define(navProto, 'languages', () => ['en-US', 'en']);
   }
+  // Headless windows are smaller than the emulated viewport; a real window never is.
+  if (window.outerWidth < window.innerWidth || window.outerHeight < window.innerHeight) {
+    define(window, 'outerWidth', () => window.innerWidth);
+    define(window, 'outerHeight', () => window.innerHeight + 85);
+  }
   if (!window.chrome) {
     Object.defineProperty(window, 'chrome', {
       value: { app: { isInstalled: false }, runtime: {}, csi() {}, loadTimes() {} },
