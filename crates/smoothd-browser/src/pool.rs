@@ -49,11 +49,4 @@ impl BrowserPool {
         *slot = Some(p.clone());
         Ok(p)
     }
-
-    /// Stops the shared browser.
-    pub async fn shutdown(&self) {
-        if let Some(p) = self.shared.lock().await.take() {
-            p.kill().await;
-        }
-    }
 }

@@ -279,11 +279,6 @@ impl BrowserSession {
         Ok(())
     }
 
-    /// The page's current URL.
-    pub async fn url(&self) -> Option<String> {
-        self.page.url().await.ok().flatten()
-    }
-
     /// Closes the page and disposes the context (cookies, storage, cache go with it).
     pub async fn close(self) {
         if !self.process.is_alive() {

@@ -24,11 +24,6 @@ impl Blobs {
         Ok(Self { store: Arc::new(fs) })
     }
 
-    /// Any `object_store` backend.
-    pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
-    }
-
     /// Stores `bytes` under `key`.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
         self.store.put(&Path::from(key), bytes.into()).await?;

@@ -342,19 +342,4 @@ impl Store {
         self.announce_task(id).await;
         Ok(EraseOutcome::Erased(keys))
     }
-
-    /// Sets the recording / downloads artifact references (`""` = none).
-    pub async fn set_task_media(
-        &self,
-        id: &str,
-        recording: Option<&str>,
-        downloads: Option<&str>,
-    ) -> Result<()> {
-        let q = self.sql(
-            "UPDATE tasks SET recording = COALESCE($1, recording), downloads = COALESCE($2, downloads) WHERE id = $3",
-        );
-        with_pool!(self, pool => sqlx::query(&q).bind(recording).bind(downloads).bind(id).execute(pool).await.map(|r| r.rows_affected())?);
-        self.announce_task(id).await;
-        Ok(())
-    }
 }
