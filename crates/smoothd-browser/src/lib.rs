@@ -15,5 +15,5 @@ pub use adblock::Blocker;
 pub use error::BrowserError;
 pub use launch::{BrowserProcess, LaunchConfig, find_chromium};
 pub use pool::BrowserPool;
-pub use session::{BrowserSession, SessionOptions};
+pub use session::{BrowserSession, SessionOptions, Tab};
 pub use tempfile::TempDir;

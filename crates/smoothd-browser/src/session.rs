@@ -42,6 +42,16 @@ pub struct SessionOptions {
     pub blocker: Option<Arc<Blocker>>,
 }
 
+/// One tab of a session.
+#[derive(Debug, Clone)]
+pub struct Tab {
+    pub target_id: chromiumoxide::cdp::browser_protocol::target::TargetId,
+    pub title: String,
+    pub url: String,
+    /// The session's own first tab.
+    pub main: bool,
+}
+
 /// A task's browser context and page.
 pub struct BrowserSession {
     process: Arc<BrowserProcess>,
@@ -148,6 +158,11 @@ impl BrowserSession {
     /// Navigates and waits for the page to load. A refused URL, a network error or a URL outside
     /// `allowed_urls` is a user error that says why.
     pub async fn goto(&self, raw: &str) -> Result<(), BrowserError> {
+        self.goto_in(&self.page, raw).await
+    }
+
+    /// [`BrowserSession::goto`] in one of this session's tabs.
+    pub async fn goto_in(&self, page: &Page, raw: &str) -> Result<(), BrowserError> {
         let url = smoothd_core::request::normalize_url(raw).map_err(BrowserError::Navigation)?;
         if let Ok(parsed) = url::Url::parse(&url)
             && !allowed(&self.opts.allowed_urls, &parsed)
@@ -162,16 +177,12 @@ impl BrowserSession {
                     .join(", ")
             )));
         }
-        let mut loads = self
-            .page
+        let mut loads = page
             .event_listener::<EventLoadEventFired>()
             .await
             .map_err(|e| self.fail(e))?;
         let nav = self
-            .guard(
-                NAVIGATION_TIMEOUT,
-                self.page.execute(NavigateParams::new(url.clone())),
-            )
+            .guard(NAVIGATION_TIMEOUT, page.execute(NavigateParams::new(url.clone())))
             .await
             .map_err(|e| match e {
                 BrowserError::Timeout(_) => {
@@ -293,6 +304,98 @@ impl BrowserSession {
         if self.guard(Duration::from_secs(5), dispose).await.is_err() {
             tracing::warn!("closing a browser context timed out");
         }
+    }
+
+    /// The session's first tab.
+    pub fn page(&self) -> &Page {
+        &self.page
+    }
+
+    /// The device this session emulates.
+    pub fn device(&self) -> smoothd_core::Device {
+        self.opts.device
+    }
+
+    /// Whether `allowed_urls` lets the browser open `url` (anything goes when it is empty).
+    pub fn allows(&self, url: &str) -> bool {
+        url::Url::parse(url).is_ok_and(|u| allowed(&self.opts.allowed_urls, &u))
+    }
+
+    /// This session's tabs (pages of its browser context), oldest first.
+    pub async fn tabs(&self) -> Result<Vec<Tab>, BrowserError> {
+        use chromiumoxide::cdp::browser_protocol::target::GetTargetsParams;
+        let targets = self
+            .guard(
+                SCRIPT_TIMEOUT,
+                self.process.browser.execute(GetTargetsParams::default()),
+            )
+            .await?
+            .map_err(|e| self.fail(e))?
+            .result
+            .target_infos;
+        let main = self.page.target_id();
+        let ctx = targets
+            .iter()
+            .find(|t| &t.target_id == main)
+            .and_then(|t| t.browser_context_id.clone());
+        let mut tabs: Vec<Tab> = targets
+            .into_iter()
+            .filter(|t| t.r#type == "page" && t.browser_context_id == ctx)
+            .map(|t| Tab {
+                main: &t.target_id == main,
+                target_id: t.target_id,
+                title: t.title,
+                url: t.url,
+            })
+            .collect();
+        // Chromium lists the newest first; the first tab is the session's own.
+        tabs.reverse();
+        tabs.sort_by_key(|t| !t.main);
+        Ok(tabs)
+    }
+
+    /// Download starts anywhere in this browser (filter on the frame); they are reported once
+    /// downloads are enabled for the context (`Browser.setDownloadBehavior` with events).
+    pub async fn download_events(
+        &self,
+    ) -> Result<
+        chromiumoxide::listeners::EventStream<
+            chromiumoxide::cdp::browser_protocol::browser::EventDownloadWillBegin,
+        >,
+        BrowserError,
+    > {
+        self.process
+            .browser
+            .event_listener()
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// The page object of one of this session's tabs.
+    pub async fn tab_page(&self, tab: &Tab) -> Result<Page, BrowserError> {
+        if tab.main {
+            return Ok(self.page.clone());
+        }
+        let page = self
+            .guard(
+                SCRIPT_TIMEOUT,
+                self.process.browser.get_page(tab.target_id.clone()),
+            )
+            .await?
+            .map_err(|e| self.fail(e))?;
+        Ok(page)
+    }
+
+    /// Runs a CDP call on this session's browser with a time limit; a dead browser ends it at
+    /// once with [`BrowserError::Crashed`].
+    pub async fn cdp<T: chromiumoxide::Command>(
+        &self,
+        page: &Page,
+        cmd: T,
+        limit: Duration,
+    ) -> Result<T::Response, BrowserError> {
+        let resp = self.guard(limit, page.execute(cmd)).await?;
+        resp.map(|r| r.result).map_err(|e| self.fail(e))
     }
 
     /// Whether the browser under this session is still up.

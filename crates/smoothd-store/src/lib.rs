@@ -8,6 +8,7 @@ mod keys;
 mod queue;
 mod resources;
 pub mod signals;
+mod steps;
 mod tasks;
 
 use std::borrow::Cow;

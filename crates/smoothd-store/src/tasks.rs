@@ -332,6 +332,7 @@ impl Store {
                 .bind(id).fetch_all(&mut *tx).await?;
             sqlx::query(&self.sql("DELETE FROM artifacts WHERE task_id = $1")).bind(id).execute(&mut *tx).await?;
             sqlx::query(&self.sql("DELETE FROM task_events WHERE task_id = $1")).bind(id).execute(&mut *tx).await?;
+            sqlx::query(&self.sql("DELETE FROM task_steps WHERE task_id = $1")).bind(id).execute(&mut *tx).await?;
             sqlx::query(&self.sql(
                 "UPDATE tasks SET request = '{}', output = NULL, error = NULL, recording = '', downloads = '', \
                  data_deleted_at = $1 WHERE id = $2",

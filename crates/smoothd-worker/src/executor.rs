@@ -11,8 +11,10 @@ use smoothd_browser::{Blocker, BrowserError, BrowserPool, SessionOptions};
 use smoothd_core::event::Event;
 use smoothd_core::urlpattern::UrlPattern;
 
+use smoothd_agent::Agent;
 use smoothd_store::Blobs;
 
+use crate::agent::{self as glue, TaskHost};
 use crate::context::{StopReason, TaskContext};
 use crate::setup::{self, Prepared};
 
@@ -41,8 +43,8 @@ pub trait Executor: Send + Sync + 'static {
 /// Sessions in a real browser; tasks without the agent.
 #[derive(Clone)]
 pub struct BasicExecutor {
-    /// Whether an LLM endpoint is configured (changes only the error message for now).
-    pub model_configured: bool,
+    /// The agent, when a model endpoint is configured.
+    pub agent: Option<Agent>,
     /// An idle session ends after this long without a command.
     pub session_idle: Duration,
     /// How long a closing session waits for the client to read the close answer.
@@ -69,21 +71,20 @@ impl Executor for BasicExecutor {
         if ctx.spec.is_session() {
             return self.run_session(ctx).await;
         }
-        if self.model_configured {
-            failed("the agent is not available in this build of smoothd; only sessions can run")
-        } else {
-            failed(
-                "no model configured: set SMOOTHD_LLM_BASE_URL and SMOOTHD_LLM_MODEL (and SMOOTHD_LLM_API_KEY if \
-                 the endpoint needs one) to run tasks",
-            )
+        match &self.agent {
+            Some(agent) => self.run_agent_task(ctx, agent).await,
+            None => failed(NO_MODEL),
         }
     }
 }
 
+const NO_MODEL: &str = "no model configured: set SMOOTHD_LLM_BASE_URL and SMOOTHD_LLM_MODEL (and \
+     SMOOTHD_LLM_API_KEY if the endpoint needs one) to run tasks";
+
 /// The answer to one client event.
-struct Reply {
-    code: u16,
-    output: Value,
+pub(crate) struct Reply {
+    pub(crate) code: u16,
+    pub(crate) output: Value,
 }
 
 impl Reply {
@@ -136,6 +137,78 @@ impl BasicExecutor {
         setup::prepare(ctx, pool, &self.blobs, opts).await
     }
 
+    /// A task: the agent's loop in a fresh browser. The first model request goes out while the
+    /// browser is being prepared when the task starts on a blank tab.
+    async fn run_agent_task(&self, ctx: &mut TaskContext, agent: &Agent) -> Outcome {
+        let job = glue::job_for_task(ctx).await;
+        let mut run = agent.start(job);
+        let stop = ctx.stop_token().clone();
+        let (prepared, ()) = tokio::join!(self.open_browser(ctx), run.prefetch(&stop));
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => return failed(e),
+        };
+        run.set_files(glue::placed_files(&prepared));
+        let finish = {
+            let mut host = TaskHost {
+                exec: self,
+                ctx,
+                browser: &prepared,
+            };
+            run.run(&mut host, &prepared.session, &stop).await
+        };
+        tracing::info!(
+            task.id = %ctx.id(), steps = finish.steps, prompt_tokens = finish.usage.prompt,
+            completion_tokens = finish.usage.completion, model_retries = finish.model_retries,
+            "agent finished"
+        );
+        prepared.finish(ctx, &self.blobs).await;
+        glue::outcome(finish)
+    }
+
+    /// A session's `run_task`: the same loop on the session's browser; answers
+    /// `{"output", "credits_used", "duration"}`, or 400 with why the agent failed.
+    async fn session_run_task(
+        &self,
+        ctx: &mut TaskContext,
+        browser: Option<&Prepared>,
+        event: &Event,
+        credits: &mut i64,
+    ) -> Reply {
+        let started = Instant::now();
+        let Some(agent) = &self.agent else {
+            return Reply::internal(NO_MODEL);
+        };
+        let Some(prepared) = browser else {
+            return Reply::internal("no browser available for run_task");
+        };
+        let input = event.payload.get("input").cloned().unwrap_or(Value::Null);
+        let first = ctx.store().step_count(ctx.id()).await.unwrap_or(0);
+        let mut job = match glue::job_for_run_task(&ctx.spec, &input, u32::try_from(first).unwrap_or(0)) {
+            Ok(j) => j,
+            Err(why) => return Reply::user(why),
+        };
+        job.files = glue::placed_files(prepared);
+        let stop = ctx.stop_token().clone();
+        let finish = {
+            let mut host = TaskHost {
+                exec: self,
+                ctx,
+                browser: prepared,
+            };
+            agent.start(job).run(&mut host, &prepared.session, &stop).await
+        };
+        *credits += finish.credits;
+        let duration = started.elapsed().as_secs_f64();
+        match finish.end {
+            smoothd_agent::End::Done(output) => Reply::ok(json!({
+                "output": output, "credits_used": finish.credits, "duration": duration,
+            })),
+            smoothd_agent::End::Failed { error, .. } => Reply::user(error),
+            smoothd_agent::End::Stopped => Reply::internal("the session was stopped"),
+        }
+    }
+
     async fn run_session(&self, ctx: &mut TaskContext) -> Outcome {
         let prepared = match self.open_browser(ctx).await {
             Ok(b) => Some(b),
@@ -172,6 +245,7 @@ impl BasicExecutor {
                 return failed(format!("could not open the start URL: {e}"));
             }
         }
+        let mut credits = 0;
         loop {
             let Some(event) = ctx.next_client_event(self.session_idle).await else {
                 if ctx.stop_reason().is_some() {
@@ -207,14 +281,18 @@ impl BasicExecutor {
                 }
                 return Outcome::Done {
                     output: Value::Null,
-                    credits_used: 0,
+                    credits_used: credits,
                 };
             }
             // Answers to tool calls go to whoever made the call; a session makes none yet.
             if event.name == "tool_call" {
                 continue;
             }
-            let reply = self.handle(ctx, browser, &event, &action, started).await;
+            let reply = if event.name == "session_action" && action == "run_task" {
+                self.session_run_task(ctx, browser, &event, &mut credits).await
+            } else {
+                self.handle(ctx, browser, &event, &action, started).await
+            };
             let crashed = browser.is_some_and(|b| !b.session.browser_alive());
             let Ok(sent) = ctx.reply(&event, reply.code, reply.output.clone()).await else {
                 return Outcome::Stopped;
@@ -228,7 +306,7 @@ impl BasicExecutor {
         }
     }
 
-    async fn handle(
+    pub(crate) async fn handle(
         &self,
         ctx: &TaskContext,
         browser: Option<&Prepared>,
@@ -292,9 +370,35 @@ impl BasicExecutor {
                     Err(e) => Reply::internal(e.to_string()),
                 }
             }
-            ("browser_action", "extract") | ("session_action", "run_task") => {
-                Reply::internal("the agent is not available in this build of smoothd")
+            ("browser_action", "extract") => {
+                let Some(agent) = &self.agent else {
+                    return Reply::internal(NO_MODEL);
+                };
+                let Some(prepared) = browser else {
+                    return Reply::internal("no browser available for extract");
+                };
+                let schema = input.get("schema").filter(|s| !s.is_null());
+                if let Some(s) = schema
+                    && let Err(e) = jsonschema::validator_for(s)
+                {
+                    return Reply::user(format!("extract: input.schema is not a valid JSON schema: {e}"));
+                }
+                let prompt = input.get("prompt").and_then(Value::as_str).unwrap_or("");
+                match agent
+                    .extract(&prepared.session, schema, prompt, ctx.stop_token())
+                    .await
+                {
+                    Ok((output, usage)) => {
+                        let credits = smoothd_agent::llm::credits(usage, agent.llm.price());
+                        Reply::ok(json!({
+                            "output": output, "credits_used": credits,
+                            "duration": started.elapsed().as_secs_f64(),
+                        }))
+                    }
+                    Err(e) => Reply::user(format!("extract failed: {e}")),
+                }
             }
+            ("session_action", "run_task") => Reply::user("run_task is only available in a session"),
             ("browser_action" | "session_action", other) => {
                 Reply::user(format!("unknown {} {other:?}", event.name))
             }

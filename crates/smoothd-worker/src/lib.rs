@@ -2,6 +2,7 @@
 //! [`Executor`], relays cancellation, and writes a true final state fenced on the attempt.
 //! What runs a task (a browser session, the agent) plugs in behind the `Executor` trait.
 
+mod agent;
 mod context;
 mod executor;
 mod pool;

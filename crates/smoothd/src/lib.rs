@@ -89,15 +89,16 @@ pub fn executor(
     browsers: Result<Arc<BrowserPool>, String>,
     blocker: Option<Arc<Blocker>>,
     blobs: Blobs,
-) -> Arc<dyn Executor> {
-    Arc::new(BasicExecutor {
+) -> anyhow::Result<Arc<dyn Executor>> {
+    let agent = settings.agent()?;
+    Ok(Arc::new(BasicExecutor {
         blocker,
         blobs,
-        model_configured: settings.model_configured(),
+        agent,
         session_idle: Settings::secs(settings.session_idle_seconds),
         close_grace: Settings::secs(settings.close_grace_seconds),
         browsers,
-    })
+    }))
 }
 
 /// Worker pool settings from the settings.
@@ -163,7 +164,7 @@ pub async fn run(
         let blocker = blocker(&settings).await?;
         let pool = WorkerPool::new(
             store.clone(),
-            executor(&settings, browsers, blocker, open_blobs(&settings)?),
+            executor(&settings, browsers, blocker, open_blobs(&settings)?)?,
             worker_config(&settings),
         );
         let stop = shutdown.clone();

@@ -39,6 +39,21 @@ pub struct Settings {
     pub llm_api_key: Option<String>,
     /// Model name.
     pub llm_model: Option<String>,
+    /// One model request's limit, in seconds.
+    pub llm_timeout_seconds: u64,
+    /// Further attempts after a failed model request (429, 5xx, timeout, unreadable reply).
+    pub llm_max_retries: u32,
+    /// First retry delay in milliseconds, doubled per retry.
+    pub llm_retry_base_ms: u64,
+    /// Cap on one reply's tokens.
+    pub llm_max_tokens: u32,
+    /// Screenshots for vision models: `auto` (when the text view cannot show the page), `on`, `off`.
+    pub llm_vision: String,
+    /// USD per million tokens by model name, for `credits_used`, e.g.
+    /// `{ "gpt-4o" = { input = 2.5, output = 10.0 } }`.
+    pub llm_prices: std::collections::HashMap<String, smoothd_agent::Price>,
+    /// How long the agent waits for a custom tool's answer from the client.
+    pub custom_tool_timeout_seconds: u64,
     /// A task's lease; a worker silent this long loses the task.
     pub lease_seconds: u64,
     /// Lease renewal interval.
@@ -80,6 +95,13 @@ impl Default for Settings {
             llm_base_url: None,
             llm_api_key: None,
             llm_model: None,
+            llm_timeout_seconds: 60,
+            llm_max_retries: 3,
+            llm_retry_base_ms: 500,
+            llm_max_tokens: 2048,
+            llm_vision: "auto".into(),
+            llm_prices: std::collections::HashMap::new(),
+            custom_tool_timeout_seconds: 300,
             lease_seconds: 30,
             heartbeat_seconds: 5,
             queue_poll_seconds: 5,
@@ -112,6 +134,10 @@ impl std::fmt::Debug for Settings {
             .field("llm_base_url", &self.llm_base_url)
             .field("llm_api_key", &hide(&self.llm_api_key))
             .field("llm_model", &self.llm_model)
+            .field("llm_timeout_seconds", &self.llm_timeout_seconds)
+            .field("llm_max_retries", &self.llm_max_retries)
+            .field("llm_vision", &self.llm_vision)
+            .field("llm_prices", &self.llm_prices)
             .field("lease_seconds", &self.lease_seconds)
             .field("heartbeat_seconds", &self.heartbeat_seconds)
             .field("queue_poll_seconds", &self.queue_poll_seconds)
@@ -211,6 +237,25 @@ impl Settings {
             url::Url::parse(u)
                 .with_context(|| format!("llm_base_url (SMOOTHD_LLM_BASE_URL): {u:?} is not a URL"))?;
         }
+        if self.llm_base_url.is_some() != self.llm_model.is_some() {
+            bail!(
+                "llm_base_url (SMOOTHD_LLM_BASE_URL) and llm_model (SMOOTHD_LLM_MODEL) go together: set both or neither"
+            );
+        }
+        self.vision()?;
+        if self.llm_timeout_seconds == 0 {
+            bail!("llm_timeout_seconds (SMOOTHD_LLM_TIMEOUT_SECONDS): at least 1");
+        }
+        if self.llm_max_retries > 10 {
+            bail!("llm_max_retries (SMOOTHD_LLM_MAX_RETRIES): at most 10");
+        }
+        for (model, p) in &self.llm_prices {
+            if !(p.input >= 0.0 && p.output >= 0.0) {
+                bail!(
+                    "llm_prices (SMOOTHD_LLM_PRICES): the prices of {model:?} must be non-negative numbers"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -233,6 +278,41 @@ impl Settings {
     /// Whether a model endpoint is configured.
     pub fn model_configured(&self) -> bool {
         self.llm_base_url.is_some() && self.llm_model.is_some()
+    }
+
+    /// `llm_vision` parsed.
+    pub fn vision(&self) -> anyhow::Result<smoothd_agent::Vision> {
+        Ok(match self.llm_vision.to_ascii_lowercase().as_str() {
+            "auto" => smoothd_agent::Vision::Auto,
+            "on" | "true" => smoothd_agent::Vision::On,
+            "off" | "false" => smoothd_agent::Vision::Off,
+            other => bail!("llm_vision (SMOOTHD_LLM_VISION): auto, on or off, got {other:?}"),
+        })
+    }
+
+    /// The agent, when a model is configured.
+    pub fn agent(&self) -> anyhow::Result<Option<smoothd_agent::Agent>> {
+        let (Some(base_url), Some(model)) = (&self.llm_base_url, &self.llm_model) else {
+            return Ok(None);
+        };
+        let llm = smoothd_agent::Llm::new(smoothd_agent::LlmConfig {
+            base_url: base_url.clone(),
+            api_key: self.llm_api_key.clone(),
+            model: model.clone(),
+            timeout: Duration::from_secs(self.llm_timeout_seconds),
+            max_retries: self.llm_max_retries,
+            retry_base: Duration::from_millis(self.llm_retry_base_ms),
+            max_completion_tokens: self.llm_max_tokens,
+            prices: self.llm_prices.clone(),
+        })
+        .map_err(anyhow::Error::msg)?;
+        Ok(Some(smoothd_agent::Agent {
+            llm,
+            config: smoothd_agent::AgentConfig {
+                vision: self.vision()?,
+                custom_tool_timeout: Duration::from_secs(self.custom_tool_timeout_seconds),
+            },
+        }))
     }
 
     /// Seconds as a duration.

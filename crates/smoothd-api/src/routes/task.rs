@@ -29,6 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_task, cancel_task, update_task))
         .routes(routes!(post_event))
         .routes(routes!(erase_task_data))
+        .routes(routes!(task_steps))
 }
 
 /// Validates a request body and its references to the owner's files, extensions and profile.
@@ -354,4 +355,26 @@ async fn erase_task_data(
             Ok(Json(json!({"r": true})))
         }
     }
+}
+
+/// The agent's step traces: per step what it saw (sizes), said and did, the results, tokens,
+/// retries and timings. Growing while the task runs.
+#[utoipa::path(get, path = "/task/{id}/steps", tag = "task",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "One object per step, oldest first: step, url, view_chars, prompt_tokens, \
+            completion_tokens, llm_ms, act_ms, step_ms, retries, reasoning, actions [{name, args, result}], error",
+            body = Envelope<Vec<Object>>),
+        (status = 404, body = ErrorBody),
+    ))]
+async fn task_steps(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if state.store.get_task(&owner.id, &id).await?.is_none() {
+        return Err(ApiError::not_found("task", &id));
+    }
+    let steps = state.store.steps(&id).await?;
+    Ok(Json(json!({"r": steps})))
 }

@@ -1,0 +1,20 @@
+//! smoothd's agent: an LLM-directed observe-act loop over a browser session.
+//!
+//! - [`llm`]: the OpenAI-compatible client (async-openai), with counted retries and credits;
+//! - [`browser`]: the page view and element actions by index, over CDP;
+//! - [`tools`]: the tool definitions offered to the model and their parsing;
+//! - [`prompt`]: the system rules, the task message, the page view, secrets;
+//! - [`run`]: the loop itself, talking to the worker through [`Host`].
+//!
+//! The contract with the model is `docs/agent-protocol.md`.
+
+pub mod browser;
+pub mod llm;
+pub mod prompt;
+pub mod run;
+pub mod tools;
+
+pub use llm::{Llm, LlmConfig, LlmError, Price, Usage};
+pub use prompt::Secret;
+pub use run::{Agent, AgentConfig, End, Finish, Host, Job, Run, ToolAnswer, Vision};
+pub use tools::CustomTool;

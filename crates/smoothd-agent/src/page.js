@@ -1,0 +1,311 @@
+// smoothd's page helper, installed once per document (idempotent). It builds the compact page
+// view the model reads and carries out element actions by index. The view is rebuilt only when
+// something changed (a mutation counter, the URL, the scroll position and the viewport make the
+// key). See docs/agent-protocol.md for the format.
+(() => {
+  if (window.__smoothd) return;
+  const S = (window.__smoothd = { els: [], prev: new WeakSet(), mut: 0, key: '' });
+  const watch = (doc) => {
+    if (!doc || doc.__smoothdWatched) return;
+    doc.__smoothdWatched = true;
+    try {
+      new MutationObserver(() => { S.mut++; }).observe(doc, {
+        subtree: true, childList: true, attributes: true, characterData: true,
+      });
+    } catch (e) {}
+  };
+  watch(document);
+  addEventListener('input', () => { S.mut++; }, true);
+  addEventListener('change', () => { S.mut++; }, true);
+
+  const SKIP = new Set(['SCRIPT', 'STYLE', 'NOSCRIPT', 'TEMPLATE', 'HEAD', 'META', 'LINK', 'TITLE', 'BASE']);
+  const BLOCK = new Set(['ADDRESS', 'ARTICLE', 'ASIDE', 'BLOCKQUOTE', 'BR', 'DD', 'DIALOG', 'DIV', 'DL', 'DT',
+    'FIELDSET', 'FIGCAPTION', 'FIGURE', 'FOOTER', 'FORM', 'H1', 'H2', 'H3', 'H4', 'H5', 'H6', 'HEADER', 'HR',
+    'LI', 'MAIN', 'NAV', 'OL', 'P', 'PRE', 'SECTION', 'TABLE', 'TR', 'UL', 'CAPTION', 'TBODY', 'THEAD',
+    'TFOOT', 'LEGEND', 'DETAILS', 'OPTION']);
+  const ROLES = new Set(['button', 'link', 'checkbox', 'radio', 'tab', 'menuitem', 'menuitemcheckbox',
+    'menuitemradio', 'option', 'switch', 'combobox', 'textbox', 'searchbox', 'slider', 'spinbutton',
+    'treeitem']);
+  const clip = (s, n) => (s.length > n ? s.slice(0, n - 1) + '…' : s);
+  const squash = (s) => s.replace(/\s+/g, ' ').trim();
+  const quote = (v) => (/[\s>"=]/.test(v) || v === '' ? '"' + v.replace(/"/g, "'") + '"' : v);
+
+  const interactive = (el) => {
+    const t = el.tagName;
+    if (t === 'A') return el.hasAttribute('href');
+    if (t === 'BUTTON' || t === 'SELECT' || t === 'TEXTAREA' || t === 'SUMMARY') return true;
+    if (t === 'INPUT') return el.type !== 'hidden';
+    const role = el.getAttribute('role');
+    if (role && ROLES.has(role)) return true;
+    if (el.isContentEditable && !(el.parentElement && el.parentElement.isContentEditable)) return true;
+    if (el.hasAttribute('onclick')) return true;
+    const ti = el.getAttribute('tabindex');
+    return ti !== null && +ti >= 0 && t !== 'BODY' && t !== 'HTML';
+  };
+
+  // The element's offset from the top document's viewport (same-origin frames add up).
+  const frameOffset = (el) => {
+    let x = 0, y = 0, win = el.ownerDocument.defaultView;
+    while (win && win !== window && win.frameElement) {
+      const f = win.frameElement, r = f.getBoundingClientRect();
+      x += r.left + f.clientLeft; y += r.top + f.clientTop;
+      win = f.ownerDocument.defaultView;
+    }
+    return { x, y };
+  };
+
+  // Not covered by another element at its centre or corners (modal overlays, banners).
+  const reachable = (el, r, root) => {
+    const pts = [[r.left + r.width / 2, r.top + r.height / 2], [r.left + 2, r.top + 2], [r.right - 2, r.bottom - 2]];
+    for (const [x, y] of pts) {
+      const vw = el.ownerDocument.defaultView;
+      if (x < 0 || y < 0 || x >= vw.innerWidth || y >= vw.innerHeight) continue;
+      let hit = (root.elementFromPoint ? root.elementFromPoint(x, y) : null);
+      if (!hit) continue;
+      if (hit === el || el.contains(hit) || hit.contains(el)) return true;
+      // a label for the field, or a host of a shadow tree holding it
+      if (hit.tagName === 'LABEL' && (hit.control === el || hit.contains(el))) return true;
+      if (hit.shadowRoot && hit.shadowRoot.contains(el)) return true;
+    }
+    return false;
+  };
+
+  S.view = (opts) => {
+    const key = [location.href, S.mut, scrollX, scrollY, innerWidth, innerHeight].join('|');
+    if (opts.prevKey && opts.prevKey === key && S.els.length) return { unchanged: true, key };
+    const els = [], lines = [], seen = new WeakSet();
+    let line = '', textChars = 0, more = 0, crossOrigin = 0, canvas = 0;
+    const maxText = opts.maxText || 12000, maxEls = opts.maxElements || 250;
+    const flush = () => { const t = squash(line); if (t && lines[lines.length - 1] !== t) lines.push(t); line = ''; };
+
+    const describe = (el, idx, isNew) => {
+      const t = el.tagName.toLowerCase();
+      const a = [];
+      const add = (k, v) => { if (v !== null && v !== undefined && v !== '') a.push(k + '=' + quote(clip(String(v), 60))); };
+      if (el.id && el.id.length <= 40) add('id', el.id);
+      add('name', el.getAttribute('name'));
+      if (t === 'input' || t === 'button') { const ty = el.getAttribute('type'); if (ty && !(t === 'input' && ty === 'text')) add('type', ty); }
+      add('role', el.getAttribute('role'));
+      add('aria-label', el.getAttribute('aria-label'));
+      add('placeholder', el.getAttribute('placeholder'));
+      let text = '';
+      if (t === 'input' || t === 'textarea') {
+        const ty = (el.type || '').toLowerCase();
+        if (ty === 'checkbox' || ty === 'radio') { if (el.checked) a.push('checked'); add('value', el.getAttribute('value')); }
+        else if (ty === 'file') { if (el.files && el.files.length) add('value', Array.from(el.files).map(f => f.name).join(', ')); }
+        else if (ty === 'password') { if (el.value) a.push('value=••••'); }
+        else if (ty === 'submit' || ty === 'button' || ty === 'reset') text = el.value || '';
+        else add('value', el.value);
+      } else if (t === 'select') {
+        const opts = Array.from(el.options);
+        text = opts.filter(o => o.selected).map(o => squash(o.text)).join(', ');
+        const names = opts.slice(0, 12).map(o => clip(squash(o.text), 30));
+        text += ' (options: ' + names.join('|') + (opts.length > 12 ? '|… ' + (opts.length - 12) + ' more' : '') + ')';
+      } else {
+        text = squash(el.innerText || el.textContent || '');
+        if (!text) { const img = el.querySelector && el.querySelector('img[alt]'); if (img) text = img.alt; }
+        if (!text) text = el.getAttribute('title') || '';
+      }
+      if (el.disabled) a.push('disabled');
+      if (el.required) a.push('required');
+      if (el.getAttribute('aria-expanded')) add('expanded', el.getAttribute('aria-expanded'));
+      return (isNew ? '*' : '') + '[' + idx + ']<' + t + (a.length ? ' ' + a.join(' ') : '') + '>' + clip(squash(text), 80);
+    };
+
+    const walk = (node, root, inInteractive) => {
+      for (let n = node.firstChild; n; n = n.nextSibling) {
+        if (n.nodeType === 3) {
+          if (inInteractive) continue;
+          const p = n.parentElement;
+          if (!p) continue;
+          const s = n.nodeValue;
+          if (!s || !s.trim()) { line += ' '; continue; }
+          const r = p.getBoundingClientRect();
+          const vw = p.ownerDocument.defaultView;
+          if (r.bottom < 0 || r.top > vw.innerHeight || r.right < 0 || r.left > vw.innerWidth || (r.width === 0 && r.height === 0)) continue;
+          if (textChars > maxText) { more++; continue; }
+          textChars += s.length;
+          line += s;
+          continue;
+        }
+        if (n.nodeType !== 1) continue;
+        const el = n;
+        if (SKIP.has(el.tagName)) continue;
+        const block = BLOCK.has(el.tagName);
+        if (block) flush();
+        if (el.tagName === 'TD' || el.tagName === 'TH') line += ' | ';
+        const st = el.ownerDocument.defaultView.getComputedStyle(el);
+        if (st.display === 'none') continue;
+        const hidden = st.visibility === 'hidden' || st.opacity === '0';
+        if (el.tagName === 'IFRAME' || el.tagName === 'FRAME') {
+          flush();
+          const r = el.getBoundingClientRect();
+          if (hidden || r.width < 2 || r.height < 2) continue;
+          let doc = null;
+          try { doc = el.contentDocument; } catch (e) {}
+          const label = el.id ? '#' + el.id : clip(el.getAttribute('src') || 'about:blank', 60);
+          if (!doc || !doc.documentElement) {
+            crossOrigin++;
+            let origin = label; try { origin = new URL(el.src, location.href).origin; } catch (e) {}
+            lines.push('--- iframe ' + origin + ' (cross-origin, not readable) ---');
+            continue;
+          }
+          watch(doc);
+          lines.push('--- iframe ' + label + ' ---');
+          if (doc.body) walk(doc.body, doc, false);
+          flush();
+          lines.push('--- end iframe ---');
+          continue;
+        }
+        if (el.tagName === 'CANVAS') { const r = el.getBoundingClientRect(); if (r.width * r.height > innerWidth * innerHeight / 4) canvas++; }
+        let isEl = false;
+        if (!hidden && !inInteractive && interactive(el)) {
+          const r = el.getBoundingClientRect();
+          const vw = el.ownerDocument.defaultView;
+          const inView = r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0 && r.top < vw.innerHeight && r.left < vw.innerWidth;
+          if (inView && reachable(el, r, root)) {
+            isEl = true;
+            if (els.length < maxEls) {
+              flush();
+              lines.push(describe(el, els.length, !S.prev.has(el)));
+              els.push(el);
+              seen.add(el);
+            } else more++;
+          }
+        }
+        if (el.shadowRoot) walk(el.shadowRoot, el.shadowRoot, inInteractive || isEl);
+        walk(el, root, inInteractive || isEl);
+        if (block || isEl) flush();
+      }
+    };
+    if (document.body) walk(document.body, document, false);
+    flush();
+    S.els = els;
+    S.prev = seen;
+    S.key = key;
+    const se = document.scrollingElement || document.documentElement;
+    const above = Math.round(se.scrollTop);
+    const below = Math.max(0, Math.round(se.scrollHeight - se.clientHeight - se.scrollTop));
+    return {
+      unchanged: false, key, url: location.href, title: document.title, text: lines.join('\n'),
+      elements: els.length, truncated: more, above, below, width: innerWidth, height: innerHeight,
+      crossOrigin, canvas,
+    };
+  };
+
+  const get = (i) => {
+    const el = S.els[i];
+    if (!el) return [null, 'there is no element [' + i + '] on this page view; use an index from the latest view'];
+    if (!el.isConnected) return [null, 'element [' + i + '] is gone from the page (it changed); look at the new view'];
+    return [el, null];
+  };
+
+  // Where to click element i, in top-viewport coordinates, after scrolling it into view.
+  S.point = (i) => {
+    const [el, err] = get(i);
+    if (err) return { error: err };
+    let r = el.getBoundingClientRect();
+    const vw = el.ownerDocument.defaultView;
+    if (r.top < 0 || r.left < 0 || r.bottom > vw.innerHeight || r.right > vw.innerWidth) {
+      el.scrollIntoView({ block: 'center', inline: 'center', behavior: 'instant' });
+      r = el.getBoundingClientRect();
+    }
+    if (r.width === 0 && r.height === 0) return { error: 'element [' + i + '] is not visible' };
+    const o = frameOffset(el);
+    S.mut++;
+    return { x: o.x + r.left + r.width / 2, y: o.y + r.top + r.height / 2, tag: el.tagName.toLowerCase(), type: (el.type || '').toLowerCase() };
+  };
+
+  const setNative = (el, value) => {
+    const proto = el.tagName === 'TEXTAREA' ? HTMLTextAreaElement.prototype : el.tagName === 'SELECT' ? HTMLSelectElement.prototype : HTMLInputElement.prototype;
+    const desc = Object.getOwnPropertyDescriptor(proto, 'value');
+    if (desc && desc.set) desc.set.call(el, value); else el.value = value;
+    el.dispatchEvent(new Event('input', { bubbles: true, composed: true }));
+    el.dispatchEvent(new Event('change', { bubbles: true }));
+  };
+
+  // Prepares element i for typing: focuses it and selects its content. Fields whose value cannot
+  // be typed reliably (date, time, color, range…) are set directly: mode 'set'.
+  S.focus = (i, text) => {
+    const [el, err] = get(i);
+    if (err) return { error: err };
+    S.mut++;
+    el.scrollIntoView({ block: 'center', inline: 'center', behavior: 'instant' });
+    el.focus();
+    const t = el.tagName, ty = (el.type || '').toLowerCase();
+    if (t === 'INPUT' && ['date', 'time', 'datetime-local', 'month', 'week', 'color', 'range'].includes(ty)) {
+      setNative(el, text);
+      return { mode: 'set', value: el.value };
+    }
+    if (t === 'INPUT' && ['checkbox', 'radio', 'file', 'submit', 'button', 'image', 'reset'].includes(ty)) {
+      return { error: 'element [' + i + '] is a ' + ty + ' input: use click' + (ty === 'file' ? ' or upload_file' : '') };
+    }
+    if (t === 'SELECT') return { error: 'element [' + i + '] is a select: use select_option' };
+    if (t === 'INPUT' || t === 'TEXTAREA') {
+      if (text === '') { setNative(el, ''); return { mode: 'set', value: '' }; }
+      try { el.select(); } catch (e) {}
+      return { mode: 'keys' };
+    }
+    if (el.isContentEditable) {
+      const range = el.ownerDocument.createRange();
+      range.selectNodeContents(el);
+      const sel = el.ownerDocument.getSelection();
+      sel.removeAllRanges(); sel.addRange(range);
+      return { mode: 'keys' };
+    }
+    return { mode: 'keys' };
+  };
+
+  S.select = (i, want) => {
+    const [el, err] = get(i);
+    if (err) return { error: err };
+    if (el.tagName !== 'SELECT') return { error: 'element [' + i + '] is a <' + el.tagName.toLowerCase() + '>, not a select; click it instead' };
+    const opts = Array.from(el.options);
+    const w = squash(String(want)).toLowerCase();
+    const o = opts.find(o => squash(o.text).toLowerCase() === w) || opts.find(o => o.value.toLowerCase() === w)
+      || opts.find(o => squash(o.text).toLowerCase().includes(w));
+    if (!o) return { error: 'no option ' + JSON.stringify(String(want)) + ' in [' + i + ']; options: ' + opts.map(o => squash(o.text)).join(' | ') };
+    S.mut++;
+    el.focus();
+    o.selected = true;
+    el.dispatchEvent(new Event('input', { bubbles: true, composed: true }));
+    el.dispatchEvent(new Event('change', { bubbles: true }));
+    return { selected: squash(o.text) };
+  };
+
+  // Scrolls the page, or the largest scrollable box when the page itself does not scroll.
+  S.scroll = (down, pages) => {
+    S.mut++;
+    const se = document.scrollingElement || document.documentElement;
+    let target = se;
+    if (se.scrollHeight <= se.clientHeight + 1) {
+      let best = null, area = 0;
+      for (const el of document.querySelectorAll('*')) {
+        if (el.scrollHeight > el.clientHeight + 1) {
+          const s = getComputedStyle(el).overflowY;
+          if (s === 'auto' || s === 'scroll') { const a = el.clientWidth * el.clientHeight; if (a > area) { area = a; best = el; } }
+        }
+      }
+      if (best) target = best;
+    }
+    const h = target === se ? innerHeight : target.clientHeight;
+    const before = target.scrollTop;
+    target.scrollBy({ top: (down ? 1 : -1) * pages * h * 0.9, behavior: 'instant' });
+    return { moved: Math.round(target.scrollTop - before) };
+  };
+
+  S.element = (i) => { const [el, err] = get(i); if (err) throw new Error(err); return el; };
+
+  // Resolves when the DOM has been quiet for `quiet` ms, or after `max` ms.
+  S.settle = (quiet, max) => new Promise((res) => {
+    const start = performance.now();
+    let last = S.mut, lastChange = start;
+    const tick = () => {
+      const now = performance.now();
+      if (S.mut !== last) { last = S.mut; lastChange = now; }
+      if (now - lastChange >= quiet || now - start >= max) return res(Math.round(now - start));
+      setTimeout(tick, 10);
+    };
+    setTimeout(tick, 10);
+  });
+})();

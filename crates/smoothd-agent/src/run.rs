@@ -1,0 +1,673 @@
+//! The observe-act loop: view the page, ask the model, run its tool calls, until `done` or
+//! `max_steps`. Everything the task produces goes through a [`Host`] (events, traces, files),
+//! so the loop knows nothing of the store.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{Map, Value, json};
+use smoothd_browser::BrowserSession;
+use tokio_util::sync::CancellationToken;
+
+use crate::browser::{ActError, Driver, Effect};
+use crate::llm::{self, Llm, LlmError, Reply, Usage};
+use crate::prompt::{self, Secret};
+use crate::tools::{self, Action, CustomTool};
+
+/// When the model gets a screenshot with the page view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Vision {
+    /// Only when the text view cannot show the page (canvas, cross-origin frames, nothing readable).
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// The client's answer to a custom tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolAnswer {
+    /// code 200
+    Ok(Value),
+    /// code 400: the model hears it and carries on.
+    Error(String),
+    /// code 500: the task fails.
+    Fatal(String),
+    TimedOut,
+    Stopped,
+}
+
+/// What the loop needs from the worker running it.
+#[async_trait]
+pub trait Host: Send {
+    /// Emits the `tool_call` event and waits (up to `timeout`) for the client's answer.
+    async fn call_tool(&mut self, name: &str, input: Value, timeout: Duration) -> ToolAnswer;
+    /// Stores one step's trace.
+    async fn record_step(&mut self, trace: Value);
+    /// The latest step in one line, for the live view.
+    async fn status(&mut self, text: &str);
+    /// Adds a file to the task's downloads.
+    async fn save_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), String>;
+    /// Called before the first action that changes the page; false if the task was lost.
+    async fn acted(&mut self) -> bool;
+}
+
+/// One task for the loop.
+#[derive(Debug, Clone, Default)]
+pub struct Job {
+    pub task: String,
+    pub url: Option<String>,
+    pub max_steps: u32,
+    pub response_model: Option<Value>,
+    pub metadata: Map<String, Value>,
+    /// (original name, id, path on disk)
+    pub files: Vec<(String, String, PathBuf)>,
+    pub secrets: Vec<Secret>,
+    pub additional_tools: Vec<String>,
+    pub custom_tools: Vec<CustomTool>,
+    /// Traces are numbered from here (a session's second `run_task` continues the count).
+    pub first_step: u32,
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum End {
+    Done(Value),
+    Failed { error: String, output: Option<Value> },
+    Stopped,
+}
+
+/// The loop's result with its cost.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub end: End,
+    pub usage: Usage,
+    pub credits: i64,
+    pub steps: u32,
+    pub model_retries: u32,
+}
+
+/// Settings of the loop beyond the model.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub vision: Vision,
+    pub custom_tool_timeout: Duration,
+}
+
+/// The agent: a model client and its settings; cheap to clone, shared by all tasks.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub llm: Llm,
+    pub config: AgentConfig,
+}
+
+/// One running task's state.
+pub struct Run {
+    agent: Agent,
+    job: Job,
+    tools: Vec<Value>,
+    offered: Vec<String>,
+    history: Vec<Value>,
+    task_message: String,
+    usage: Usage,
+    retries: u32,
+    /// The first step's reply, asked before the browser was ready (tasks without a start URL).
+    prefetched: Option<(String, Reply)>,
+    best_output: Option<Value>,
+    acted: bool,
+    started: Instant,
+}
+
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+impl Agent {
+    pub fn start(&self, job: Job) -> Run {
+        let tools = tools::definitions(
+            &job.additional_tools,
+            &job.custom_tools,
+            job.response_model.as_ref(),
+        );
+        let offered = tools::names(&tools);
+        let names: Vec<String> = job.files.iter().map(|f| f.0.clone()).collect();
+        let task_message = prompt::task_message(
+            &job.task,
+            job.url.as_deref(),
+            &job.metadata,
+            &names,
+            &job.secrets,
+            job.response_model.is_some(),
+        );
+        Run {
+            agent: self.clone(),
+            job,
+            tools,
+            offered,
+            history: Vec::new(),
+            task_message,
+            usage: Usage::default(),
+            retries: 0,
+            prefetched: None,
+            best_output: None,
+            acted: false,
+            started: Instant::now(),
+        }
+    }
+
+    /// Answers `prompt` about the current page with data matching `schema` (session `extract`).
+    pub async fn extract(
+        &self,
+        session: &BrowserSession,
+        schema: Option<&Value>,
+        request: &str,
+        stop: &CancellationToken,
+    ) -> Result<(Value, Usage), String> {
+        let driver = Driver::new(session);
+        let text = driver.page_text(40_000).await.map_err(|e| e.to_string())?;
+        let url = driver.page().url().await.ok().flatten().unwrap_or_default();
+        let schema = schema.cloned().unwrap_or_else(|| json!({}));
+        let tool = json!({"type": "function", "function": {
+            "name": "extract_result",
+            "description": "Return the extracted data.",
+            "parameters": {"type": "object", "properties": {"output": schema}, "required": ["output"]},
+        }});
+        let mut messages = vec![
+            json!({"role": "system", "content": "Extract data from the web page below. Use only what the page says. Answer by calling extract_result."}),
+            json!({"role": "user", "content": format!("URL: {url}\nPage text:\n{text}\n\nExtract: {request}")}),
+        ];
+        let validator = jsonschema::validator_for(&schema).map_err(|e| format!("invalid schema: {e}"))?;
+        let mut usage = Usage::default();
+        for _ in 0..2 {
+            let req = json!({
+                "messages": messages,
+                "tools": [tool],
+                "tool_choice": {"type": "function", "function": {"name": "extract_result"}},
+            });
+            let reply = self.llm.chat(req, stop).await.map_err(|e| e.to_string())?;
+            usage.prompt += reply.usage.prompt;
+            usage.completion += reply.usage.completion;
+            let Some(call) = reply.tool_calls.first() else {
+                return Err("the model did not return extracted data".into());
+            };
+            let args: Value = serde_json::from_str(&call.arguments)
+                .map_err(|e| format!("the model's extraction is not JSON: {e}"))?;
+            let output = unstringify(args.get("output").cloned().unwrap_or(Value::Null), &schema);
+            let errors: Vec<String> = validator
+                .iter_errors(&output)
+                .map(|e| e.to_string())
+                .take(3)
+                .collect();
+            if errors.is_empty() {
+                return Ok((output, usage));
+            }
+            messages.push(json!({"role": "assistant", "content": null, "tool_calls": [{
+                "id": call.id, "type": "function",
+                "function": {"name": "extract_result", "arguments": call.arguments}}]}));
+            messages.push(json!({"role": "tool", "tool_call_id": call.id,
+                "content": format!("error: the output does not match the schema: {}", errors.join("; "))}));
+        }
+        Err("the model's extraction did not match the schema".into())
+    }
+}
+
+/// A model that sends a JSON document as a string where the schema wants an object or array.
+fn unstringify(v: Value, schema: &Value) -> Value {
+    let wants_structure = matches!(
+        schema.get("type").and_then(Value::as_str),
+        Some("object" | "array")
+    );
+    match v {
+        Value::String(s) if wants_structure => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        other => other,
+    }
+}
+
+impl Run {
+    fn request(&self, view: &str, screenshot: Option<&[u8]>) -> Value {
+        let mut messages = vec![
+            json!({"role": "system", "content": prompt::SYSTEM}),
+            json!({"role": "user", "content": self.task_message}),
+        ];
+        messages.extend(self.history.iter().cloned());
+        let content = match screenshot {
+            Some(jpeg) => {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(jpeg);
+                json!([
+                    {"type": "text", "text": view},
+                    {"type": "image_url", "image_url": {"url": format!("data:image/jpeg;base64,{b64}")}},
+                ])
+            }
+            None => Value::String(view.to_string()),
+        };
+        messages.push(json!({"role": "user", "content": content}));
+        json!({
+            "messages": messages,
+            "tools": self.tools,
+            "tool_choice": "auto",
+            "parallel_tool_calls": true,
+        })
+    }
+
+    async fn ask(
+        &mut self,
+        view: &str,
+        shot: Option<&[u8]>,
+        stop: &CancellationToken,
+    ) -> Result<Reply, LlmError> {
+        let r = self.agent.llm.chat(self.request(view, shot), stop).await;
+        if let Ok(reply) = &r {
+            self.usage.prompt += reply.usage.prompt;
+            self.usage.completion += reply.usage.completion;
+            self.retries += reply.retries;
+        }
+        r
+    }
+
+    /// Gives the job its files' paths (known once the browser is prepared).
+    pub fn set_files(&mut self, files: Vec<(String, String, PathBuf)>) {
+        self.job.files = files;
+    }
+
+    /// Asks the first step before the browser is ready, when the task starts on a blank tab.
+    /// A failure here is left for [`Run::run`] to meet again.
+    pub async fn prefetch(&mut self, stop: &CancellationToken) {
+        if self.job.url.is_some() || self.job.first_step > 0 {
+            return;
+        }
+        let view = prompt::blank_view(1, self.job.max_steps);
+        if let Ok(reply) = self.ask(&view, None, stop).await {
+            self.prefetched = Some((view, reply));
+        }
+    }
+
+    fn finish(&self, end: End, steps: u32) -> Finish {
+        Finish {
+            end,
+            usage: self.usage,
+            credits: llm::credits(self.usage, self.agent.llm.price()),
+            steps,
+            model_retries: self.retries,
+        }
+    }
+
+    async fn mark_acted(&mut self, host: &mut dyn Host) -> bool {
+        if !self.acted {
+            self.acted = host.acted().await;
+            return self.acted;
+        }
+        true
+    }
+
+    /// Runs the loop on `session` until the task ends.
+    pub async fn run(
+        mut self,
+        host: &mut dyn Host,
+        session: &BrowserSession,
+        stop: &CancellationToken,
+    ) -> Finish {
+        let max = self.job.max_steps.max(1);
+        let mut driver = Driver::new(session);
+        if let Some(url) = self.job.url.clone() {
+            if !self.mark_acted(host).await {
+                return self.finish(End::Stopped, 0);
+            }
+            if let Err(e) = driver.goto(&url).await {
+                return self.finish(
+                    End::Failed {
+                        error: format!("could not open the start URL: {e}"),
+                        output: None,
+                    },
+                    0,
+                );
+            }
+        }
+        let mut pending_shot: Option<Vec<u8>> = None;
+        for n in 1..=max {
+            if stop.is_cancelled() {
+                return self.finish(End::Stopped, n - 1);
+            }
+            let step_started = Instant::now();
+            let step_no = self.job.first_step + n;
+            // Observe (unless the first step was asked before the browser was ready).
+            let (view_text, reply, url) = match self.prefetched.take() {
+                Some((view, reply)) if n == 1 => (view, Ok(reply), "about:blank".to_string()),
+                _ => {
+                    let view = match driver.observe().await {
+                        Ok(v) => v,
+                        Err(e) if e.is_fatal() => return self.crashed(&e, n - 1),
+                        Err(e) => {
+                            // A page mid-navigation can refuse once; look again.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            driver.forget_view();
+                            match driver.observe().await {
+                                Ok(v) => v,
+                                Err(_) => crate::browser::View {
+                                    url: "unknown".into(),
+                                    text: format!("(the page could not be read: {e})"),
+                                    ..Default::default()
+                                },
+                            }
+                        }
+                    };
+                    let tabs = driver.tabs().await.unwrap_or_default();
+                    let current = tabs
+                        .iter()
+                        .position(|t| &t.target_id == driver.page().target_id())
+                        .unwrap_or(0);
+                    let text = prompt::mask(
+                        &prompt::render_view(n, max, &view, &tabs, current),
+                        &self.job.secrets,
+                    );
+                    let wants_shot = match self.agent.config.vision {
+                        Vision::On => true,
+                        Vision::Off => false,
+                        Vision::Auto => {
+                            view.canvas > 0
+                                || view.cross_origin > 0
+                                || (view.elements == 0 && view.text.len() < 200 && view.url != "about:blank")
+                        }
+                    };
+                    let shot = match pending_shot.take() {
+                        Some(s) => Some(s),
+                        None if wants_shot => driver.screenshot(false, true).await.ok(),
+                        None => None,
+                    };
+                    let reply = self.ask(&text, shot.as_deref(), stop).await;
+                    (text, reply, view.url)
+                }
+            };
+            let llm_started = Instant::now();
+            let reply = match reply {
+                Ok(r) => r,
+                Err(LlmError::Stopped) => return self.finish(End::Stopped, n - 1),
+                Err(e) => {
+                    host.record_step(json!({
+                        "step": step_no, "url": url, "view_chars": view_text.len(),
+                        "error": e.to_string(), "actions": [],
+                    }))
+                    .await;
+                    return self.finish(
+                        End::Failed {
+                            error: format!("the model failed: {e}"),
+                            output: self.best_output.clone(),
+                        },
+                        n,
+                    );
+                }
+            };
+            let _ = llm_started;
+            let reasoning = prompt::mask(&cut(reply.content.trim(), 600), &self.job.secrets);
+            host.status(&format!(
+                "step {step_no}: {}",
+                cut(
+                    if reasoning.is_empty() {
+                        "acting"
+                    } else {
+                        &reasoning
+                    },
+                    120
+                )
+            ))
+            .await;
+            let act_started = Instant::now();
+            let mut results: Vec<Value> = Vec::new();
+            let mut outcome: Option<End> = None;
+            if reply.tool_calls.is_empty() {
+                self.history
+                    .push(json!({"role": "assistant", "content": reasoning}));
+                self.history.push(json!({"role": "user", "content": "Call one of the tools. When the task is complete, call done."}));
+                if !reasoning.is_empty() {
+                    self.best_output = Some(Value::String(reasoning.clone()));
+                }
+            } else {
+                let calls: Vec<Value> = reply
+                    .tool_calls
+                    .iter()
+                    .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": prompt::mask(&c.arguments, &self.job.secrets)}}))
+                    .collect();
+                self.history.push(json!({"role": "assistant", "content": if reasoning.is_empty() { Value::Null } else { Value::String(reasoning.clone()) }, "tool_calls": calls}));
+                let mut page_changed = false;
+                for call in &reply.tool_calls {
+                    let result = if outcome.is_some() || page_changed {
+                        "skipped: the page changed before this action ran; look at the new page and issue it again if still needed".to_string()
+                    } else {
+                        match tools::parse(&call.name, &call.arguments, &self.offered, &self.job.custom_tools)
+                        {
+                            Err(why) => format!("error: {why}"),
+                            Ok(action) => {
+                                match self.act(host, &mut driver, action, stop, &mut pending_shot).await {
+                                    Step::Result(Ok(effect)) => {
+                                        page_changed = effect.navigated;
+                                        if effect.note.is_empty() {
+                                            "ok".into()
+                                        } else {
+                                            format!("ok: {}", effect.note)
+                                        }
+                                    }
+                                    Step::Result(Err(e)) if e.is_fatal() => return self.crashed(&e, n),
+                                    Step::Result(Err(e)) => format!("error: {e}"),
+                                    Step::Text(t) => t,
+                                    Step::End(end) => {
+                                        outcome = Some(end);
+                                        "ok".into()
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    let result = prompt::mask(&cut(&result, 2000), &self.job.secrets);
+                    results.push(json!({"name": call.name, "args": serde_json::from_str::<Value>(&prompt::mask(&call.arguments, &self.job.secrets)).unwrap_or(Value::Null), "result": result}));
+                    self.history
+                        .push(json!({"role": "tool", "tool_call_id": call.id, "content": result}));
+                }
+            }
+            host.record_step(json!({
+                "step": step_no,
+                "url": url,
+                "view_chars": view_text.len(),
+                "prompt_tokens": reply.usage.prompt,
+                "completion_tokens": reply.usage.completion,
+                "llm_ms": reply.latency.as_millis() as u64,
+                "act_ms": act_started.elapsed().as_millis() as u64,
+                "step_ms": step_started.elapsed().as_millis() as u64,
+                "retries": reply.retries,
+                "reasoning": reasoning,
+                "actions": results,
+                "error": Value::Null,
+            }))
+            .await;
+            if let Some(end) = outcome {
+                return self.finish(end, n);
+            }
+            if stop.is_cancelled() {
+                return self.finish(End::Stopped, n);
+            }
+        }
+        let output = self.best_output.clone();
+        self.finish(
+            End::Failed {
+                error: format!(
+                    "reached max_steps ({max}) before the task was done; raise max_steps or simplify the task"
+                ),
+                output,
+            },
+            max,
+        )
+    }
+
+    fn crashed(&self, e: &ActError, steps: u32) -> Finish {
+        self.finish(
+            End::Failed {
+                error: format!("the browser crashed: {e}"),
+                output: self.best_output.clone(),
+            },
+            steps,
+        )
+    }
+
+    async fn act(
+        &mut self,
+        host: &mut dyn Host,
+        d: &mut Driver<'_>,
+        action: Action,
+        stop: &CancellationToken,
+        pending_shot: &mut Option<Vec<u8>>,
+    ) -> Step {
+        let changes_page = !matches!(
+            action,
+            Action::Done { .. } | Action::Custom { .. } | Action::Wait { .. } | Action::Screenshot { .. }
+        );
+        if changes_page && !self.mark_acted(host).await {
+            return Step::End(End::Stopped);
+        }
+        Step::Result(match action {
+            Action::Goto { url } => d.goto(&url).await,
+            Action::Click { index } => d.click(index).await,
+            Action::Type { index, text, submit } => {
+                let url = d.page().url().await.ok().flatten().unwrap_or_default();
+                match prompt::unmask(&text, &self.job.secrets, &url) {
+                    Ok(real) => d.type_text(index, &real, submit).await,
+                    Err(why) => Err(ActError::Model(why)),
+                }
+            }
+            Action::SelectOption { index, option } => d.select_option(index, &option).await,
+            Action::Scroll { down, pages } => d.scroll(down, pages).await,
+            Action::PressKey { key } => d.press_key(&key).await,
+            Action::GoBack => d.go_back().await,
+            Action::SwitchTab { tab } => d.switch_tab(tab).await,
+            Action::UploadFile { index, file } => {
+                let found = self.job.files.iter().find(|(name, id, _)| {
+                    *name == file || *id == file || file.ends_with(&format!("/{name}"))
+                });
+                match found {
+                    Some((_, _, path)) => d.upload(index, path).await,
+                    None => {
+                        let names: Vec<&str> = self.job.files.iter().map(|f| f.0.as_str()).collect();
+                        Err(ActError::Model(if names.is_empty() {
+                            "this task has no files to upload".into()
+                        } else {
+                            format!("no file {file:?}; the task's files are: {}", names.join(", "))
+                        }))
+                    }
+                }
+            }
+            Action::Wait { seconds } => {
+                tokio::select! {
+                    e = d.wait(seconds) => Ok(e),
+                    () = stop.cancelled() => return Step::End(End::Stopped),
+                }
+            }
+            Action::Hover { index } => d.hover(index).await,
+            Action::DragDrop { from, to } => d.drag_drop(from, to).await,
+            Action::Screenshot { full_page } => match d.screenshot(full_page, false).await {
+                Ok(png) => {
+                    let name = format!("screenshot-{}.png", self.started.elapsed().as_millis());
+                    let saved = host.save_file(&name, &png).await;
+                    *pending_shot = d.screenshot(false, true).await.ok();
+                    Ok(Effect {
+                        navigated: false,
+                        note: match saved {
+                            Ok(()) => format!("saved {name}; you see it with the next view"),
+                            Err(e) => format!("taken (not saved: {e}); you see it with the next view"),
+                        },
+                    })
+                }
+                Err(e) => Err(e),
+            },
+            Action::PrintPage => match d.pdf().await {
+                Ok(pdf) => {
+                    let name = format!("page-{}.pdf", self.started.elapsed().as_millis());
+                    match host.save_file(&name, &pdf).await {
+                        Ok(()) => Ok(Effect {
+                            navigated: false,
+                            note: format!("saved {name}"),
+                        }),
+                        Err(e) => Err(ActError::Model(format!("could not save the PDF: {e}"))),
+                    }
+                }
+                Err(e) => Err(e),
+            },
+            Action::Custom { name, input } => {
+                let timeout = self.agent.config.custom_tool_timeout;
+                return match host.call_tool(&name, input, timeout).await {
+                    ToolAnswer::Ok(v) => Step::Text(format!(
+                        "ok: {}",
+                        match v {
+                            Value::String(s) => s,
+                            other => other.to_string(),
+                        }
+                    )),
+                    ToolAnswer::Error(e) => Step::Text(format!("error: {e}")),
+                    ToolAnswer::Fatal(e) => Step::End(End::Failed {
+                        error: format!("the custom tool {name} failed: {e}"),
+                        output: self.best_output.clone(),
+                    }),
+                    ToolAnswer::TimedOut => Step::Text(format!(
+                        "error: the tool {name} did not answer within {} s",
+                        timeout.as_secs()
+                    )),
+                    ToolAnswer::Stopped => Step::End(End::Stopped),
+                };
+            }
+            Action::Done { output, success } => return self.done(output, success),
+        })
+    }
+
+    fn done(&mut self, output: Value, success: bool) -> Step {
+        if !success {
+            let text = match &output {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            return Step::End(End::Failed {
+                error: format!("the agent could not complete the task: {}", cut(&text, 500)),
+                output: Some(output),
+            });
+        }
+        let Some(schema) = &self.job.response_model else {
+            return Step::End(End::Done(output));
+        };
+        let output = unstringify(output, schema);
+        self.best_output = Some(output.clone());
+        let validator = match jsonschema::validator_for(schema) {
+            Ok(v) => v,
+            // The schema was checked at submit; accept rather than loop forever.
+            Err(_) => return Step::End(End::Done(output)),
+        };
+        let errors: Vec<String> = validator
+            .iter_errors(&output)
+            .take(5)
+            .map(|e| {
+                let at = e.instance_path.to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            Step::End(End::Done(output))
+        } else {
+            Step::Text(format!(
+                "error: output does not match the response model: {}. Call done again with a corrected output.",
+                errors.join("; ")
+            ))
+        }
+    }
+}
+
+enum Step {
+    Result(Result<Effect, ActError>),
+    Text(String),
+    End(End),
+}

@@ -1,0 +1,296 @@
+//! Running the agent for a task or a session's `run_task`: the [`Host`] the loop talks to
+//! (events, custom tools, traces, saved files) over a [`TaskContext`], and the mapping between
+//! task requests and agent jobs.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use smoothd_agent::{CustomTool, End, Finish, Host, Job, Secret, ToolAnswer};
+use smoothd_core::TaskSpec;
+use smoothd_core::urlpattern::UrlPattern;
+use smoothd_core::{ids, time::now_ms};
+use smoothd_store::ArtifactRow;
+
+use crate::context::TaskContext;
+use crate::executor::{BasicExecutor, Outcome};
+use crate::setup::Prepared;
+
+/// The agent's link to its task while it runs.
+pub(crate) struct TaskHost<'a> {
+    pub exec: &'a BasicExecutor,
+    pub ctx: &'a mut TaskContext,
+    pub browser: &'a Prepared,
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "no message".into(),
+        other => other.to_string(),
+    }
+}
+
+#[async_trait]
+impl Host for TaskHost<'_> {
+    async fn call_tool(&mut self, name: &str, input: Value, timeout: Duration) -> ToolAnswer {
+        let id = ids::event_id();
+        if self
+            .ctx
+            .emit(&id, "tool_call", json!({"name": name, "input": input}))
+            .await
+            .is_err()
+        {
+            return ToolAnswer::Stopped;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return ToolAnswer::TimedOut;
+            }
+            let Some(event) = self.ctx.next_client_event(left).await else {
+                return if self.ctx.stop_reason().is_some() {
+                    ToolAnswer::Stopped
+                } else {
+                    ToolAnswer::TimedOut
+                };
+            };
+            if event.name == "tool_call" && event.id == id {
+                let code = event.payload.get("code").and_then(Value::as_u64).unwrap_or(200);
+                let output = event.payload.get("output").cloned().unwrap_or(Value::Null);
+                return match code {
+                    200 => ToolAnswer::Ok(output),
+                    400 => ToolAnswer::Error(text_of(&output)),
+                    _ => ToolAnswer::Fatal(text_of(&output)),
+                };
+            }
+            // A tool may drive the browser itself (`task.exec_js`) while we wait for it.
+            if event.name == "browser_action" {
+                let action = event
+                    .payload
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let reply = self
+                    .exec
+                    .handle(self.ctx, Some(self.browser), &event, &action, Instant::now())
+                    .await;
+                if self.ctx.reply(&event, reply.code, reply.output).await.is_err() {
+                    return ToolAnswer::Stopped;
+                }
+            }
+        }
+    }
+
+    async fn record_step(&mut self, trace: Value) {
+        let step = trace.get("step").and_then(Value::as_i64).unwrap_or(0);
+        let task = &self.ctx.task;
+        if let Err(e) = self
+            .ctx
+            .store()
+            .record_step(&task.id, task.attempt, step, &trace)
+            .await
+        {
+            tracing::warn!(task.id = %task.id, error = %e, "could not store a step trace");
+        }
+        // Progress for clients that read events (the SDK ignores unknown names).
+        let _ = self
+            .ctx
+            .notify(
+                "step",
+                json!({"step": step, "actions": trace.get("actions").cloned().unwrap_or(Value::Null)}),
+            )
+            .await;
+    }
+
+    async fn status(&mut self, text: &str) {
+        tracing::debug!(task.id = %self.ctx.task.id, status = %text, "agent step");
+    }
+
+    async fn save_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        let task = &self.ctx.task;
+        let id = ids::artifact_id();
+        let key = format!("tasks/{}/downloads/{id}-{name}", task.id);
+        self.exec
+            .blobs
+            .put(&key, Bytes::copy_from_slice(bytes))
+            .await
+            .map_err(|e| e.to_string())?;
+        let content_type = if name.ends_with(".png") {
+            "image/png"
+        } else if name.ends_with(".pdf") {
+            "application/pdf"
+        } else {
+            "application/octet-stream"
+        };
+        self.ctx
+            .store()
+            .insert_artifact(&ArtifactRow {
+                id,
+                owner: task.owner.clone(),
+                task_id: Some(task.id.clone()),
+                kind: "download".into(),
+                name: name.to_string(),
+                content_type: content_type.into(),
+                size_bytes: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+                storage_key: key,
+                created_at: now_ms(),
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn acted(&mut self) -> bool {
+        self.ctx.mark_effects().await.is_ok()
+    }
+}
+
+/// A task request as an agent job (files get their paths once the browser is prepared).
+pub(crate) async fn job_for_task(ctx: &TaskContext) -> Job {
+    let spec = &ctx.spec;
+    let mut files = Vec::new();
+    for id in &spec.files {
+        let name = match ctx.store().get_file(&ctx.task.owner, id).await {
+            Ok(Some(f)) => f.name,
+            _ => id.clone(),
+        };
+        files.push((name, id.clone(), std::path::PathBuf::new()));
+    }
+    Job {
+        task: spec.task.clone().unwrap_or_default(),
+        url: spec.url.clone(),
+        max_steps: spec.max_steps,
+        response_model: spec.response_model.clone(),
+        metadata: spec.metadata.clone(),
+        files,
+        secrets: Vec::new(),
+        additional_tools: spec.additional_tools.keys().cloned().collect(),
+        custom_tools: custom_tools(spec),
+        first_step: 0,
+    }
+}
+
+fn custom_tools(spec: &TaskSpec) -> Vec<CustomTool> {
+    spec.custom_tools
+        .iter()
+        .map(|t| CustomTool {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            inputs: Value::Object(t.inputs.clone()),
+        })
+        .collect()
+}
+
+/// The files of a prepared browser, for the job.
+pub(crate) fn placed_files(p: &Prepared) -> Vec<(String, String, std::path::PathBuf)> {
+    p.files
+        .iter()
+        .map(|f| (f.name.clone(), f.id.clone(), f.path.clone()))
+        .collect()
+}
+
+/// A session's `run_task` input as a job; an error names the bad field.
+pub(crate) fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<Job, String> {
+    let task = input
+        .get("task")
+        .and_then(Value::as_str)
+        .filter(|t| !t.trim().is_empty())
+        .ok_or("run_task: input.task (the instruction) is required")?;
+    let max_steps = match input.get("max_steps") {
+        None | Some(Value::Null) => 32,
+        Some(v) => match v.as_u64() {
+            Some(n @ 2..=128) => n as u32,
+            _ => {
+                return Err(format!(
+                    "run_task: input.max_steps must be an integer from 2 to 128, got {v}"
+                ));
+            }
+        },
+    };
+    let response_model = match input.get("response_model") {
+        None | Some(Value::Null) => None,
+        Some(schema) => {
+            jsonschema::validator_for(schema)
+                .map_err(|e| format!("run_task: input.response_model is not a valid JSON schema: {e}"))?;
+            Some(schema.clone())
+        }
+    };
+    let metadata = match input.get("metadata") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(v) => return Err(format!("run_task: input.metadata must be an object, got {v}")),
+    };
+    let mut secrets = Vec::new();
+    match input.get("secrets") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (name, s) in m {
+                let (value, urls) = match s {
+                    Value::String(v) => (v.clone(), Vec::new()),
+                    Value::Object(o) => (
+                        o.get("value")
+                            .and_then(Value::as_str)
+                            .ok_or(format!("run_task: input.secrets.{name}.value must be a string"))?
+                            .to_string(),
+                        o.get("allowed_urls")
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default(),
+                    ),
+                    _ => {
+                        return Err(format!(
+                            "run_task: input.secrets.{name} must be an object with value and allowed_urls"
+                        ));
+                    }
+                };
+                let mut allowed_urls = Vec::new();
+                for u in urls {
+                    let p = u.as_str().ok_or(format!(
+                        "run_task: input.secrets.{name}.allowed_urls must be strings"
+                    ))?;
+                    allowed_urls.push(
+                        UrlPattern::parse(p)
+                            .map_err(|e| format!("run_task: input.secrets.{name}.allowed_urls: {e}"))?,
+                    );
+                }
+                secrets.push(Secret {
+                    name: name.clone(),
+                    value,
+                    allowed_urls,
+                });
+            }
+        }
+        Some(v) => return Err(format!("run_task: input.secrets must be an object, got {v}")),
+    }
+    Ok(Job {
+        task: task.to_string(),
+        url: input.get("url").and_then(Value::as_str).map(str::to_string),
+        max_steps,
+        response_model,
+        metadata,
+        files: Vec::new(),
+        secrets,
+        additional_tools: spec.additional_tools.keys().cloned().collect(),
+        custom_tools: custom_tools(spec),
+        first_step,
+    })
+}
+
+/// The task's outcome from the loop's end.
+pub(crate) fn outcome(finish: Finish) -> Outcome {
+    match finish.end {
+        End::Done(output) => Outcome::Done {
+            output,
+            credits_used: finish.credits,
+        },
+        End::Failed { error, output } => Outcome::Failed {
+            error,
+            output,
+            credits_used: finish.credits,
+        },
+        End::Stopped => Outcome::Stopped,
+    }
+}
