@@ -117,6 +117,8 @@ pub struct Run {
     best_output: Option<Value>,
     acted: bool,
     started: Instant,
+    /// From the start of the run (the claim) to the first model request going out.
+    first_request: Option<Duration>,
 }
 
 fn cut(s: &str, max: usize) -> String {
@@ -159,6 +161,7 @@ impl Agent {
             best_output: None,
             acted: false,
             started: Instant::now(),
+            first_request: None,
         }
     }
 
@@ -263,6 +266,9 @@ impl Run {
         shot: Option<&[u8]>,
         stop: &CancellationToken,
     ) -> Result<Reply, LlmError> {
+        if self.first_request.is_none() {
+            self.first_request = Some(self.started.elapsed());
+        }
         let r = self.agent.llm.chat(self.request(view, shot), stop).await;
         if let Ok(reply) = &r {
             self.usage.prompt += reply.usage.prompt;
@@ -437,7 +443,12 @@ impl Run {
                 self.history.push(json!({"role": "assistant", "content": if reasoning.is_empty() { Value::Null } else { Value::String(reasoning.clone()) }, "tool_calls": calls}));
                 let mut page_changed = false;
                 for call in &reply.tool_calls {
-                    let result = if outcome.is_some() || page_changed {
+                    if stop.is_cancelled() && outcome.is_none() {
+                        outcome = Some(End::Stopped);
+                    }
+                    let result = if outcome == Some(End::Stopped) {
+                        "skipped: the task was cancelled".to_string()
+                    } else if outcome.is_some() || page_changed {
                         "skipped: the page changed before this action ran; look at the new page and issue it again if still needed".to_string()
                     } else {
                         match tools::parse(&call.name, &call.arguments, &self.offered, &self.job.custom_tools)
@@ -480,6 +491,7 @@ impl Run {
                 "act_ms": act_started.elapsed().as_millis() as u64,
                 "step_ms": step_started.elapsed().as_millis() as u64,
                 "retries": reply.retries,
+                "first_request_ms": if n == 1 { self.first_request.map(|d| d.as_millis() as u64) } else { None },
                 "reasoning": reasoning,
                 "actions": results,
                 "error": Value::Null,

@@ -320,3 +320,42 @@ impl Settings {
         Duration::from_secs(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_settings_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SMOOTHD_LLM_BASE_URL", "http://127.0.0.1:9/v1");
+            jail.set_env("SMOOTHD_LLM_MODEL", "m1");
+            jail.set_env("SMOOTHD_LLM_PRICES", "{m1={input=2.5,output=10}}");
+            jail.set_env("SMOOTHD_LLM_VISION", "off");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.llm_prices["m1"],
+                smoothd_agent::Price {
+                    input: 2.5,
+                    output: 10.0
+                }
+            );
+            assert_eq!(s.vision().map_err(|e| e.to_string())?, smoothd_agent::Vision::Off);
+            assert!(s.agent().map_err(|e| e.to_string())?.is_some());
+            jail.set_env("SMOOTHD_LLM_VISION", "sometimes");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("llm_vision (SMOOTHD_LLM_VISION)"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_base_url_without_a_model_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SMOOTHD_LLM_BASE_URL", "http://127.0.0.1:9/v1");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("go together"), "{err}");
+            Ok(())
+        });
+    }
+}
