@@ -226,6 +226,29 @@ class Server:
         return _tail(self.stderr_path)
 
 
+LLM_MODEL = "scripted"
+# USD per million tokens of the scripted model, as SMOOTHD_LLM_PRICES carries them.
+LLM_PRICE_IN, LLM_PRICE_OUT = 10.0, 30.0
+
+
+def llm_env(base_url: str, **overrides: str) -> dict[str, str]:
+    """The environment that points smoothd's agent at a (scripted) OpenAI-compatible model:
+    short timeouts and fast retries so the failure tests stay quick, a price table, no vision."""
+    env = {
+        "SMOOTHD_LLM_BASE_URL": base_url,
+        "SMOOTHD_LLM_API_KEY": "scripted-key",
+        "SMOOTHD_LLM_MODEL": LLM_MODEL,
+        "SMOOTHD_LLM_TIMEOUT_SECONDS": "3",
+        "SMOOTHD_LLM_MAX_RETRIES": "3",
+        "SMOOTHD_LLM_RETRY_BASE_MS": "100",
+        "SMOOTHD_LLM_VISION": "off",
+        "SMOOTHD_LLM_PRICES": f"{{{LLM_MODEL}={{input={LLM_PRICE_IN},output={LLM_PRICE_OUT}}}}}",
+        "SMOOTHD_CUSTOM_TOOL_TIMEOUT_SECONDS": "60",
+    }
+    env.update(overrides)
+    return env
+
+
 def close_client(c: SmoothClient) -> None:
     try:
         c._run_async(c._async_client.close())
@@ -346,10 +369,20 @@ SITE_PAGES = {
 }
 
 SITE_TYPES = {".js": "application/javascript", ".html": "text/html; charset=utf-8"}
+FIXTURE_SITE = REPO / "tests" / "fixtures" / "site"
+
+
+def fixture_file(path: str) -> bytes | None:
+    """The bytes of a file under tests/fixtures/site for a URL path, or None (never outside it)."""
+    f = (FIXTURE_SITE / path.lstrip("/")).resolve()
+    if not f.is_relative_to(FIXTURE_SITE.resolve()) or not f.is_file():
+        return None
+    return f.read_bytes()
 
 
 class Site:
-    """A tiny HTTP server on 127.0.0.1 serving SITE_PAGES, so no test needs the internet."""
+    """A tiny HTTP server on 127.0.0.1 serving SITE_PAGES, then the files of tests/fixtures/site
+    (e.g. /agent/form.html), so no test needs the internet."""
 
     def __init__(self) -> None:
         import http.server
@@ -358,11 +391,11 @@ class Site:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 body = SITE_PAGES.get(self.path.split("?", 1)[0])
-                if body is None:
+                data = body.encode() if body is not None else fixture_file(self.path.split("?", 1)[0])
+                if data is None:
                     self.send_response(404)
                     self.end_headers()
                     return
-                data = body.encode()
                 path = self.path.split("?", 1)[0]
                 ctype = SITE_TYPES.get(path[path.rfind(".") :], "text/html; charset=utf-8")
                 self.send_response(200)

@@ -135,8 +135,16 @@
         if (block) flush();
         if (el.tagName === 'TD' || el.tagName === 'TH') line += ' | ';
         const st = el.ownerDocument.defaultView.getComputedStyle(el);
+        const isInput = el.tagName === 'INPUT';
+        // File inputs are often hidden behind a styled button: upload_file still works on them.
+        if (isInput && el.type === 'file' && !inInteractive && (st.display === 'none' || st.visibility === 'hidden' || st.opacity === '0')) {
+          if (els.length < maxEls) { flush(); lines.push(describe(el, els.length, !S.prev.has(el))); els.push(el); seen.add(el); }
+          continue;
+        }
         if (st.display === 'none') continue;
-        const hidden = st.visibility === 'hidden' || st.opacity === '0';
+        // A checkbox or radio styled away (opacity 0) under its label is still the thing to click.
+        const styledAway = isInput && (el.type === 'checkbox' || el.type === 'radio') && st.opacity === '0' && el.labels && el.labels.length > 0;
+        const hidden = st.visibility === 'hidden' || (st.opacity === '0' && !styledAway);
         if (el.tagName === 'IFRAME' || el.tagName === 'FRAME') {
           flush();
           const r = el.getBoundingClientRect();
@@ -204,11 +212,15 @@
   S.point = (i) => {
     const [el, err] = get(i);
     if (err) return { error: err };
-    let r = el.getBoundingClientRect();
+    // An invisible or tiny checkbox is clicked through its label.
+    let target = el;
+    const er = el.getBoundingClientRect();
+    if (el.labels && el.labels.length && (er.width < 4 || er.height < 4 || el.ownerDocument.defaultView.getComputedStyle(el).opacity === '0')) target = el.labels[0];
+    let r = target.getBoundingClientRect();
     const vw = el.ownerDocument.defaultView;
     if (r.top < 0 || r.left < 0 || r.bottom > vw.innerHeight || r.right > vw.innerWidth) {
-      el.scrollIntoView({ block: 'center', inline: 'center', behavior: 'instant' });
-      r = el.getBoundingClientRect();
+      target.scrollIntoView({ block: 'center', inline: 'center', behavior: 'instant' });
+      r = target.getBoundingClientRect();
     }
     if (r.width === 0 && r.height === 0) return { error: 'element [' + i + '] is not visible' };
     const o = frameOffset(el);
