@@ -214,8 +214,14 @@ pub async fn run(
                 .shared_secret("artifact_url")
                 .await
                 .context("cannot read the link signing secret")?;
+            // Without a configured public URL, links point at the port actually bound (the
+            // listen address may say port 0).
+            let public_url = match (&settings.public_url, listener.local_addr()) {
+                (None, Ok(addr)) => format!("http://{addr}"),
+                _ => settings.public_url(),
+            };
             let links = Links::new(
-                &settings.public_url(),
+                &public_url,
                 &secret,
                 Settings::secs(settings.artifact_url_seconds),
             );
@@ -224,7 +230,7 @@ pub async fn run(
                 links: Arc::new(links),
                 blobs: open_blobs(&settings)?,
                 config: ApiConfig {
-                    public_url: settings.public_url(),
+                    public_url: public_url.clone(),
                     long_poll: Settings::secs(settings.long_poll_seconds),
                     max_body_bytes: settings.max_body_bytes,
                     max_upload_bytes: settings.max_upload_bytes,
