@@ -362,13 +362,28 @@ SITE_PAGES = {
     "/ads-async.js": "window.adLoaded = true;\n",
     "/analytics.bundled.js": "window.trackerLoaded = true;\n",
     "/app.js": "window.appLoaded = true;\n",
+    # For the live view and downloads: four colored quadrants, a record of the clicks the page
+    # received, and a link that downloads report.csv under another name.
+    "/media.html": (
+        "<!doctype html><html><head><title>Media</title><style>body{margin:0}"
+        ".q{position:fixed;width:50vw;height:50vh}#dl{position:fixed;left:45vw;top:48vh;background:#fff}</style>"
+        "</head><body>"
+        "<div class='q' style='left:0;top:0;background:rgb(220,30,30)'></div>"
+        "<div class='q' style='left:50vw;top:0;background:rgb(30,200,30)'></div>"
+        "<div class='q' style='left:0;top:50vh;background:rgb(30,30,220)'></div>"
+        "<div class='q' style='left:50vw;top:50vh;background:rgb(240,240,20)'></div>"
+        "<a id='dl' href='/report.csv' download='quarterly report.csv'>download</a>"
+        "<script>window.clicks=[];document.addEventListener('click',e=>window.clicks.push([e.clientX,e.clientY]));"
+        "</script></body></html>"
+    ),
+    "/report.csv": "quarter,revenue\nQ1,1200\nQ2,1350\nQ3,990\n",
     "/upload.html": (
         "<!doctype html><html><head><title>Upload</title></head>"
         "<body><form><input type='file' id='f' name='f'></form></body></html>"
     ),
 }
 
-SITE_TYPES = {".js": "application/javascript", ".html": "text/html; charset=utf-8"}
+SITE_TYPES = {".js": "application/javascript", ".html": "text/html; charset=utf-8", ".csv": "text/csv"}
 FIXTURE_SITE = REPO / "tests" / "fixtures" / "site"
 
 
@@ -535,3 +550,108 @@ def chromium_browser_pids(parent_pid: int) -> list[int]:
         if "chrom" in Path(args[0]).name.lower():
             out.append(pid)
     return out
+
+
+# --- a second, independent Chromium: the person looking at the live view ---
+
+
+class Viewer:
+    """A headless Chromium of its own, driven over CDP (websockets), that opens pages the way
+    a person's browser would, so the live view is tested as its users see it."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+
+        from websockets.sync.client import connect
+
+        self._json = json
+        self.tmp = tempfile.mkdtemp(prefix="smoothd-viewer-")
+        chromium = chromium_path()
+        assert chromium, "Chromium is needed for the viewer"
+        self.proc = subprocess.Popen(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.tmp}",
+                "--window-size=1400,1000",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        ws_url = None
+        deadline = time.monotonic() + 30
+        assert self.proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            if "DevTools listening on " in line:
+                ws_url = line.split("DevTools listening on ", 1)[1].strip()
+                break
+        assert ws_url, "the viewer Chromium did not start"
+        # Keep draining stderr so Chromium never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+        self.ws = connect(ws_url, max_size=None, open_timeout=30)
+        self.next_id = 0
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30):
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        self.ws.send(self._json.dumps(msg))
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self._json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if m.get("id") == self.next_id:
+                assert "error" not in m, f"{method}: {m['error']}"
+                return m["result"]
+
+    def open(self, url: str) -> str:
+        """Opens `url` in a new tab; returns the tab's CDP session."""
+        target = self.call("Target.createTarget", {"url": url})["targetId"]
+        return self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+
+    def eval(self, tab: str, expression: str):
+        r = self.call(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}, tab
+        )
+        assert "exceptionDetails" not in r, f"{expression}: {r['exceptionDetails']}"
+        return r["result"].get("value")
+
+    def wait(self, tab: str, expression: str, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = self.eval(tab, expression)
+            if v:
+                return v
+            time.sleep(0.1)
+        raise AssertionError(f"viewer: {expression} stayed falsy for {timeout}s")
+
+    def click(self, tab: str, x: float, y: float) -> None:
+        """A real mouse click (CDP input) at (x, y) CSS pixels of the tab."""
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}, tab)
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        finally:
+            self.proc.kill()
+            self.proc.wait(10)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

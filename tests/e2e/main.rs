@@ -4,5 +4,6 @@
 
 mod api;
 mod browser;
+mod media;
 mod queue;
 mod store;

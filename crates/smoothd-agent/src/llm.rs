@@ -158,6 +158,18 @@ impl Llm {
                 Err(e) => classify(e),
             };
             let last = match failure {
+                // Newer OpenAI models refuse `max_tokens` and want `max_completion_tokens`.
+                Attempt::Fatal(message)
+                    if message.contains("max_tokens") && request.get("max_tokens").is_some() =>
+                {
+                    if let Value::Object(m) = &mut request
+                        && let Some(v) = m.remove("max_tokens")
+                    {
+                        m.insert("max_completion_tokens".into(), v);
+                    }
+                    attempts -= 1;
+                    continue;
+                }
                 Attempt::Fatal(message) => {
                     return Err(LlmError::Refused {
                         endpoint: self.config.base_url.clone(),

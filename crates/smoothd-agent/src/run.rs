@@ -113,7 +113,7 @@ pub struct Run {
     usage: Usage,
     retries: u32,
     /// The first step's reply, asked before the browser was ready (tasks without a start URL).
-    prefetched: Option<(String, Reply)>,
+    prefetched: Option<(String, Result<Reply, LlmError>)>,
     best_output: Option<Value>,
     acted: bool,
     started: Instant,
@@ -284,15 +284,14 @@ impl Run {
     }
 
     /// Asks the first step before the browser is ready, when the task starts on a blank tab.
-    /// A failure here is left for [`Run::run`] to meet again.
+    /// Its answer, or its failure (after the retries), is the first step's.
     pub async fn prefetch(&mut self, stop: &CancellationToken) {
         if self.job.url.is_some() || self.job.first_step > 0 {
             return;
         }
         let view = prompt::blank_view(1, self.job.max_steps);
-        if let Ok(reply) = self.ask(&view, None, stop).await {
-            self.prefetched = Some((view, reply));
-        }
+        let reply = self.ask(&view, None, stop).await;
+        self.prefetched = Some((view, reply));
     }
 
     fn finish(&self, end: End, steps: u32) -> Finish {
@@ -345,7 +344,7 @@ impl Run {
             let step_no = self.job.first_step + n;
             // Observe (unless the first step was asked before the browser was ready).
             let (view_text, reply, url) = match self.prefetched.take() {
-                Some((view, reply)) if n == 1 => (view, Ok(reply), "about:blank".to_string()),
+                Some((view, reply)) if n == 1 => (view, reply, "about:blank".to_string()),
                 _ => {
                     let view = match driver.observe().await {
                         Ok(v) => v,

@@ -5,6 +5,7 @@
 mod auth;
 mod body;
 mod error;
+pub mod links;
 mod models;
 mod routes;
 
@@ -21,6 +22,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
+pub use links::Links;
 
 /// API settings.
 #[derive(Debug, Clone)]
@@ -55,6 +57,8 @@ pub struct AppState {
     pub store: Store,
     pub blobs: Blobs,
     pub config: ApiConfig,
+    /// Live view and signed artifact URLs.
+    pub links: std::sync::Arc<links::Links>,
     /// Fires at shutdown: held long-polls answer at once so the server can drain.
     pub shutdown: CancellationToken,
 }
@@ -97,11 +101,19 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::system::v1_routes())
 }
 
+/// Routes outside `/v1`: health, the live view and signed artifact links (no API key).
+fn root_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(routes::system::root_routes())
+        .merge(routes::live::routes())
+        .merge(routes::artifacts::routes())
+}
+
 /// The OpenAPI document (paths under `/v1`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, doc) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .nest("/v1", v1_routes())
-        .merge(routes::system::root_routes())
+        .merge(root_routes())
         .split_for_parts();
     doc
 }
@@ -109,7 +121,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let (v1, _) = v1_routes().split_for_parts();
-    let (root, _) = routes::system::root_routes().split_for_parts();
+    let (root, _) = root_routes().split_for_parts();
     let doc = openapi();
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()

@@ -7,6 +7,8 @@ use smoothd_core::event::Event;
 use smoothd_store::{ExtensionRow, ProfileRow, TaskRow};
 use utoipa::ToSchema;
 
+use crate::links::Links;
+
 /// Every success body: `{"r": payload}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Envelope<T> {
@@ -59,11 +61,13 @@ pub struct TaskResponse {
     /// 1 credit = $0.01.
     pub credits_used: i64,
     pub device: String,
-    /// The live view, while waiting or running.
+    /// The live view, while waiting or running: a page that needs no API key (the URL
+    /// carries the task's live token); the SDK adds `interactive` and `embed`.
     pub live_url: Option<String>,
-    /// null = not known yet; "" = no recording; else a download URL.
+    /// null = not known yet; "" = no recording; else a signed, expiring MP4 URL.
     pub recording_url: Option<String>,
-    /// Asked with `downloads=true`. null = not ready; "" = nothing downloaded; else a URL.
+    /// Asked with `downloads=true`. null = not ready; "" = nothing downloaded; else a
+    /// signed, expiring URL of a zip of the downloaded files.
     pub downloads_url: Option<String>,
     /// Epoch seconds.
     pub created_at: i64,
@@ -77,18 +81,24 @@ pub struct TaskResponse {
 }
 
 impl TaskResponse {
-    /// The response for a stored task.
-    pub fn from_row(t: &TaskRow, events: Option<Vec<TaskEvent>>, with_downloads: bool) -> Self {
+    /// The response for a stored task; `links` builds its live view and artifact URLs.
+    pub fn from_row(
+        t: &TaskRow,
+        events: Option<Vec<TaskEvent>>,
+        with_downloads: bool,
+        links: &Links,
+    ) -> Self {
         let status = t.status();
-        let media = |v: &Option<String>| -> Option<String> {
+        // The columns hold an artifact id, "" for none, or NULL while unknown. The worker
+        // fills them before the final status, so only a final task shows them.
+        let media = |v: &Option<String>, name: &str| -> Option<String> {
             match v.as_deref() {
                 None => None,
                 Some("") => Some(String::new()),
-                // Artifact URLs are served by the artifacts feature; until a task has one
-                // there is nothing to point at.
-                Some(_) => None,
+                Some(id) => Some(links.artifact_url(id, name)),
             }
         };
+        let live = !status.is_final() && t.data_deleted_at.is_none();
         Self {
             id: t.id.clone(),
             status: status.as_str().to_string(),
@@ -96,14 +106,14 @@ impl TaskResponse {
             error: t.error.clone(),
             credits_used: t.credits_used,
             device: t.device.clone(),
-            live_url: None,
+            live_url: live.then(|| links.live_url(t)),
             recording_url: if status.is_final() {
-                media(&t.recording)
+                media(&t.recording, "recording.mp4")
             } else {
                 None
             },
             downloads_url: if with_downloads && status.is_final() {
-                media(&t.downloads)
+                media(&t.downloads, "downloads.zip")
             } else {
                 None
             },

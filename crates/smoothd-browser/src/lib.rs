@@ -1,11 +1,13 @@
 //! Chromium over CDP: launching and pooling browser processes, an isolated browser context
-//! per task with device emulation and stealth, navigation and JavaScript evaluation. No LLM,
+//! per task with device emulation and stealth, navigation and JavaScript evaluation, and the
+//! media a person sees (screencast, viewer input, downloads). No LLM,
 //! no database: the worker drives this crate.
 
 pub mod adblock;
 mod emulation;
 mod error;
 mod launch;
+pub mod media;
 mod network;
 mod pool;
 mod session;
@@ -14,6 +16,7 @@ pub mod storage;
 pub use adblock::Blocker;
 pub use error::BrowserError;
 pub use launch::{BrowserProcess, LaunchConfig, find_chromium};
+pub use media::{Frame, MediaOptions, PageMedia, ViewerInput};
 pub use pool::BrowserPool;
 pub use session::{BrowserSession, SessionOptions, Tab};
 pub use tempfile::TempDir;

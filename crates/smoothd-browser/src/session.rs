@@ -398,6 +398,16 @@ impl BrowserSession {
         resp.map(|r| r.result).map_err(|e| self.fail(e))
     }
 
+    /// The browser process under this session.
+    pub(crate) fn process(&self) -> &BrowserProcess {
+        &self.process
+    }
+
+    /// The isolated context, or None for a dedicated process's default context.
+    pub(crate) fn context_id(&self) -> Option<&BrowserContextId> {
+        self.context.as_ref()
+    }
+
     /// Whether the browser under this session is still up.
     pub fn browser_alive(&self) -> bool {
         self.process.is_alive()

@@ -35,6 +35,29 @@ impl Blobs {
         Ok(self.store.get(&Path::from(key)).await?.bytes().await?)
     }
 
+    /// The object's size in bytes.
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        Ok(self.store.head(&Path::from(key)).await?.size)
+    }
+
+    /// Bytes `range` of the object (for HTTP range requests).
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        Ok(self.store.get_range(&Path::from(key), range).await?)
+    }
+
+    /// Bytes `range` of the object as a stream (for serving large artifacts).
+    pub async fn stream(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>> {
+        let opts = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(range)),
+            ..Default::default()
+        };
+        Ok(self.store.get_opts(&Path::from(key), opts).await?.into_stream())
+    }
+
     /// Deletes an object; a missing one is not an error.
     pub async fn delete(&self, key: &str) -> Result<()> {
         match self.store.delete(&Path::from(key)).await {

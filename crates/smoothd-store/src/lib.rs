@@ -5,6 +5,7 @@
 
 pub mod blobs;
 mod keys;
+mod media;
 mod queue;
 mod resources;
 pub mod signals;
@@ -48,6 +49,13 @@ pub enum StoreError {
     /// Artifact bytes could not be read or written.
     #[error("artifact storage: {0}")]
     Blob(#[from] object_store::Error),
+}
+
+impl StoreError {
+    /// Whether artifact bytes were missing (deleted) rather than unreadable.
+    pub fn is_blob_not_found(&self) -> bool {
+        matches!(self, StoreError::Blob(object_store::Error::NotFound { .. }))
+    }
 }
 
 /// Results of store calls.

@@ -5,13 +5,11 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use smoothd_agent::{CustomTool, End, Finish, Host, Job, Secret, ToolAnswer};
 use smoothd_core::TaskSpec;
+use smoothd_core::ids;
 use smoothd_core::urlpattern::UrlPattern;
-use smoothd_core::{ids, time::now_ms};
-use smoothd_store::ArtifactRow;
 
 use crate::context::TaskContext;
 use crate::executor::{BasicExecutor, Outcome};
@@ -107,40 +105,19 @@ impl Host for TaskHost<'_> {
     }
 
     async fn status(&mut self, text: &str) {
-        tracing::debug!(task.id = %self.ctx.task.id, status = %text, "agent step");
+        self.browser.set_status(text);
     }
 
     async fn save_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
-        let task = &self.ctx.task;
-        let id = ids::artifact_id();
-        let key = format!("tasks/{}/downloads/{id}-{name}", task.id);
-        self.exec
-            .blobs
-            .put(&key, Bytes::copy_from_slice(bytes))
+        // Files in the downloads folder join the task's downloads archive.
+        let dir = self
+            .browser
+            .downloads_dir()
+            .ok_or("this task does not capture downloads")?;
+        let path = dir.join(name);
+        tokio::fs::write(&path, bytes)
             .await
-            .map_err(|e| e.to_string())?;
-        let content_type = if name.ends_with(".png") {
-            "image/png"
-        } else if name.ends_with(".pdf") {
-            "application/pdf"
-        } else {
-            "application/octet-stream"
-        };
-        self.ctx
-            .store()
-            .insert_artifact(&ArtifactRow {
-                id,
-                owner: task.owner.clone(),
-                task_id: Some(task.id.clone()),
-                kind: "download".into(),
-                name: name.to_string(),
-                content_type: content_type.into(),
-                size_bytes: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
-                storage_key: key,
-                created_at: now_ms(),
-            })
-            .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
     async fn acted(&mut self) -> bool {

@@ -33,6 +33,8 @@ pub struct TaskContext {
     pub(crate) store: Store,
     pub(crate) stop: CancellationToken,
     pub(crate) reason: Arc<Mutex<Option<StopReason>>>,
+    /// Live view, recording and downloads capture, when this process provides them.
+    pub(crate) media: Option<Arc<crate::media::MediaServices>>,
     inbox_cursor: i64,
 }
 
@@ -50,6 +52,7 @@ impl TaskContext {
             store,
             stop,
             reason,
+            media: None,
             inbox_cursor: 0,
         }
     }

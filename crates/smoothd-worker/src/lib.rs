@@ -5,10 +5,15 @@
 mod agent;
 mod context;
 mod executor;
+mod live;
+mod media;
 mod pool;
 mod setup;
 
 pub use context::{LeaseLost, StopReason, TaskContext};
 pub use executor::{BasicExecutor, Executor, Outcome};
+pub use live::LiveServer;
+pub use media::{MediaConfig, MediaServices, TaskMedia};
 pub use pool::{WorkerConfig, WorkerPool};
-pub use smoothd_browser::{Blocker, BrowserPool, LaunchConfig, find_chromium};
+pub use setup::Prepared;
+pub use smoothd_browser::{Blocker, BrowserPool, LaunchConfig, MediaOptions, find_chromium};

@@ -6,6 +6,9 @@
 //! Profile locking: a writable profile is held by one running task at a time (a database
 //! lock tied to the task, so a crashed task cannot keep it); a second task waits for it.
 //! Read-only users load the last saved state and never wait.
+//!
+//! Media: every browser gets its capture here (see [`crate::media`]): the live view, the
+//! recording and the downloads, finalized in [`Prepared::finish`] before the task turns final.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use smoothd_browser::{BrowserPool, BrowserProcess, BrowserSession, SessionOption
 use smoothd_store::Blobs;
 
 use crate::context::TaskContext;
+use crate::media::TaskMedia;
 
 /// One of the task's uploaded files, on disk where the browser can read it.
 #[derive(Debug, Clone)]
@@ -37,6 +41,8 @@ pub struct Prepared {
     /// The profile to save at the end (writable ones only).
     save_profile: Option<String>,
     _extensions: Vec<TempDir>,
+    /// Live view, recording and downloads (None when this process captures nothing).
+    media: Option<TaskMedia>,
 }
 
 fn temp(prefix: &str) -> Result<TempDir, String> {
@@ -68,7 +74,10 @@ pub async fn prepare(
             dedicated: None,
             save_profile: None,
             _extensions: Vec::new(),
-        });
+            media: None,
+        }
+        .with_media(ctx)
+        .await);
     }
 
     let data_dir = temp("smoothd-chromium-")?;
@@ -150,7 +159,10 @@ pub async fn prepare(
             dedicated: Some(process),
             save_profile,
             _extensions: ext_dirs,
-        }),
+            media: None,
+        }
+        .with_media(ctx)
+        .await),
         Err(e) => {
             process.kill().await;
             release(ctx, &owner, save_profile.as_deref()).await;
@@ -227,8 +239,51 @@ async fn release(ctx: &TaskContext, owner: &str, profile: Option<&str>) {
 }
 
 impl Prepared {
+    /// Starts the task's media capture; a failure leaves the task without it (logged).
+    async fn with_media(mut self, ctx: &TaskContext) -> Self {
+        if let Some(services) = &ctx.media {
+            match TaskMedia::start(ctx, services, &self.session).await {
+                Ok(m) => self.media = Some(m),
+                Err(e) => tracing::warn!(error = %e, "no live view, recording or downloads for this task"),
+            }
+        }
+        self
+    }
+
+    /// A folder whose files go into the task's downloads archive under their names (the
+    /// agent's screenshots and PDFs); None when this process captures no media.
+    pub fn downloads_dir(&self) -> Option<&std::path::Path> {
+        self.media.as_ref().map(TaskMedia::downloads_dir)
+    }
+
+    /// Shows `text` as the agent's latest step in the live view.
+    pub fn set_status(&self, text: &str) {
+        if let Some(m) = &self.media {
+            m.set_status(text);
+        }
+    }
+
+    /// The task's media capture, for executors that publish steps from another task
+    /// ([`TaskMedia::status_sender`]).
+    pub fn media(&self) -> Option<&TaskMedia> {
+        self.media.as_ref()
+    }
+
+    /// Ends the live view, closes the browser (saving a writable profile), then stores the
+    /// recording and downloads.
+    pub async fn finish(mut self, ctx: &TaskContext, blobs: &Blobs) {
+        let media = self.media.take();
+        if let Some(m) = &media {
+            m.stop_capture(ctx).await;
+        }
+        self.close_browser(ctx, blobs).await;
+        if let Some(m) = media {
+            m.finalize(ctx, blobs).await;
+        }
+    }
+
     /// Closes the browser; saves and unlocks a writable profile.
-    pub async fn finish(self, ctx: &TaskContext, blobs: &Blobs) {
+    async fn close_browser(self, ctx: &TaskContext, blobs: &Blobs) {
         let Prepared {
             session,
             dedicated,

@@ -6,10 +6,11 @@ pub mod settings;
 use std::sync::Arc;
 
 use anyhow::Context;
-use smoothd_api::{ApiConfig, AppState};
+use smoothd_api::{ApiConfig, AppState, Links};
 use smoothd_store::{Blobs, Store, StoreOptions};
 use smoothd_worker::{
-    BasicExecutor, Blocker, BrowserPool, Executor, LaunchConfig, WorkerConfig, WorkerPool, find_chromium,
+    BasicExecutor, Blocker, BrowserPool, Executor, LaunchConfig, LiveServer, MediaConfig, MediaServices,
+    WorkerConfig, WorkerPool, find_chromium,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +102,84 @@ pub fn executor(
     }))
 }
 
+/// The ffmpeg recordings use, or None (recordings off, with a warning).
+pub fn ffmpeg(settings: &Settings) -> Option<std::path::PathBuf> {
+    if let Some(p) = &settings.ffmpeg {
+        let p = std::path::PathBuf::from(p);
+        if p.is_file() {
+            return Some(p);
+        }
+        tracing::warn!(ffmpeg = %p.display(), "SMOOTHD_FFMPEG does not exist; recordings are off");
+        return None;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|d| d.join("ffmpeg"))
+        .find(|c| c.is_file());
+    if found.is_none() {
+        tracing::warn!("no ffmpeg on PATH (Debian: apt-get install ffmpeg); recordings are off");
+    }
+    found
+}
+
+/// Media capture for this process's workers: the live-stream listener and the recorder.
+pub async fn media_services(
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<MediaServices> {
+    let listener = TcpListener::bind(&settings.live_listen).await.with_context(|| {
+        format!(
+            "live_listen (SMOOTHD_LIVE_LISTEN): cannot listen on {}",
+            settings.live_listen
+        )
+    })?;
+    let live = LiveServer::start(listener, settings.live_advertise.clone(), shutdown)
+        .context("cannot start the live stream listener")?;
+    Ok(MediaServices {
+        config: MediaConfig {
+            ffmpeg: ffmpeg(settings),
+            fps: settings.recording_fps,
+            ..MediaConfig::default()
+        },
+        live: Some(live),
+    })
+}
+
+/// Deletes recordings and downloads archives older than the retention, now and then.
+async fn reap_artifacts(
+    store: Store,
+    blobs: smoothd_store::Blobs,
+    retention: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let every = (retention / 4).clamp(
+        std::time::Duration::from_secs(15),
+        std::time::Duration::from_secs(600),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let before = smoothd_core::time::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match store.reap_artifacts(before).await {
+            Ok(keys) => {
+                for key in &keys {
+                    if let Err(e) = blobs.delete(key).await {
+                        tracing::warn!(error = %e, key, "cannot delete an expired artifact's bytes");
+                    }
+                }
+                if !keys.is_empty() {
+                    tracing::info!(count = keys.len(), "expired artifacts deleted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "artifact retention pass failed"),
+        }
+    }
+}
+
 /// Worker pool settings from the settings.
 pub fn worker_config(settings: &Settings) -> WorkerConfig {
     WorkerConfig {
@@ -123,13 +202,36 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let api_stop = CancellationToken::new();
+    let background = CancellationToken::new();
+    tokio::spawn(reap_artifacts(
+        store.clone(),
+        open_blobs(&settings)?,
+        Settings::secs(settings.artifact_retention_seconds),
+        background.clone(),
+    ));
     let api = match (roles.api, listener) {
         (true, Some(listener)) => {
+            let secret = store
+                .shared_secret("artifact_url")
+                .await
+                .context("cannot read the link signing secret")?;
+            // Without a configured public URL, links point at the port actually bound (the
+            // listen address may say port 0).
+            let public_url = match (&settings.public_url, listener.local_addr()) {
+                (None, Ok(addr)) => format!("http://{addr}"),
+                _ => settings.public_url(),
+            };
+            let links = Links::new(
+                &public_url,
+                &secret,
+                Settings::secs(settings.artifact_url_seconds),
+            );
             let state = AppState {
                 store: store.clone(),
+                links: Arc::new(links),
                 blobs: open_blobs(&settings)?,
                 config: ApiConfig {
-                    public_url: settings.public_url(),
+                    public_url: public_url.clone(),
                     long_poll: Settings::secs(settings.long_poll_seconds),
                     max_body_bytes: settings.max_body_bytes,
                     max_upload_bytes: settings.max_upload_bytes,
@@ -162,10 +264,12 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "no browser: sessions cannot navigate"),
         }
         let blocker = blocker(&settings).await?;
+        let mut config = worker_config(&settings);
+        config.media = Some(Arc::new(media_services(&settings, background.clone()).await?));
         let pool = WorkerPool::new(
             store.clone(),
             executor(&settings, browsers, blocker, open_blobs(&settings)?)?,
-            worker_config(&settings),
+            config,
         );
         let stop = shutdown.clone();
         Some(tokio::spawn(pool.run(stop)))
@@ -181,6 +285,7 @@ pub async fn run(
         tracing::error!(error = %e, "worker pool ended abnormally");
     }
     api_stop.cancel();
+    background.cancel();
     if let Some(a) = api {
         a.await
             .context("API task panicked")?

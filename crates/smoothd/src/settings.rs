@@ -76,6 +76,18 @@ pub struct Settings {
     pub drain_seconds: u64,
     /// Database pool size.
     pub db_max_connections: u32,
+    /// ffmpeg binary for recordings (found on `PATH` when unset; without one, no recordings).
+    pub ffmpeg: Option<String>,
+    /// Frames per second of recordings (the latest frame is repeated while the page is still).
+    pub recording_fps: u32,
+    /// Where workers serve live streams for API processes to relay (`127.0.0.1:0`: any port).
+    pub live_listen: String,
+    /// `host:port` API processes use to reach `live_listen` (default: its bound address).
+    pub live_advertise: Option<String>,
+    /// Recordings and downloads archives are deleted this long after they are made.
+    pub artifact_retention_seconds: u64,
+    /// How long a handed-out recording or downloads link works.
+    pub artifact_url_seconds: u64,
     /// Log filter (`info`, `smoothd=debug,info`, ...); `RUST_LOG` also works.
     pub log: String,
 }
@@ -113,6 +125,12 @@ impl Default for Settings {
             close_grace_seconds: 5,
             drain_seconds: 30,
             db_max_connections: 16,
+            ffmpeg: None,
+            recording_fps: 5,
+            live_listen: "127.0.0.1:0".into(),
+            live_advertise: None,
+            artifact_retention_seconds: 24 * 60 * 60,
+            artifact_url_seconds: 60 * 60,
             log: "info".into(),
         }
     }
@@ -149,6 +167,12 @@ impl std::fmt::Debug for Settings {
             .field("close_grace_seconds", &self.close_grace_seconds)
             .field("drain_seconds", &self.drain_seconds)
             .field("db_max_connections", &self.db_max_connections)
+            .field("ffmpeg", &self.ffmpeg)
+            .field("recording_fps", &self.recording_fps)
+            .field("live_listen", &self.live_listen)
+            .field("live_advertise", &self.live_advertise)
+            .field("artifact_retention_seconds", &self.artifact_retention_seconds)
+            .field("artifact_url_seconds", &self.artifact_url_seconds)
             .field("log", &self.log)
             .finish()
     }
@@ -232,6 +256,31 @@ impl Settings {
             bail!(
                 "long_poll_seconds (SMOOTHD_LONG_POLL_SECONDS): at most 25, under the SDK's 30 s request timeout"
             );
+        }
+        if !(1..=30).contains(&self.recording_fps) {
+            bail!(
+                "recording_fps (SMOOTHD_RECORDING_FPS): between 1 and 30, got {}",
+                self.recording_fps
+            );
+        }
+        self.live_listen.parse::<SocketAddr>().with_context(|| {
+            format!(
+                "live_listen (SMOOTHD_LIVE_LISTEN): {:?} is not an address like 127.0.0.1:0",
+                self.live_listen
+            )
+        })?;
+        if let Some(a) = &self.live_advertise
+            && !a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        {
+            bail!("live_advertise (SMOOTHD_LIVE_ADVERTISE): {a:?} is not host:port");
+        }
+        if self.artifact_retention_seconds < 60 {
+            bail!("artifact_retention_seconds (SMOOTHD_ARTIFACT_RETENTION_SECONDS): at least 60");
+        }
+        if self.artifact_url_seconds < 60 {
+            bail!("artifact_url_seconds (SMOOTHD_ARTIFACT_URL_SECONDS): at least 60");
         }
         if let Some(u) = &self.llm_base_url {
             url::Url::parse(u)

@@ -1,5 +1,7 @@
 //! Route handlers, a module per resource.
 
+pub mod artifacts;
+pub mod live;
 pub mod resources;
 pub mod system;
 pub mod task;

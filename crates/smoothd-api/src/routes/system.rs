@@ -109,8 +109,8 @@ async fn open_browser_session(
     let row = super::task::submit(&state, &owner, spec).await?;
     let resp = BrowserSessionResponse {
         profile_id,
+        live_url: Some(state.links.live_url(&row)),
         live_id: row.id,
-        live_url: None,
     };
     Ok(Json(json!({"r": resp})))
 }

@@ -91,7 +91,7 @@ async fn create_task(State(state): State<AppState>, owner: Owner, body: Body) ->
     let spec = validate_request(&state, &owner, &body).await?;
     let row = submit(&state, &owner, spec).await?;
     Ok(Json(
-        json!({"r": TaskResponse::from_row(&row, Some(Vec::new()), false)}),
+        json!({"r": TaskResponse::from_row(&row, Some(Vec::new()), false, &state.links)}),
     ))
 }
 
@@ -123,7 +123,7 @@ async fn list_tasks(
     let rows = state.store.list_tasks(&owner.id, before, limit).await?;
     let items: Vec<TaskResponse> = rows
         .iter()
-        .map(|t| TaskResponse::from_row(t, None, false))
+        .map(|t| TaskResponse::from_row(t, None, false, &state.links))
         .collect();
     Ok(Json(json!({"r": items})))
 }
@@ -190,7 +190,7 @@ async fn get_task(
         StatusCode::ACCEPTED
     };
     let events: Vec<TaskEvent> = events.into_iter().map(TaskEvent::from).collect();
-    let body = TaskResponse::from_row(&task, Some(events), with_downloads);
+    let body = TaskResponse::from_row(&task, Some(events), with_downloads, &state.links);
     Ok((code, Json(json!({"r": body}))).into_response())
 }
 

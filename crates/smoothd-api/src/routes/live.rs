@@ -1,0 +1,209 @@
+//! The live view: a page (no API key; the URL's token is bound to the task) and its
+//! WebSocket, which this process relays to the worker serving the task's stream, wherever it
+//! runs (its address is in the `live_streams` table). Both stop working when the task ends.
+//! `interactive=false` connections never forward input: it is refused here, and again by the
+//! worker.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use smoothd_store::TaskRow;
+use tokio_tungstenite::tungstenite::Message as Upstream;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{RawQuery, query_bool};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+const PAGE: &str = include_str!("live.html");
+
+/// How long a viewer waits for a worker to pick the task up and start its stream.
+const START_WAIT: Duration = Duration::from_secs(60);
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(live_page))
+        .routes(routes!(live_socket))
+}
+
+/// The task, if `token` is its live token and it is still waiting or running.
+async fn live_task(state: &AppState, id: &str, q: &RawQuery) -> ApiResult<TaskRow> {
+    let token = q
+        .get("token")
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "token: required"))?;
+    let task = state
+        .store
+        .get_task_unscoped(id)
+        .await?
+        .filter(|t| same_secret(&t.live_token, token))
+        .ok_or_else(|| ApiError::not_found("live view", id))?;
+    if task.status().is_final() || task.data_deleted_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!("the task is {}; its live view has ended", task.status()),
+        ));
+    }
+    Ok(task)
+}
+
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The live view of a task: its browser as it is, the current URL and the latest step.
+#[utoipa::path(get, path = "/live/{id}", tag = "live", security(()),
+    params(
+        ("id" = String, Path, description = "Task id"),
+        ("token" = String, Query, description = "The task's live token (part of `live_url`)"),
+        ("interactive" = Option<bool>, Query, description = "Forward the viewer's mouse and keyboard (default false)"),
+        ("embed" = Option<bool>, Query, description = "No toolbar, for an iframe"),
+    ),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html"),
+        (status = 404, description = "Unknown task or wrong token", body = crate::models::ErrorBody),
+        (status = 410, description = "The task has ended", body = crate::models::ErrorBody),
+    ))]
+async fn live_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RawQuery>,
+) -> ApiResult<Response> {
+    query_bool(&q, "interactive")?;
+    query_bool(&q, "embed")?;
+    live_task(&state, &id, &q).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        PAGE,
+    )
+        .into_response())
+}
+
+/// The live view's WebSocket: JPEG frames (binary) and `{"type": "meta"|"waiting"|"ended"|
+/// "error"}` text out; viewer input (`{"type": "mouse"|"wheel"|"key", ...}`) in.
+#[utoipa::path(get, path = "/live/{id}/ws", tag = "live", security(()),
+    params(
+        ("id" = String, Path, description = "Task id"),
+        ("token" = String, Query, description = "The task's live token"),
+        ("interactive" = Option<bool>, Query, description = "Accept input (default false)"),
+    ),
+    responses(
+        (status = 101, description = "WebSocket"),
+        (status = 404, body = crate::models::ErrorBody),
+        (status = 410, body = crate::models::ErrorBody),
+    ))]
+async fn live_socket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RawQuery>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let interactive = query_bool(&q, "interactive")?.unwrap_or(false);
+    let task = live_task(&state, &id, &q).await?;
+    Ok(ws.on_upgrade(move |socket| relay(state, task, interactive, socket)))
+}
+
+fn text(v: serde_json::Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+/// Finds the worker serving the task and pipes the viewer to it until either side ends.
+async fn relay(state: AppState, task: TaskRow, interactive: bool, mut viewer: WebSocket) {
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    let mut told = false;
+    let addr = loop {
+        match state.store.live_stream(&task.id).await {
+            Ok(Some(addr)) => break addr,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(task.id = %task.id, error = %e, "reading the live stream address failed")
+            }
+        }
+        let ended = match state.store.get_task_unscoped(&task.id).await {
+            Ok(Some(t)) => t.status().is_final(),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if ended || tokio::time::Instant::now() > deadline {
+            let _ = viewer.send(text(json!({"type": "ended"}))).await;
+            return;
+        }
+        if !told {
+            told = true;
+            if viewer.send(text(json!({"type": "waiting"}))).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+    };
+    let url = format!(
+        "ws://{addr}/live/{}?token={}&interactive={interactive}",
+        task.id, task.live_token
+    );
+    let upstream = match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
+        .await
+    {
+        Ok(Ok((s, _))) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(task.id = %task.id, %addr, error = %e, "cannot reach the worker's live stream");
+            let _ = viewer
+                .send(text(
+                    json!({"type": "error", "detail": "the worker running this task cannot be reached"}),
+                ))
+                .await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(task.id = %task.id, %addr, "the worker's live stream did not answer");
+            return;
+        }
+    };
+    let (mut up_tx, mut up_rx) = upstream.split();
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            msg = up_rx.next() => {
+                let out = match msg {
+                    Some(Ok(Upstream::Binary(b))) => Message::Binary(b),
+                    Some(Ok(Upstream::Text(t))) => Message::Text(t.as_str().into()),
+                    Some(Ok(Upstream::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue,
+                };
+                if viewer.send(out).await.is_err() {
+                    break;
+                }
+            }
+            msg = viewer.recv() => {
+                let input = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue,
+                };
+                if !interactive {
+                    let refused = json!({"type": "error", "detail": "view-only: this live view does not accept input (open it with interactive=true)"});
+                    if viewer.send(text(refused)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                if up_tx.send(Upstream::Text(input.as_str().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = up_tx.close().await;
+    let _ = viewer.close().await;
+}
