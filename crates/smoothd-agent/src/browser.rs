@@ -53,6 +53,9 @@ pub struct View {
     pub cross_origin: u32,
     #[serde(default)]
     pub canvas: u32,
+    /// Files this task's tabs started downloading so far.
+    #[serde(skip)]
+    pub downloads: Vec<String>,
 }
 
 /// An action's failure the model should hear about (the task goes on).
@@ -93,6 +96,14 @@ pub struct Driver<'a> {
     page: Page,
     tab_count: usize,
     last: Option<View>,
+    /// Browser-wide download starts, filtered to the main frames of this task's tabs.
+    download_events: Option<
+        chromiumoxide::listeners::EventStream<
+            chromiumoxide::cdp::browser_protocol::browser::EventDownloadWillBegin,
+        >,
+    >,
+    frames: Vec<chromiumoxide::cdp::browser_protocol::page::FrameId>,
+    downloads: Vec<String>,
 }
 
 impl<'a> Driver<'a> {
@@ -102,6 +113,28 @@ impl<'a> Driver<'a> {
             page: session.page().clone(),
             tab_count: 1,
             last: None,
+            download_events: None,
+            frames: Vec::new(),
+            downloads: Vec::new(),
+        }
+    }
+
+    /// Collects the download starts that arrived since the last look.
+    async fn collect_downloads(&mut self) {
+        if self.download_events.is_none() {
+            self.download_events = self.session.download_events().await.ok();
+        }
+        if let Ok(Some(f)) = self.page.mainframe().await
+            && !self.frames.contains(&f)
+        {
+            self.frames.push(f);
+        }
+        if let Some(d) = self.download_events.as_mut() {
+            while let Some(Some(ev)) = futures::FutureExt::now_or_never(d.next()) {
+                if self.frames.contains(&ev.frame_id) && !self.downloads.contains(&ev.suggested_filename) {
+                    self.downloads.push(ev.suggested_filename.clone());
+                }
+            }
         }
     }
 
@@ -140,10 +173,12 @@ impl<'a> Driver<'a> {
         let v = self.helper(&format!("view({opts})")).await?;
         let view: View =
             serde_json::from_value(v).map_err(|e| ActError::Model(format!("unreadable page view: {e}")))?;
-        let view = match (&self.last, view.unchanged) {
+        let mut view = match (&self.last, view.unchanged) {
             (Some(last), true) => last.clone(),
             _ => view,
         };
+        self.collect_downloads().await;
+        view.downloads.clone_from(&self.downloads);
         self.last = Some(view.clone());
         Ok(view)
     }

@@ -94,6 +94,9 @@ pub fn render_view(step: u32, max_steps: u32, view: &View, tabs: &[Tab], current
         "Viewport {}x{}; {} px above, {} px below\n",
         view.width, view.height, view.above, view.below
     ));
+    if !view.downloads.is_empty() {
+        s.push_str(&format!("Downloads started: {}\n", view.downloads.join(", ")));
+    }
     if view.text.is_empty() {
         s.push_str("(nothing readable in view)");
     } else {
