@@ -21,6 +21,10 @@ use serde_json::{Value, json};
 use smoothd_browser::{BrowserError, BrowserSession, Tab};
 
 const PAGE_JS: &str = include_str!("page.js");
+const TIMERS_JS: &str = include_str!("timers.js");
+/// After a page loads: DOM quiet for this long with no short timer pending, at most `LATE_MAX`.
+const LATE_QUIET_MS: u32 = 50;
+const LATE_MAX_MS: u32 = 700;
 const CALL_LIMIT: Duration = Duration::from_secs(20);
 const LOAD_LIMIT: Duration = Duration::from_secs(20);
 
@@ -117,6 +121,35 @@ impl<'a> Driver<'a> {
             frames: Vec::new(),
             downloads: Vec::new(),
         }
+    }
+
+    /// Prepares the current tab for the agent: counts the page's short timers from the next
+    /// document on (see timers.js).
+    pub async fn install(&self) -> Result<(), ActError> {
+        use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
+        self.session
+            .cdp(
+                &self.page,
+                AddScriptToEvaluateOnNewDocumentParams {
+                    source: TIMERS_JS.to_string(),
+                    world_name: None,
+                    include_command_line_api: None,
+                    run_immediately: None,
+                },
+                CALL_LIMIT,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// After a new document loaded: lets what the page shows "a moment later" appear.
+    async fn late_settle(&self) {
+        let _ = self
+            .eval(
+                format!("{PAGE_JS}\nwindow.__smoothd.settle({LATE_QUIET_MS}, {LATE_MAX_MS})"),
+                true,
+            )
+            .await;
     }
 
     /// Collects the download starts that arrived since the last look.
@@ -282,7 +315,7 @@ impl<'a> Driver<'a> {
             };
             let _ = tokio::time::timeout(LOAD_LIMIT, async {
                 tokio::select! {
-                    _ = loads.next() => {}
+                    _ = loads.next() => self.late_settle().await,
                     () = stopped => result = Settled::Same,
                     Some(name) = download => downloaded.push(name),
                 }
@@ -511,6 +544,7 @@ impl<'a> Driver<'a> {
             e => ActError::Model(e.to_string()),
         })?;
         self.last = None;
+        self.late_settle().await;
         let url = self
             .eval("location.href".into(), true)
             .await

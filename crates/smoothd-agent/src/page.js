@@ -315,7 +315,8 @@
     const tick = () => {
       const now = performance.now();
       if (S.mut !== last) { last = S.mut; lastChange = now; }
-      if (now - lastChange >= quiet || now - start >= max) return res(Math.round(now - start));
+      const timers = window.__smoothdPending || 0;  // short timers the page set (timers.js)
+      if ((now - lastChange >= quiet && timers <= 0) || now - start >= max) return res(Math.round(now - start));
       setTimeout(tick, 10);
     };
     setTimeout(tick, 10);

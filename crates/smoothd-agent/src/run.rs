@@ -321,6 +321,11 @@ impl Run {
     ) -> Finish {
         let max = self.job.max_steps.max(1);
         let mut driver = Driver::new(session);
+        if let Err(e) = driver.install().await
+            && e.is_fatal()
+        {
+            return self.crashed(&e, 0);
+        }
         if let Some(url) = self.job.url.clone() {
             if !self.mark_acted(host).await {
                 return self.finish(End::Stopped, 0);
