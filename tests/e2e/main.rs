@@ -4,5 +4,6 @@
 
 mod api;
 mod browser;
+mod metrics;
 mod queue;
 mod store;

@@ -8,6 +8,7 @@ mod keys;
 mod queue;
 mod resources;
 pub mod signals;
+mod stats;
 mod steps;
 mod tasks;
 

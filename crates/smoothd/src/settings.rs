@@ -78,6 +78,11 @@ pub struct Settings {
     pub db_max_connections: u32,
     /// Log filter (`info`, `smoothd=debug,info`, ...); `RUST_LOG` also works.
     pub log: String,
+    /// Whether `GET /metrics` on the API port answers without an API key.
+    pub metrics_public: bool,
+    /// An extra address serving only `/metrics` and `/healthz`, without a key (for worker
+    /// processes, which have no API port, and for scraping on an internal interface).
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for Settings {
@@ -114,6 +119,8 @@ impl Default for Settings {
             drain_seconds: 30,
             db_max_connections: 16,
             log: "info".into(),
+            metrics_public: false,
+            metrics_listen: None,
         }
     }
 }
@@ -150,6 +157,8 @@ impl std::fmt::Debug for Settings {
             .field("drain_seconds", &self.drain_seconds)
             .field("db_max_connections", &self.db_max_connections)
             .field("log", &self.log)
+            .field("metrics_public", &self.metrics_public)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -200,6 +209,13 @@ impl Settings {
                 self.listen
             )
         })?;
+        if let Some(m) = &self.metrics_listen {
+            m.parse::<SocketAddr>().with_context(|| {
+                format!(
+                    "metrics_listen (SMOOTHD_METRICS_LISTEN): {m:?} is not an address like 127.0.0.1:9090"
+                )
+            })?;
+        }
         if let Some(u) = &self.public_url {
             let parsed = url::Url::parse(u)
                 .with_context(|| format!("public_url (SMOOTHD_PUBLIC_URL): {u:?} is not a URL"))?;
@@ -322,6 +338,10 @@ impl Settings {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail's closures return figment::Error"
+)]
 mod tests {
     use super::*;
 
@@ -345,6 +365,23 @@ mod tests {
             jail.set_env("SMOOTHD_LLM_VISION", "sometimes");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.contains("llm_vision (SMOOTHD_LLM_VISION)"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn metrics_settings_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(!s.metrics_public, "the scrape needs a key unless asked otherwise");
+            jail.set_env("SMOOTHD_METRICS_PUBLIC", "true");
+            jail.set_env("SMOOTHD_METRICS_LISTEN", "127.0.0.1:9091");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(s.metrics_public);
+            assert_eq!(s.metrics_listen.as_deref(), Some("127.0.0.1:9091"));
+            jail.set_env("SMOOTHD_METRICS_LISTEN", "port 9091");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("metrics_listen (SMOOTHD_METRICS_LISTEN)"), "{err}");
             Ok(())
         });
     }
