@@ -5,5 +5,6 @@
 mod api;
 mod browser;
 mod media;
+mod metrics;
 mod queue;
 mod store;

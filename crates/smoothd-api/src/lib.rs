@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod error;
 pub mod links;
+mod metrics;
 mod models;
 mod routes;
 
@@ -37,6 +38,8 @@ pub struct ApiConfig {
     pub max_upload_bytes: usize,
     /// Attempts a task gets before a lost worker fails it.
     pub max_attempts: i64,
+    /// Whether `GET /metrics` on the API port answers without an API key.
+    pub metrics_public: bool,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +50,7 @@ impl Default for ApiConfig {
             max_body_bytes: 2 * 1024 * 1024,
             max_upload_bytes: 50 * 1024 * 1024,
             max_attempts: 3,
+            metrics_public: false,
         }
     }
 }
@@ -132,11 +136,13 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             axum::routing::get(move || async move { axum::Json(doc.clone()) }),
         )
+        .route("/metrics", axum::routing::get(metrics::metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
         })
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(metrics::track_http))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -161,6 +167,18 @@ impl MakeRequestId for RandomRequestId {
             .ok()
             .map(RequestId::new)
     }
+}
+
+/// Serves only `/metrics` and `/healthz` (no key) on `listener` until `shutdown` fires: the
+/// `metrics_listen` address, for worker processes and internal scraping.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    store: Store,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics::metrics_only_router(store))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then drains open requests.

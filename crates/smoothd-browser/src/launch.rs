@@ -106,6 +106,8 @@ pub struct BrowserProcess {
     pub(crate) exited: CancellationToken,
     kill: tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     alive: Arc<AtomicBool>,
+    /// Set before we ask Chromium to exit, so its exit is not counted as a crash.
+    closing: Arc<AtomicBool>,
     pid: Option<u32>,
     _data_dir: tempfile::TempDir,
     _handler: tokio::task::JoinHandle<()>,
@@ -192,16 +194,22 @@ impl BrowserProcess {
         // may take a request timeout to notice) and kills the process on request.
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let (flag, done) = (alive.clone(), exited.clone());
+        let closing = Arc::new(AtomicBool::new(false));
+        let asked = closing.clone();
+        smoothd_metrics::browser_launched();
         tokio::spawn(async move {
-            tokio::select! {
+            let crashed = tokio::select! {
                 status = child.wait() => {
                     tracing::warn!(pid = ?pid, ?status, "Chromium exited");
+                    !asked.load(Ordering::SeqCst)
                 }
                 _ = kill_rx => {
                     let _ = child.start_kill();
                     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    false
                 }
-            }
+            };
+            smoothd_metrics::browser_exited(crashed);
             flag.store(false, Ordering::SeqCst);
             done.cancel();
         });
@@ -211,6 +219,7 @@ impl BrowserProcess {
             exited,
             kill: tokio::sync::Mutex::new(Some(kill_tx)),
             alive,
+            closing,
             pid,
             _data_dir: data_dir,
             _handler: handler_task,
@@ -245,6 +254,7 @@ impl BrowserProcess {
     /// kills it if it does not exit within 10 s.
     pub async fn close_gracefully(&self) {
         use chromiumoxide::cdp::browser_protocol::browser::CloseParams;
+        self.closing.store(true, Ordering::SeqCst);
         if self.is_alive() {
             let _ = tokio::time::timeout(
                 Duration::from_secs(5),

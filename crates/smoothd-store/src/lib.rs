@@ -9,6 +9,7 @@ mod media;
 mod queue;
 mod resources;
 pub mod signals;
+mod stats;
 mod steps;
 mod tasks;
 

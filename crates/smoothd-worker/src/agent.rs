@@ -85,6 +85,17 @@ impl Host for TaskHost<'_> {
 
     async fn record_step(&mut self, trace: Value) {
         let step = trace.get("step").and_then(Value::as_i64).unwrap_or(0);
+        let num = |k: &str| trace.get(k).and_then(Value::as_u64).unwrap_or(0);
+        if trace.get("error").is_some_and(|e| !e.is_null()) {
+            smoothd_metrics::record_model_error();
+        } else {
+            smoothd_metrics::record_step(
+                Duration::from_millis(num("step_ms")),
+                num("prompt_tokens"),
+                num("completion_tokens"),
+                u32::try_from(num("retries")).unwrap_or(u32::MAX),
+            );
+        }
         let task = &self.ctx.task;
         if let Err(e) = self
             .ctx

@@ -162,6 +162,7 @@ impl BasicExecutor {
             completion_tokens = finish.usage.completion, model_retries = finish.model_retries,
             "agent finished"
         );
+        smoothd_metrics::record_task_end(finish.steps);
         prepared.finish(ctx, &self.blobs).await;
         glue::outcome(finish)
     }

@@ -100,8 +100,17 @@ impl WorkerPool {
                 let notified = self.store.signals().queue_notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                match self.store.claim(&self.worker_id, ms(self.config.lease)).await {
+                let claim_started = std::time::Instant::now();
+                let claimed = self.store.claim(&self.worker_id, ms(self.config.lease)).await;
+                smoothd_metrics::record_claim_query(claim_started.elapsed());
+                match claimed {
                     Ok(Some(claim)) => {
+                        // Queue latency is a first claim's; a re-claim's wait includes a lost worker.
+                        let waited = (claim.task.attempt == 1).then(|| {
+                            let ms = smoothd_core::time::now_ms().saturating_sub(claim.task.created_at);
+                            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                        });
+                        smoothd_metrics::record_claim(waited);
                         let stop = if claim.task.is_session() {
                             session_stop.clone()
                         } else {
@@ -147,7 +156,10 @@ impl WorkerPool {
 
     async fn reap(&self) {
         match self.store.reap_expired().await {
-            Ok(reaped) if !reaped.is_empty() => tracing::info!(count = reaped.len(), "reaped lost tasks"),
+            Ok(reaped) if !reaped.is_empty() => {
+                smoothd_metrics::record_reaped(reaped.len());
+                tracing::info!(count = reaped.len(), "reaped lost tasks")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reaping failed"),
         }
@@ -252,7 +264,10 @@ impl WorkerPool {
                 .finish(&id, attempt, status, output.as_ref(), error.as_deref(), credits)
                 .await
             {
-                Ok(true) => tracing::info!(%status, "finished"),
+                Ok(true) => {
+                    smoothd_metrics::record_task_finished(status.as_str());
+                    tracing::info!(%status, "finished")
+                }
                 Ok(false) => tracing::warn!(%status, "lease lost before finishing; not written"),
                 Err(e) => {
                     tracing::error!(error = %e, "could not store the final state; the lease will expire")

@@ -236,6 +236,7 @@ pub async fn run(
                     max_body_bytes: settings.max_body_bytes,
                     max_upload_bytes: settings.max_upload_bytes,
                     max_attempts: settings.max_attempts,
+                    metrics_public: settings.metrics_public,
                 },
                 shutdown: api_stop.clone(),
             };
@@ -248,6 +249,21 @@ pub async fn run(
         }
         (true, None) => anyhow::bail!("the API role needs a listener"),
         (false, _) => None,
+    };
+    let metrics = match &settings.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!("metrics_listen (SMOOTHD_METRICS_LISTEN): cannot listen on {addr}")
+            })?;
+            let bound = listener.local_addr().context("metrics listener has no address")?;
+            tracing::info!(addr = %bound, "metrics listening");
+            Some(tokio::spawn(smoothd_api::serve_metrics(
+                listener,
+                store.clone(),
+                api_stop.clone(),
+            )))
+        }
+        None => None,
     };
     let workers = if roles.workers && settings.workers > 0 {
         let browsers = browser_pool(&settings);
@@ -290,6 +306,11 @@ pub async fn run(
         a.await
             .context("API task panicked")?
             .context("API server failed")?;
+    }
+    if let Some(m) = metrics
+        && let Ok(Err(e)) = m.await
+    {
+        tracing::warn!(error = %e, "metrics listener failed");
     }
     store.close().await;
     tracing::info!("stopped");

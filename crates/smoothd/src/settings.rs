@@ -90,6 +90,11 @@ pub struct Settings {
     pub artifact_url_seconds: u64,
     /// Log filter (`info`, `smoothd=debug,info`, ...); `RUST_LOG` also works.
     pub log: String,
+    /// Whether `GET /metrics` on the API port answers without an API key.
+    pub metrics_public: bool,
+    /// An extra address serving only `/metrics` and `/healthz`, without a key (for worker
+    /// processes, which have no API port, and for scraping on an internal interface).
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for Settings {
@@ -132,6 +137,8 @@ impl Default for Settings {
             artifact_retention_seconds: 24 * 60 * 60,
             artifact_url_seconds: 60 * 60,
             log: "info".into(),
+            metrics_public: false,
+            metrics_listen: None,
         }
     }
 }
@@ -174,6 +181,8 @@ impl std::fmt::Debug for Settings {
             .field("artifact_retention_seconds", &self.artifact_retention_seconds)
             .field("artifact_url_seconds", &self.artifact_url_seconds)
             .field("log", &self.log)
+            .field("metrics_public", &self.metrics_public)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -224,6 +233,13 @@ impl Settings {
                 self.listen
             )
         })?;
+        if let Some(m) = &self.metrics_listen {
+            m.parse::<SocketAddr>().with_context(|| {
+                format!(
+                    "metrics_listen (SMOOTHD_METRICS_LISTEN): {m:?} is not an address like 127.0.0.1:9090"
+                )
+            })?;
+        }
         if let Some(u) = &self.public_url {
             let parsed = url::Url::parse(u)
                 .with_context(|| format!("public_url (SMOOTHD_PUBLIC_URL): {u:?} is not a URL"))?;
@@ -371,6 +387,10 @@ impl Settings {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail's closures return figment::Error"
+)]
 mod tests {
     use super::*;
 
@@ -394,6 +414,23 @@ mod tests {
             jail.set_env("SMOOTHD_LLM_VISION", "sometimes");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.contains("llm_vision (SMOOTHD_LLM_VISION)"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn metrics_settings_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(!s.metrics_public, "the scrape needs a key unless asked otherwise");
+            jail.set_env("SMOOTHD_METRICS_PUBLIC", "true");
+            jail.set_env("SMOOTHD_METRICS_LISTEN", "127.0.0.1:9091");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(s.metrics_public);
+            assert_eq!(s.metrics_listen.as_deref(), Some("127.0.0.1:9091"));
+            jail.set_env("SMOOTHD_METRICS_LISTEN", "port 9091");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("metrics_listen (SMOOTHD_METRICS_LISTEN)"), "{err}");
             Ok(())
         });
     }
