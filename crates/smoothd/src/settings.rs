@@ -397,6 +397,8 @@ mod tests {
     #[test]
     fn model_settings_from_the_environment() {
         figment::Jail::expect_with(|jail| {
+            // The test command itself runs with SMOOTHD_TEST_* variables set.
+            jail.clear_env();
             jail.set_env("SMOOTHD_LLM_BASE_URL", "http://127.0.0.1:9/v1");
             jail.set_env("SMOOTHD_LLM_MODEL", "m1");
             jail.set_env("SMOOTHD_LLM_PRICES", "{m1={input=2.5,output=10}}");
@@ -421,6 +423,8 @@ mod tests {
     #[test]
     fn metrics_settings_from_the_environment() {
         figment::Jail::expect_with(|jail| {
+            // The test command itself runs with SMOOTHD_TEST_* variables set.
+            jail.clear_env();
             let s = Settings::load(None).map_err(|e| e.to_string())?;
             assert!(!s.metrics_public, "the scrape needs a key unless asked otherwise");
             jail.set_env("SMOOTHD_METRICS_PUBLIC", "true");
@@ -438,6 +442,8 @@ mod tests {
     #[test]
     fn a_base_url_without_a_model_is_refused() {
         figment::Jail::expect_with(|jail| {
+            // The test command itself runs with SMOOTHD_TEST_* variables set.
+            jail.clear_env();
             jail.set_env("SMOOTHD_LLM_BASE_URL", "http://127.0.0.1:9/v1");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.contains("go together"), "{err}");
