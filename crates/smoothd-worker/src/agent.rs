@@ -66,12 +66,7 @@ impl Host for TaskHost<'_> {
             }
             // A tool may drive the browser itself (`task.exec_js`) while we wait for it.
             if event.name == "browser_action" {
-                let action = event
-                    .payload
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                let action = crate::executor::action_name(&event);
                 let reply = self
                     .exec
                     .handle(self.ctx, Some(self.browser), &event, &action, Instant::now())

@@ -81,6 +81,16 @@ impl Executor for BasicExecutor {
 const NO_MODEL: &str = "no model configured: set SMOOTHD_LLM_BASE_URL and SMOOTHD_LLM_MODEL (and \
      SMOOTHD_LLM_API_KEY if the endpoint needs one) to run tasks";
 
+/// The action a client event names (`payload.name`), or "".
+pub(crate) fn action_name(event: &Event) -> String {
+    event
+        .payload
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
 /// The answer to one client event.
 pub(crate) struct Reply {
     pub(crate) code: u16,
@@ -258,12 +268,7 @@ impl BasicExecutor {
                 ));
             };
             let started = Instant::now();
-            let action = event
-                .payload
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let action = action_name(&event);
             if event.name == "session_action" && action == "close" {
                 let duration = started.elapsed().as_secs_f64();
                 let Ok(sent) = ctx
