@@ -119,6 +119,17 @@ async fn live_view_relayed_from_another_process(b: Backend) {
     assert_eq!(bad_flag.status(), 422);
     assert!(bad_flag.text().await.unwrap().contains("interactive"));
 
+    // The session opens its start URL after it turns running; a command queues behind that
+    // navigation, so once it answers, the page the viewer should see is loaded.
+    assert!(
+        session
+            .eval("location.href")
+            .await
+            .as_str()
+            .unwrap()
+            .ends_with("/media.html"),
+        "the start URL is open"
+    );
     let mut ws = live_socket(&live_url, true).await;
     let (jpeg, meta) = next_frame(&mut ws).await;
     let latency = started.elapsed();
