@@ -78,14 +78,6 @@ impl ActError {
     }
 }
 
-/// How the page came to rest after an action.
-#[derive(Debug, Clone, PartialEq)]
-enum Settled {
-    Same,
-    Navigated,
-    Downloaded(Vec<String>),
-}
-
 /// What an action did to the page.
 #[derive(Debug, Clone, Default)]
 pub struct Effect {
@@ -241,7 +233,7 @@ impl<'a> Driver<'a> {
 
     /// Runs `act` and waits for what it started: a navigation's load, or the DOM to go quiet.
     /// Returns whether a new document loaded.
-    async fn settled<F, Fut, T>(&self, act: F) -> Result<(T, Settled), ActError>
+    async fn settled<F, Fut, T>(&self, act: F) -> Result<(T, bool), ActError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, ActError>>,
@@ -262,7 +254,6 @@ impl<'a> Driver<'a> {
             .event_listener::<EventFrameStoppedLoading>()
             .await
             .map_err(|e| ActError::Browser(BrowserError::from(e)))?;
-        let mut downloads = self.session.download_events().await.ok();
         let main = self.page.mainframe().await.ok().flatten();
         let out = act().await?;
         // A click that navigates starts loading within a few ms; DOM-only changes go quiet.
@@ -282,15 +273,6 @@ impl<'a> Driver<'a> {
                 _ => break,
             }
         }
-        // Download events are browser-wide: keep this tab's.
-        let mine =
-            |f: &chromiumoxide::cdp::browser_protocol::page::FrameId| main.as_ref().is_none_or(|m| m == f);
-        let mut downloaded: Vec<String> = Vec::new();
-        let mut result = if navigated {
-            Settled::Navigated
-        } else {
-            Settled::Same
-        };
         if navigated {
             // Loading ends with a load event, or stops without one (a download, a 204).
             let stopped = async {
@@ -300,47 +282,25 @@ impl<'a> Driver<'a> {
                     }
                 }
             };
-            let download = async {
-                match downloads.as_mut() {
-                    Some(d) => {
-                        while let Some(ev) = d.next().await {
-                            if mine(&ev.frame_id) {
-                                return Some(ev.suggested_filename.clone());
-                            }
-                        }
-                        None
-                    }
-                    None => futures::future::pending().await,
-                }
-            };
             let _ = tokio::time::timeout(LOAD_LIMIT, async {
                 tokio::select! {
                     _ = loads.next() => self.late_settle().await,
-                    () = stopped => result = Settled::Same,
-                    Some(name) = download => downloaded.push(name),
+                    () = stopped => navigated = false,
                 }
             })
             .await;
         }
-        if let Some(d) = downloads.as_mut() {
-            while let Some(Some(ev)) = futures::FutureExt::now_or_never(d.next()) {
-                if mine(&ev.frame_id) {
-                    downloaded.push(ev.suggested_filename.clone());
-                }
-            }
-        }
-        if !downloaded.is_empty() {
-            result = Settled::Downloaded(downloaded);
-        }
-        Ok((out, result))
+        Ok((out, navigated))
     }
 
-    /// After an action: a new tab becomes current; says what happened.
-    async fn after(&mut self, settled: Settled, note: String) -> Result<Effect, ActError> {
-        let navigated = settled == Settled::Navigated;
-        let note = match settled {
-            Settled::Downloaded(names) => format!("{note}; download started: {}", names.join(", ")),
-            _ => note,
+    /// After an action: a new tab becomes current; says what happened (downloads the action
+    /// started, if their events have arrived; the next view lists them in any case).
+    async fn after(&mut self, navigated: bool, note: String) -> Result<Effect, ActError> {
+        let known = self.downloads.len();
+        self.collect_downloads().await;
+        let note = match &self.downloads[known..] {
+            [] => note,
+            new => format!("{note}; download started: {}", new.join(", ")),
         };
         let mut effect = Effect { navigated, note };
         if navigated {
@@ -574,7 +534,7 @@ impl<'a> Driver<'a> {
                 Ok(())
             })
             .await?;
-        self.after(Settled::Navigated, "went back".into()).await
+        self.after(true, "went back".into()).await
     }
 
     pub async fn upload(&mut self, index: u32, path: &std::path::Path) -> Result<Effect, ActError> {

@@ -115,10 +115,6 @@ impl Llm {
         Ok(Self { client, config })
     }
 
-    pub fn config(&self) -> &LlmConfig {
-        &self.config
-    }
-
     /// The model's price, if the table names it.
     pub fn price(&self) -> Option<Price> {
         self.config.prices.get(&self.config.model).copied()

@@ -49,7 +49,8 @@ pub trait Host: Send {
     async fn status(&mut self, text: &str);
     /// Adds a file to the task's downloads.
     async fn save_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), String>;
-    /// Called before the first action that changes the page; false if the task was lost.
+    /// Called before every action that changes the page (cheap after the first); false if the
+    /// task was lost.
     async fn acted(&mut self) -> bool;
 }
 
@@ -115,7 +116,6 @@ pub struct Run {
     /// The first step's reply, asked before the browser was ready (tasks without a start URL).
     prefetched: Option<(String, Result<Reply, LlmError>)>,
     best_output: Option<Value>,
-    acted: bool,
     started: Instant,
     /// From the start of the run (the claim) to the first model request going out.
     first_request: Option<Duration>,
@@ -159,7 +159,6 @@ impl Agent {
             retries: 0,
             prefetched: None,
             best_output: None,
-            acted: false,
             started: Instant::now(),
             first_request: None,
         }
@@ -304,14 +303,6 @@ impl Run {
         }
     }
 
-    async fn mark_acted(&mut self, host: &mut dyn Host) -> bool {
-        if !self.acted {
-            self.acted = host.acted().await;
-            return self.acted;
-        }
-        true
-    }
-
     /// Runs the loop on `session` until the task ends.
     pub async fn run(
         mut self,
@@ -327,7 +318,7 @@ impl Run {
             return self.crashed(&e, 0);
         }
         if let Some(url) = self.job.url.clone() {
-            if !self.mark_acted(host).await {
+            if !host.acted().await {
                 return self.finish(End::Stopped, 0);
             }
             if let Err(e) = driver.goto(&url).await {
@@ -542,7 +533,7 @@ impl Run {
             action,
             Action::Done { .. } | Action::Custom { .. } | Action::Wait { .. } | Action::Screenshot { .. }
         );
-        if changes_page && !self.mark_acted(host).await {
+        if changes_page && !host.acted().await {
             return Step::End(End::Stopped);
         }
         Step::Result(match action {

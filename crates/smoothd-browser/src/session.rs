@@ -311,16 +311,6 @@ impl BrowserSession {
         &self.page
     }
 
-    /// The device this session emulates.
-    pub fn device(&self) -> smoothd_core::Device {
-        self.opts.device
-    }
-
-    /// Whether `allowed_urls` lets the browser open `url` (anything goes when it is empty).
-    pub fn allows(&self, url: &str) -> bool {
-        url::Url::parse(url).is_ok_and(|u| allowed(&self.opts.allowed_urls, &u))
-    }
-
     /// This session's tabs (pages of its browser context), oldest first.
     pub async fn tabs(&self) -> Result<Vec<Tab>, BrowserError> {
         use chromiumoxide::cdp::browser_protocol::target::GetTargetsParams;

@@ -1,6 +1,7 @@
 //! What an executor sees of its task: the request, a fenced event writer, the inbox of client
 //! events, and the stop signal (user cancel, lost lease or shutdown).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct TaskContext {
     /// Live view, recording and downloads capture, when this process provides them.
     pub(crate) media: Option<Arc<crate::media::MediaServices>>,
     inbox_cursor: i64,
+    /// This attempt has written `effects_started`.
+    effects_marked: AtomicBool,
 }
 
 impl TaskContext {
@@ -54,6 +57,7 @@ impl TaskContext {
             reason,
             media: None,
             inbox_cursor: 0,
+            effects_marked: AtomicBool::new(false),
         }
     }
 
@@ -114,12 +118,16 @@ impl TaskContext {
     }
 
     /// Records that the task has acted outside (navigated, clicked), so it is never re-run.
+    /// Written once per attempt: later calls cost nothing.
     pub async fn mark_effects(&self) -> Result<(), LeaseLost> {
-        if self.task.effects_started {
+        if self.task.effects_started || self.effects_marked.load(Ordering::Relaxed) {
             return Ok(());
         }
         match self.store.mark_effects(&self.task.id, self.task.attempt).await {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                self.effects_marked.store(true, Ordering::Relaxed);
+                Ok(())
+            }
             Ok(false) => Err(LeaseLost),
             Err(e) => {
                 tracing::error!(task.id = %self.task.id, error = %e, "could not mark effects");

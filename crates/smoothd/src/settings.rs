@@ -340,11 +340,6 @@ impl Settings {
         }
     }
 
-    /// Whether a model endpoint is configured.
-    pub fn model_configured(&self) -> bool {
-        self.llm_base_url.is_some() && self.llm_model.is_some()
-    }
-
     /// `llm_vision` parsed.
     pub fn vision(&self) -> anyhow::Result<smoothd_agent::Vision> {
         Ok(match self.llm_vision.to_ascii_lowercase().as_str() {
