@@ -331,14 +331,7 @@ async fn long_poll_wakes_on_event_and_answers_202_then_200(b: Backend) {
     let db = TestDb::new(b).await;
     let mut settings = smoothd_tests::test_settings(&db);
     settings.long_poll_seconds = 20;
-    let s = TestServer::start_with(
-        settings,
-        smoothd::Roles {
-            api: true,
-            workers: true,
-        },
-    )
-    .await;
+    let s = TestServer::all_in_one(settings).await;
     let (_, t) = s.post("/v1/task", json!({"task": null})).await;
     let id = t["r"]["id"].as_str().unwrap().to_string();
     s.wait_status(&id, "running", Duration::from_secs(10)).await;
@@ -444,14 +437,7 @@ async fn cancel_waiting_and_running(b: Backend) {
     let db = TestDb::new(b).await;
     // API only: tasks stay waiting.
     let settings = smoothd_tests::test_settings(&db);
-    let api = TestServer::start_with(
-        settings.clone(),
-        smoothd::Roles {
-            api: true,
-            workers: false,
-        },
-    )
-    .await;
+    let api = TestServer::api_only(settings.clone()).await;
     let (_, t) = api.post("/v1/task", json!({"task": "x"})).await;
     let id = t["r"]["id"].as_str().unwrap().to_string();
     let (code, body) = api.delete(&format!("/v1/task/{id}")).await;
@@ -468,14 +454,7 @@ async fn cancel_waiting_and_running(b: Backend) {
     // Running: a session on a server with workers.
     let (_, t) = api.post("/v1/task", json!({"task": null})).await;
     let sid = t["r"]["id"].as_str().unwrap().to_string();
-    let workers = TestServer::start_with(
-        settings,
-        smoothd::Roles {
-            api: false,
-            workers: true,
-        },
-    )
-    .await;
+    let workers = TestServer::workers_only(settings).await;
     api.wait_status(&sid, "running", Duration::from_secs(15)).await;
     api.post(
         &format!("/v1/task/{sid}/event"),
@@ -502,14 +481,7 @@ async fn graceful_close_delivers_answer_before_final(b: Backend) {
     let db = TestDb::new(b).await;
     let mut settings = smoothd_tests::test_settings(&db);
     settings.close_grace_seconds = 20;
-    let s = TestServer::start_with(
-        settings,
-        smoothd::Roles {
-            api: true,
-            workers: true,
-        },
-    )
-    .await;
+    let s = TestServer::all_in_one(settings).await;
     let (_, t) = s.post("/v1/task", json!({"task": null})).await;
     let id = t["r"]["id"].as_str().unwrap().to_string();
     s.post(
@@ -575,14 +547,7 @@ async fn erase_task_data(b: Backend) {
 
 async fn list_is_newest_first_and_paged(b: Backend) {
     let db = TestDb::new(b).await;
-    let s = TestServer::start_with(
-        smoothd_tests::test_settings(&db),
-        smoothd::Roles {
-            api: true,
-            workers: false,
-        },
-    )
-    .await;
+    let s = TestServer::api_only(smoothd_tests::test_settings(&db)).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(

@@ -193,14 +193,7 @@ async fn a_killed_browser_fails_its_session_and_the_pool_heals() {
     let marker = format!("--smoothd-test-marker={}", smoothd_core::ids::random_token(12));
     let mut settings = smoothd_tests::test_settings(&db);
     settings.chromium_args.push(marker.clone());
-    let s = TestServer::start_with(
-        settings,
-        smoothd::Roles {
-            api: true,
-            workers: true,
-        },
-    )
-    .await;
+    let s = TestServer::all_in_one(settings).await;
     let a = Session::open(&s, json!({})).await;
     assert_eq!(a.goto(&format!("{site}/index.html")).await.0, 200);
     // Kill the Chromium started for this server's sessions.
@@ -261,14 +254,7 @@ async fn adblock_blocks_easylist_matches_only_when_on() {
     // The real lists from Debian's webext-ublock-origin-chromium.
     let mut settings = smoothd_tests::test_settings(&db);
     settings.adblock_lists = None;
-    let s = TestServer::start_with(
-        settings,
-        smoothd::Roles {
-            api: true,
-            workers: true,
-        },
-    )
-    .await;
+    let s = TestServer::all_in_one(settings).await;
     let page = format!("{site}/adblock.html");
     let probe = "({ad: !!window.adLoaded, tracker: !!window.trackerLoaded, app: !!window.appLoaded})";
 

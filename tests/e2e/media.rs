@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use smoothd::Roles;
 use smoothd_tests::{Backend, Session, TestDb, TestServer, backend_tests, fixture_site, test_settings};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -78,22 +77,8 @@ async fn live_view_relayed_from_another_process(b: Backend) {
     let db = TestDb::new(b).await;
     let settings = test_settings(&db);
     // The viewer reaches an API-only process; the browser runs in a worker-only process.
-    let api = TestServer::start_with(
-        settings.clone(),
-        Roles {
-            api: true,
-            workers: false,
-        },
-    )
-    .await;
-    let workers = TestServer::start_with(
-        settings,
-        Roles {
-            api: false,
-            workers: true,
-        },
-    )
-    .await;
+    let api = TestServer::api_only(settings.clone()).await;
+    let workers = TestServer::workers_only(settings).await;
     let session = Session::open(&api, json!({"url": format!("{site}/media.html")})).await;
     let started = Instant::now();
     let running = api

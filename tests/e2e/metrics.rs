@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use serde_json::json;
-use smoothd::Roles;
 use smoothd_tests::{Backend, Session, TestDb, TestServer, backend_tests, fixture_site, test_settings};
 
 backend_tests!(
@@ -37,14 +36,7 @@ async fn metrics_follow_tasks_through_the_queue(b: Backend) {
     let db = TestDb::new(b).await;
     let settings = test_settings(&db);
     // The API alone first, so submitted tasks stay queued.
-    let api = TestServer::start_with(
-        settings.clone(),
-        Roles {
-            api: true,
-            workers: false,
-        },
-    )
-    .await;
+    let api = TestServer::api_only(settings.clone()).await;
     let before = scrape(&api).await;
     assert_eq!(value(&before, "smoothd_queue_depth"), 0.0, "{before}");
     assert_eq!(value(&before, "smoothd_queue_oldest_waiting_seconds"), 0.0);
@@ -94,14 +86,7 @@ async fn metrics_follow_tasks_through_the_queue(b: Backend) {
 
     // Now a worker process: without a model, agent tasks fail at once; a session runs in
     // Chromium.
-    let worker = TestServer::start_with(
-        settings,
-        Roles {
-            api: false,
-            workers: true,
-        },
-    )
-    .await;
+    let worker = TestServer::workers_only(settings).await;
     for id in &ids {
         assert_eq!(
             api.wait_final(id, Duration::from_secs(30)).await["status"],
@@ -205,14 +190,7 @@ async fn metrics_key_rule_and_route_labels(b: Backend) {
     // metrics_public opens the scrape on the API port without a key.
     let mut settings = test_settings(&db);
     settings.metrics_public = true;
-    let open = TestServer::start_with(
-        settings,
-        Roles {
-            api: true,
-            workers: false,
-        },
-    )
-    .await;
+    let open = TestServer::api_only(settings).await;
     let resp = open
         .http
         .get(format!("{}/metrics", open.base))

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use smoothd::Roles;
 use smoothd_tests::{Backend, TestDb, TestServer, backend_tests, test_settings};
 
 backend_tests!(
@@ -22,22 +21,8 @@ async fn workers_wake_on_new_work_across_processes(b: Backend) {
     // Separate "processes": each server opens its own store, so a wake-up can only cross
     // through the database (NOTIFY on PostgreSQL); on SQLite the slow poll is the path, so
     // that is what this measures there.
-    let api = TestServer::start_with(
-        settings.clone(),
-        Roles {
-            api: true,
-            workers: false,
-        },
-    )
-    .await;
-    let workers = TestServer::start_with(
-        settings,
-        Roles {
-            api: false,
-            workers: true,
-        },
-    )
-    .await;
+    let api = TestServer::api_only(settings.clone()).await;
+    let workers = TestServer::workers_only(settings).await;
     // Let the idle pool settle into waiting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
@@ -100,14 +85,7 @@ async fn task_without_model_fails_clearly(b: Backend) {
 async fn shutdown_gives_sessions_a_final_state(b: Backend) {
     let db = TestDb::new(b).await;
     let settings = test_settings(&db);
-    let s = TestServer::start_with(
-        settings.clone(),
-        Roles {
-            api: true,
-            workers: true,
-        },
-    )
-    .await;
+    let s = TestServer::all_in_one(settings.clone()).await;
     let (_, t) = s.post("/v1/task", json!({"task": null})).await;
     let id = t["r"]["id"].as_str().unwrap().to_string();
     s.wait_status(&id, "running", Duration::from_secs(10)).await;
@@ -127,14 +105,7 @@ async fn idle_sessions_end_with_a_clear_state(b: Backend) {
     let db = TestDb::new(b).await;
     let mut settings = test_settings(&db);
     settings.session_idle_seconds = 1;
-    let s = TestServer::start_with(
-        settings,
-        Roles {
-            api: true,
-            workers: true,
-        },
-    )
-    .await;
+    let s = TestServer::all_in_one(settings).await;
     let (_, t) = s.post("/v1/task", json!({"task": null})).await;
     let id = t["r"]["id"].as_str().unwrap().to_string();
     let r = s.wait_final(&id, Duration::from_secs(30)).await;

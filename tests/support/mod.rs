@@ -130,6 +130,42 @@ pub fn test_settings(db: &TestDb) -> Settings {
 
 impl TestServer {
     /// Starts with `settings`, in the given roles.
+    /// An all-in-one process (API and workers) with `settings`.
+    pub async fn all_in_one(settings: Settings) -> Self {
+        Self::start_with(
+            settings,
+            Roles {
+                api: true,
+                workers: true,
+            },
+        )
+        .await
+    }
+
+    /// An API-only process (`serve --no-workers`) with `settings`.
+    pub async fn api_only(settings: Settings) -> Self {
+        Self::start_with(
+            settings,
+            Roles {
+                api: true,
+                workers: false,
+            },
+        )
+        .await
+    }
+
+    /// A workers-only process (`worker`) with `settings`.
+    pub async fn workers_only(settings: Settings) -> Self {
+        Self::start_with(
+            settings,
+            Roles {
+                api: false,
+                workers: true,
+            },
+        )
+        .await
+    }
+
     pub async fn start_with(settings: Settings, roles: Roles) -> Self {
         let store = smoothd::open_store(&settings).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
