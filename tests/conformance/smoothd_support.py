@@ -121,7 +121,7 @@ class Server:
             SMOOTHD_API_KEY=self.key,
             SMOOTHD_WORKERS="2",
             SMOOTHD_MAX_UPLOAD_BYTES=str(self.max_upload),
-            SMOOTHD_LOG="info",
+            SMOOTHD_LOG=os.environ.get("SMOOTHD_TEST_LOG", "info"),
             # Tests talk to 127.0.0.1 only: keep Chromium off the network.
             SMOOTHD_CHROMIUM_ARGS='["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"]',
         )

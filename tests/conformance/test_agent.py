@@ -10,6 +10,7 @@ up by smoothd_support.llm_env: a 3 s model timeout, 3 retries, a price table, vi
 import io
 import json
 import math
+import re
 import secrets
 import time
 import zipfile
@@ -27,6 +28,7 @@ from smoothd_support import (
     LLM_PRICE_OUT,
     STOP_TIMEOUT,
     Server,
+    Site,
     get_task,
     llm_env,
     named,
@@ -266,6 +268,52 @@ def test_upload_a_task_file_into_a_file_input(client, site, llm):
     assert res.output == f"report.txt ({len(data)} bytes)", res.output
     task_msg = llm.requests(marker)[0]["messages"][1]["content"]
     assert "Files you can upload: report.txt" in task_msg, task_msg
+
+
+def test_cross_origin_frames_are_read_and_driven(client, site, llm):
+    """An out-of-process frame (another site: localhost against 127.0.0.1) and an in-process
+    cross-origin frame (the same site on another port) are read into the view in place, numbered
+    after the page's own elements, and typed into, selected in, uploaded into and clicked through
+    the top page's real input events."""
+    other = Site()
+    try:
+        data = b"receipt body\n" * 3
+        fid = client.upload_file(named(data, "receipt.txt")).id
+        marker = llm.script(
+            "frames",
+            [
+                [
+                    {"op": "type", "target": {"aria-label": "Card holder"}, "text": "Ada Lovelace"},
+                    {"op": "select_option", "target": {"id": "card"}, "option": "Mastercard"},
+                    {"op": "upload_file", "target": {"id": "receipt"}, "file": "receipt.txt"},
+                    {"op": "click", "target": {"text": "Accept terms"}},
+                ],
+                [{"op": "click", "target": {"text": "Pay now"}}],
+                [{"op": "done", "output_from": r"Frames said: (.+)"}],
+            ],
+        )
+        url = site.url("/agent/frames.html?terms=" + other.base)
+        res = run(client, f"Pay with the embedded form {marker}", url=url, files=[fid])
+        assert res.status == "done", res
+        assert res.output == "TERMS-OK + PAID by Ada Lovelace with Mastercard receipt receipt.txt", res.output
+
+        first = view_of(llm.requests(marker)[0])
+        port = site.base.rsplit(":", 1)[1]
+        # Both frames are read in place, between the page's own text.
+        assert f"--- iframe http://localhost:{port} ---" in first, first
+        assert f"--- iframe {other.base} ---" in first, first
+        assert "not readable" not in first, first
+        assert first.index("Checkout") < first.index("Card holder") < first.index("Terms of sale v7") < first.index(
+            "Frames said"
+        ), first
+        # One numbering across the page and its frames: every index once, in order.
+        idx = [int(m) for m in re.findall(r"^\*?\[(\d+)\]", first, re.M)]
+        assert idx == list(range(len(idx))) and len(idx) >= 5, first
+        # The frame's own page changed after the click: the next view shows it.
+        second = view_of(llm.requests(marker)[1])
+        assert "Accepted" in second and "Card holder" in second, second
+    finally:
+        other.close()
 
 
 # --- (4) custom tools ---

@@ -20,6 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use smoothd_browser::{BrowserError, BrowserSession, Tab};
 
+use crate::frames::{self, RawCdp, Route};
+
 const PAGE_JS: &str = include_str!("page.js");
 const TIMERS_JS: &str = include_str!("timers.js");
 /// After a page loads: DOM quiet for this long with no short timer pending, at most `LATE_MAX`.
@@ -27,6 +29,8 @@ const LATE_QUIET_MS: u32 = 50;
 const LATE_MAX_MS: u32 = 700;
 const CALL_LIMIT: Duration = Duration::from_secs(20);
 const LOAD_LIMIT: Duration = Duration::from_secs(20);
+/// Cross-origin frames read per view (each costs a round trip per step; ad-heavy pages have many).
+const MAX_FRAMES: usize = 10;
 
 /// What one observation found.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -100,6 +104,37 @@ pub struct Driver<'a> {
     >,
     frames: Vec<chromiumoxide::cdp::browser_protocol::page::FrameId>,
     downloads: Vec<String>,
+    /// Our own DevTools connection for cross-origin frames, opened when a page first has one.
+    link: Option<Link>,
+    /// How each cross-origin frame (by frame id) was reached.
+    routes: std::collections::HashMap<String, Route>,
+    /// The cross-origin frames of the last view, in the order of the page's markers.
+    xframes: Vec<XFrame>,
+}
+
+/// [`RawCdp`] attached to the current tab.
+struct Link {
+    cdp: RawCdp,
+    target: String,
+    session: String,
+}
+
+/// One cross-origin frame of the view: how to reach it and its last view.
+#[derive(Default)]
+struct XFrame {
+    route: Option<Route>,
+    frame: String,
+    /// Its first index in the last view, and how many elements it had.
+    base: u32,
+    elements: u32,
+    key: String,
+    url: String,
+    text: String,
+    truncated: u32,
+    nested: u32,
+    canvas: u32,
+    /// Why it could not be read, when it could not.
+    failed: Option<String>,
 }
 
 impl<'a> Driver<'a> {
@@ -112,6 +147,9 @@ impl<'a> Driver<'a> {
             download_events: None,
             frames: Vec::new(),
             downloads: Vec::new(),
+            link: None,
+            routes: std::collections::HashMap::new(),
+            xframes: Vec::new(),
         }
     }
 
@@ -191,25 +229,313 @@ impl<'a> Driver<'a> {
         Ok(v)
     }
 
-    /// The current page view; `None` fields are reused from the last view when nothing changed.
+    /// The current page view, with its cross-origin frames read in place; parts that did not
+    /// change since the last view are reused.
     pub async fn observe(&mut self) -> Result<View, ActError> {
         let prev = self.last.as_ref().map(|v| v.key.clone()).unwrap_or_default();
         let opts = json!({"prevKey": prev});
         let v = self.helper(&format!("view({opts})")).await?;
         let view: View =
             serde_json::from_value(v).map_err(|e| ActError::Model(format!("unreadable page view: {e}")))?;
-        let mut view = match (&self.last, view.unchanged) {
+        let changed = !view.unchanged;
+        let main = match (&self.last, view.unchanged) {
             (Some(last), true) => last.clone(),
             _ => view,
         };
+        self.last = Some(main.clone());
+        let mut view = if main.cross_origin == 0 {
+            self.xframes.clear();
+            main
+        } else {
+            if changed {
+                // The markers may now stand for other frames: find them again.
+                self.xframes.clear();
+            }
+            self.read_frames(&main).await?;
+            self.compose(&main)
+        };
         self.collect_downloads().await;
         view.downloads.clone_from(&self.downloads);
-        self.last = Some(view.clone());
         Ok(view)
     }
 
     pub fn forget_view(&mut self) {
         self.last = None;
+        self.xframes.clear();
+    }
+
+    /// Our DevTools connection, attached to the current tab.
+    async fn link(&mut self) -> Result<&Link, ActError> {
+        let target = self.page.target_id().as_ref().to_string();
+        let stale = self.link.as_ref().is_some_and(|l| l.target != target);
+        if stale || self.link.is_none() {
+            let cdp = match self.link.take() {
+                Some(l) => l.cdp,
+                None => RawCdp::connect(&self.session.ws_url())
+                    .await
+                    .map_err(|e| self.frame_error(e))?,
+            };
+            let session = cdp
+                .attach_page(&target, CALL_LIMIT)
+                .await
+                .map_err(|e| self.frame_error(e))?;
+            // Isolated worlds belong to the old tab's session.
+            self.routes.clear();
+            self.link = Some(Link { cdp, target, session });
+        }
+        self.link
+            .as_ref()
+            .ok_or_else(|| ActError::Model("no DevTools connection".into()))
+    }
+
+    /// A raw CDP failure: the browser's death ends the task, anything else is told.
+    fn frame_error(&self, e: String) -> ActError {
+        if self.session.browser_alive() {
+            ActError::Model(e)
+        } else {
+            ActError::Browser(BrowserError::Crashed("the browser process exited".into()))
+        }
+    }
+
+    /// How to run JavaScript in the page's cross-origin frame `n` (and the frame's id): its own
+    /// target when it is out of process, else an isolated world in it. Remembered per frame, so
+    /// a frame keeps its world (and its idea of which elements are new) from step to step.
+    async fn resolve(&mut self, n: usize) -> Result<(String, Route), String> {
+        let link = self.link().await.map_err(|e| e.to_string())?;
+        let page = Route::Session(link.session.clone());
+        let object = frames::evaluate(
+            &link.cdp,
+            &page,
+            &format!("window.__smoothd.xel({n})"),
+            false,
+            CALL_LIMIT,
+        )
+        .await?;
+        let node = link
+            .cdp
+            .call(
+                Some(&link.session),
+                "DOM.describeNode",
+                json!({"objectId": object}),
+                CALL_LIMIT,
+            )
+            .await?;
+        let _ = link
+            .cdp
+            .call(
+                Some(&link.session),
+                "Runtime.releaseObject",
+                json!({"objectId": object}),
+                CALL_LIMIT,
+            )
+            .await;
+        let frame = node["node"]["frameId"]
+            .as_str()
+            .ok_or("the frame has no document yet")?
+            .to_string();
+        let oopif = link.cdp.frame_session(&frame);
+        match (self.routes.get(&frame), &oopif) {
+            (Some(r @ Route::Session(s)), Some(now)) if s == now => return Ok((frame, r.clone())),
+            (Some(r @ Route::Context(..)), None) => return Ok((frame, r.clone())),
+            _ => {}
+        }
+        let route = self.reach(&frame).await?;
+        self.routes.insert(frame.clone(), route.clone());
+        Ok((frame, route))
+    }
+
+    /// A new way into frame `frame` (see [`Self::resolve`]).
+    async fn reach(&mut self, frame: &str) -> Result<Route, String> {
+        let link = self.link().await.map_err(|e| e.to_string())?;
+        for attempt in 0..2 {
+            if let Some(s) = link.cdp.frame_session(frame) {
+                tracing::debug!(%frame, "cross-origin frame: out of process, through its own target");
+                return Ok(Route::Session(s));
+            }
+            let world = link
+                .cdp
+                .call(
+                    Some(&link.session),
+                    "Page.createIsolatedWorld",
+                    json!({"frameId": frame, "worldName": "smoothd"}),
+                    CALL_LIMIT,
+                )
+                .await;
+            match world {
+                Ok(w) => {
+                    let ctx = w["executionContextId"].as_i64().ok_or("no execution context")?;
+                    tracing::debug!(%frame, "cross-origin frame: in process, through an isolated world");
+                    return Ok(Route::Context(link.session.clone(), ctx));
+                }
+                // An out-of-process frame whose attach event is still on its way.
+                Err(e) if attempt == 1 => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Err("the frame cannot be reached".into())
+    }
+
+    /// Reads every cross-origin frame the main view marked, numbering their elements after the
+    /// page's own.
+    async fn read_frames(&mut self, main: &View) -> Result<(), ActError> {
+        let count = main.cross_origin as usize;
+        self.xframes.truncate(count);
+        let readable = count.min(MAX_FRAMES);
+        let mut base = main.elements;
+        for n in 0..count {
+            if self.xframes.len() <= n {
+                self.xframes.push(XFrame::default());
+            }
+            if n >= readable {
+                self.xframes[n] = XFrame {
+                    base,
+                    failed: Some(format!(
+                        "only the first {MAX_FRAMES} cross-origin frames are read"
+                    )),
+                    ..XFrame::default()
+                };
+                continue;
+            }
+            // A remembered way into a frame may be stale (the frame navigated): find it once more.
+            for attempt in 0..2 {
+                if self.xframes[n].route.is_none() {
+                    match self.resolve(n).await {
+                        Ok((frame, r)) => {
+                            self.xframes[n].frame = frame;
+                            self.xframes[n].route = Some(r);
+                        }
+                        Err(e) => {
+                            self.xframes[n] = XFrame {
+                                base,
+                                failed: Some(e),
+                                ..XFrame::default()
+                            };
+                            break;
+                        }
+                    }
+                }
+                let xf = &self.xframes[n];
+                let prev = if xf.base == base && xf.failed.is_none() {
+                    xf.key.clone()
+                } else {
+                    String::new()
+                };
+                let opts = json!({"prevKey": prev, "base": base, "nested": true});
+                let r = self
+                    .frame_eval(n, &format!("{PAGE_JS}\nwindow.__smoothd.view({opts})"), true)
+                    .await
+                    .and_then(|v| serde_json::from_value::<View>(v).map_err(|e| e.to_string()));
+                let xf = &mut self.xframes[n];
+                match r {
+                    Ok(v) if v.unchanged => {}
+                    Ok(v) => {
+                        *xf = XFrame {
+                            route: xf.route.take(),
+                            frame: std::mem::take(&mut xf.frame),
+                            base,
+                            elements: v.elements,
+                            key: v.key,
+                            url: v.url,
+                            text: v.text,
+                            truncated: v.truncated,
+                            nested: v.cross_origin,
+                            canvas: v.canvas,
+                            failed: None,
+                        };
+                    }
+                    Err(e) => {
+                        self.routes.remove(&xf.frame);
+                        *xf = XFrame {
+                            base,
+                            failed: Some(e),
+                            ..XFrame::default()
+                        };
+                        if attempt == 0 {
+                            continue;
+                        }
+                    }
+                }
+                break;
+            }
+            base += self.xframes[n].elements;
+        }
+        let live: Vec<&String> = self.xframes.iter().map(|x| &x.frame).collect();
+        self.routes.retain(|f, _| live.contains(&f));
+        Ok(())
+    }
+
+    /// The main view with each frame marker replaced by that frame's view.
+    fn compose(&self, main: &View) -> View {
+        let mut view = main.clone();
+        let mut lines = Vec::new();
+        let mut unreadable = 0;
+        for line in main.text.lines() {
+            let Some(n) = line
+                .strip_prefix("\u{1}XFRAME ")
+                .and_then(|r| r.strip_suffix('\u{1}'))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                lines.push(line.to_string());
+                continue;
+            };
+            match self.xframes.get(n) {
+                Some(xf) if xf.failed.is_none() => {
+                    let origin = url::Url::parse(&xf.url)
+                        .map(|u| u.origin().ascii_serialization())
+                        .unwrap_or_else(|_| xf.url.clone());
+                    lines.push(format!("--- iframe {origin} ---"));
+                    if !xf.text.is_empty() {
+                        lines.push(xf.text.clone());
+                    }
+                    lines.push("--- end iframe ---".into());
+                    view.elements += xf.elements;
+                    view.truncated += xf.truncated;
+                    view.canvas += xf.canvas;
+                    unreadable += xf.nested;
+                }
+                other => {
+                    unreadable += 1;
+                    let why = other.and_then(|x| x.failed.as_deref()).unwrap_or("not found");
+                    lines.push(format!("--- iframe (cross-origin, not readable: {why}) ---"));
+                }
+            }
+        }
+        view.text = lines.join("\n");
+        view.cross_origin = unreadable;
+        view
+    }
+
+    /// Evaluates `expr` in cross-origin frame `n`.
+    async fn frame_eval(&self, n: usize, expr: &str, by_value: bool) -> Result<Value, String> {
+        let route = self
+            .xframes
+            .get(n)
+            .and_then(|x| x.route.clone())
+            .ok_or("the frame is gone; look at the new view")?;
+        let link = self.link.as_ref().ok_or("no DevTools connection")?;
+        frames::evaluate(&link.cdp, &route, expr, by_value, CALL_LIMIT).await
+    }
+
+    /// The cross-origin frame holding element `index` of the last view, if any.
+    fn frame_of(&self, index: u32) -> Option<usize> {
+        self.xframes
+            .iter()
+            .position(|x| x.failed.is_none() && index >= x.base && index < x.base + x.elements)
+    }
+
+    /// Calls `window.__smoothd.<call>` where element `index` lives.
+    async fn helper_at(&self, index: u32, call: &str) -> Result<Value, ActError> {
+        let Some(n) = self.frame_of(index) else {
+            return self.helper(call).await;
+        };
+        let v = self
+            .frame_eval(n, &format!("{PAGE_JS}\nwindow.__smoothd.{call}"), true)
+            .await
+            .map_err(|e| self.frame_error(e))?;
+        if let Some(e) = v.get("error").and_then(Value::as_str) {
+            return Err(ActError::Model(e.to_string()));
+        }
+        Ok(v)
     }
 
     pub async fn tabs(&self) -> Result<Vec<Tab>, ActError> {
@@ -238,6 +564,16 @@ impl<'a> Driver<'a> {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, ActError>>,
     {
+        self.settled_in(None, act).await
+    }
+
+    /// [`Self::settled`] for an action on element `at`: a cross-origin frame's own DOM is the one
+    /// to watch when the element is in one.
+    async fn settled_in<F, Fut, T>(&self, at: Option<u32>, act: F) -> Result<(T, bool), ActError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ActError>>,
+    {
         let mut starts = self
             .page
             .event_listener::<EventFrameStartedLoading>()
@@ -257,13 +593,21 @@ impl<'a> Driver<'a> {
         let main = self.page.mainframe().await.ok().flatten();
         let out = act().await?;
         // A click that navigates starts loading within a few ms; DOM-only changes go quiet.
-        let settle = self.eval(
-            "window.__smoothd ? window.__smoothd.settle(40, 400) : 0".into(),
-            true,
-        );
+        const SETTLE: &str = "window.__smoothd ? window.__smoothd.settle(40, 400) : 0";
+        let frame = at.and_then(|i| self.frame_of(i));
+        let settle = async {
+            match frame {
+                Some(n) => {
+                    let _ = self.frame_eval(n, SETTLE, true).await;
+                }
+                None => {
+                    let _ = self.eval(SETTLE.into(), true).await;
+                }
+            }
+        };
         let mut navigated = false;
         tokio::select! {
-            r = settle => { let _ = r; }
+            () = settle => {}
             Some(ev) = starts.next() => { navigated = main.as_ref().is_none_or(|m| *m == ev.frame_id); }
         }
         while !navigated {
@@ -346,9 +690,20 @@ impl<'a> Driver<'a> {
     }
 
     async fn point(&self, index: u32) -> Result<(f64, f64, String), ActError> {
-        let p = self.helper(&format!("point({index})")).await?;
-        let x = p.get("x").and_then(Value::as_f64).unwrap_or(0.0);
-        let y = p.get("y").and_then(Value::as_f64).unwrap_or(0.0);
+        // In a cross-origin frame: the frame's place in the page, then the element's in the frame.
+        let (dx, dy) = match self.frame_of(index) {
+            Some(n) => {
+                let o = self.helper(&format!("xpos({n})")).await?;
+                (
+                    o.get("x").and_then(Value::as_f64).unwrap_or(0.0),
+                    o.get("y").and_then(Value::as_f64).unwrap_or(0.0),
+                )
+            }
+            None => (0.0, 0.0),
+        };
+        let p = self.helper_at(index, &format!("point({index})")).await?;
+        let x = dx + p.get("x").and_then(Value::as_f64).unwrap_or(0.0);
+        let y = dy + p.get("y").and_then(Value::as_f64).unwrap_or(0.0);
         let what = format!(
             "{}{}",
             p.get("tag").and_then(Value::as_str).unwrap_or("element"),
@@ -364,7 +719,7 @@ impl<'a> Driver<'a> {
     pub async fn click(&mut self, index: u32) -> Result<Effect, ActError> {
         let (x, y, _) = self.point(index).await?;
         let ((), nav) = self
-            .settled(|| async {
+            .settled_in(Some(index), || async {
                 self.mouse(DispatchMouseEventType::MouseMoved, x, y, false)
                     .await?;
                 self.mouse(DispatchMouseEventType::MousePressed, x, y, true)
@@ -379,7 +734,9 @@ impl<'a> Driver<'a> {
     pub async fn hover(&mut self, index: u32) -> Result<Effect, ActError> {
         let (x, y, _) = self.point(index).await?;
         let ((), nav) = self
-            .settled(|| self.mouse(DispatchMouseEventType::MouseMoved, x, y, false))
+            .settled_in(Some(index), || {
+                self.mouse(DispatchMouseEventType::MouseMoved, x, y, false)
+            })
             .await?;
         self.after(nav, format!("the mouse is over [{index}]")).await
     }
@@ -388,7 +745,7 @@ impl<'a> Driver<'a> {
         let (x0, y0, _) = self.point(from).await?;
         let (x1, y1, _) = self.point(to).await?;
         let ((), nav) = self
-            .settled(|| async {
+            .settled_in(Some(from), || async {
                 self.mouse(DispatchMouseEventType::MouseMoved, x0, y0, false)
                     .await?;
                 self.mouse(DispatchMouseEventType::MousePressed, x0, y0, true)
@@ -414,10 +771,10 @@ impl<'a> Driver<'a> {
     /// Replaces the field's value with `text` (typed as text input), then Enter if `submit`.
     pub async fn type_text(&mut self, index: u32, text: &str, submit: bool) -> Result<Effect, ActError> {
         let arg = serde_json::to_string(text).map_err(|e| ActError::Model(e.to_string()))?;
-        let f = self.helper(&format!("focus({index}, {arg})")).await?;
+        let f = self.helper_at(index, &format!("focus({index}, {arg})")).await?;
         let typed = f.get("mode").and_then(Value::as_str) == Some("keys");
         let ((), nav) = self
-            .settled(|| async {
+            .settled_in(Some(index), || async {
                 if typed {
                     self.session
                         .cdp(&self.page, InsertTextParams::new(text), CALL_LIMIT)
@@ -442,7 +799,9 @@ impl<'a> Driver<'a> {
     pub async fn select_option(&mut self, index: u32, option: &str) -> Result<Effect, ActError> {
         let arg = serde_json::to_string(option).map_err(|e| ActError::Model(e.to_string()))?;
         let call = format!("select({index}, {arg})");
-        let (v, nav) = self.settled(|| self.helper(&call)).await?;
+        let (v, nav) = self
+            .settled_in(Some(index), || self.helper_at(index, &call))
+            .await?;
         let note = format!(
             "selected {:?} in [{index}]",
             v.get("selected").and_then(Value::as_str).unwrap_or(option)
@@ -538,6 +897,9 @@ impl<'a> Driver<'a> {
     }
 
     pub async fn upload(&mut self, index: u32, path: &std::path::Path) -> Result<Effect, ActError> {
+        if let Some(n) = self.frame_of(index) {
+            return self.upload_in_frame(n, index, path).await;
+        }
         let mut p = EvaluateParams::new(format!("{PAGE_JS}\nwindow.__smoothd.element({index})"));
         p.return_by_value = Some(false);
         let r = self.session.cdp(&self.page, p, CALL_LIMIT).await?;
@@ -564,6 +926,36 @@ impl<'a> Driver<'a> {
             e @ BrowserError::Crashed(_) => ActError::Browser(e),
             e => ActError::Model(format!("element [{index}] is not a file input ({e})")),
         })?;
+        self.after(nav, format!("attached the file to [{index}]")).await
+    }
+
+    /// [`Self::upload`] for a file input in cross-origin frame `n`.
+    async fn upload_in_frame(
+        &mut self,
+        n: usize,
+        index: u32,
+        path: &std::path::Path,
+    ) -> Result<Effect, ActError> {
+        let object = self
+            .frame_eval(n, &format!("{PAGE_JS}\nwindow.__smoothd.element({index})"), false)
+            .await
+            .map_err(|e| ActError::Model(e.trim_start_matches("the frame refused: Error: ").to_string()))?;
+        let (Some(route), Some(link)) = (
+            self.xframes.get(n).and_then(|x| x.route.clone()),
+            self.link.as_ref(),
+        ) else {
+            return Err(ActError::Model("the frame is gone; look at the new view".into()));
+        };
+        let params = json!({"files": [path.display().to_string()], "objectId": object});
+        let (r, nav) = self
+            .settled_in(Some(index), || async {
+                Ok(link
+                    .cdp
+                    .call(Some(route.session()), "DOM.setFileInputFiles", params, CALL_LIMIT)
+                    .await)
+            })
+            .await?;
+        r.map_err(|e| ActError::Model(format!("element [{index}] is not a file input ({e})")))?;
         self.after(nav, format!("attached the file to [{index}]")).await
     }
 

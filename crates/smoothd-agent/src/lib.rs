@@ -2,6 +2,7 @@
 //!
 //! - [`llm`]: the OpenAI-compatible client (async-openai), with counted retries and credits;
 //! - [`browser`]: the page view and element actions by index, over CDP;
+//! - [`frames`]: cross-origin iframes, read and driven over a DevTools connection of our own;
 //! - [`tools`]: the tool definitions offered to the model and their parsing;
 //! - [`prompt`]: the system rules, the task message, the page view, secrets;
 //! - [`run`]: the loop itself, talking to the worker through [`Host`].
@@ -9,6 +10,7 @@
 //! The contract with the model is `docs/agent-protocol.md`.
 
 pub mod browser;
+pub mod frames;
 pub mod llm;
 pub mod prompt;
 pub mod run;

@@ -4,7 +4,7 @@
 // key). See docs/agent-protocol.md for the format.
 (() => {
   if (window.__smoothd) return;
-  const S = (window.__smoothd = { els: [], prev: new WeakSet(), mut: 0, key: '' });
+  const S = (window.__smoothd = { els: [], xels: [], base: 0, prev: new WeakSet(), mut: 0, key: '' });
   const watch = (doc) => {
     if (!doc || doc.__smoothdWatched) return;
     doc.__smoothdWatched = true;
@@ -72,8 +72,10 @@
 
   S.view = (opts) => {
     const key = [location.href, S.mut, scrollX, scrollY, innerWidth, innerHeight].join('|');
-    if (opts.prevKey && opts.prevKey === key && S.els.length) return { unchanged: true, key };
-    const els = [], lines = [], seen = new WeakSet();
+    if (opts.prevKey && opts.prevKey === key && (S.els.length || S.xels.length)) return { unchanged: true, key };
+    // Indices start at `base`: a cross-origin frame's view continues its page's numbering.
+    const base = opts.base || 0;
+    const els = [], xels = [], lines = [], seen = new WeakSet();
     let line = '', textChars = 0, more = 0, crossOrigin = 0, canvas = 0;
     const maxText = opts.maxText || 12000, maxEls = opts.maxElements || 250;
     const flush = () => { const t = squash(line); if (t && lines[lines.length - 1] !== t) lines.push(t); line = ''; };
@@ -109,7 +111,7 @@
       if (el.disabled) a.push('disabled');
       if (el.required) a.push('required');
       if (el.getAttribute('aria-expanded')) add('expanded', el.getAttribute('aria-expanded'));
-      return (isNew ? '*' : '') + '[' + idx + ']<' + t + (a.length ? ' ' + a.join(' ') : '') + '>' + clip(squash(text), 80);
+      return (isNew ? '*' : '') + '[' + (base + idx) + ']<' + t + (a.length ? ' ' + a.join(' ') : '') + '>' + clip(squash(text), 80);
     };
 
     const walk = (node, root, inInteractive) => {
@@ -154,8 +156,14 @@
           const label = el.id ? '#' + el.id : clip(el.getAttribute('src') || 'about:blank', 60);
           if (!doc || !doc.documentElement) {
             crossOrigin++;
-            let origin = label; try { origin = new URL(el.src, location.href).origin; } catch (e) {}
-            lines.push('--- iframe ' + origin + ' (cross-origin, not readable) ---');
+            if (opts.nested) {
+              let origin = label; try { origin = new URL(el.src, location.href).origin; } catch (e) {}
+              lines.push('--- iframe ' + origin + ' (cross-origin, not readable) ---');
+            } else {
+              // The agent reads it through CDP and puts its view in place of this marker.
+              lines.push('\u0001XFRAME ' + xels.length + '\u0001');
+              xels.push(el);
+            }
             continue;
           }
           watch(doc);
@@ -189,6 +197,8 @@
     if (document.body) walk(document.body, document, false);
     flush();
     S.els = els;
+    S.xels = xels;
+    S.base = base;
     S.prev = seen;
     S.key = key;
     const se = document.scrollingElement || document.documentElement;
@@ -202,7 +212,7 @@
   };
 
   const get = (i) => {
-    const el = S.els[i];
+    const el = S.els[i - S.base];
     if (!el) return [null, 'there is no element [' + i + '] on this page view; use an index from the latest view'];
     if (!el.isConnected) return [null, 'element [' + i + '] is gone from the page (it changed); look at the new view'];
     return [el, null];
@@ -304,6 +314,22 @@
     const before = target.scrollTop;
     target.scrollBy({ top: (down ? 1 : -1) * pages * h * 0.9, behavior: 'instant' });
     return { moved: Math.round(target.scrollTop - before) };
+  };
+
+  // Cross-origin frame n of the last view: its element, and where its content box starts in the
+  // top viewport (scrolled into view first, so clicks inside it land).
+  S.xel = (n) => { const el = S.xels[n]; if (!el || !el.isConnected) throw new Error('the frame is gone'); return el; };
+  S.xpos = (n) => {
+    const el = S.xels[n];
+    if (!el || !el.isConnected) return { error: 'the frame is gone from the page (it changed); look at the new view' };
+    const vw = el.ownerDocument.defaultView;
+    let r = el.getBoundingClientRect();
+    if (r.top < 0 || r.left < 0 || r.bottom > vw.innerHeight || r.right > vw.innerWidth) {
+      el.scrollIntoView({ block: 'nearest', inline: 'nearest', behavior: 'instant' });
+      r = el.getBoundingClientRect();
+    }
+    const st = vw.getComputedStyle(el), o = frameOffset(el);
+    return { x: o.x + r.left + el.clientLeft + parseFloat(st.paddingLeft || 0), y: o.y + r.top + el.clientTop + parseFloat(st.paddingTop || 0) };
   };
 
   S.element = (i) => { const [el, err] = get(i); if (err) throw new Error(err); return el; };

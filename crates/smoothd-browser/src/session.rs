@@ -388,6 +388,11 @@ impl BrowserSession {
         resp.map(|r| r.result).map_err(|e| self.fail(e))
     }
 
+    /// The browser's DevTools WebSocket address (for a second connection of the caller's own).
+    pub fn ws_url(&self) -> String {
+        self.process.browser.websocket_address().clone()
+    }
+
     /// The browser process under this session.
     pub(crate) fn process(&self) -> &BrowserProcess {
         &self.process
