@@ -227,6 +227,15 @@ def drive(client, site: Site, started: threading.Event | None = None) -> str:
     return s.id()
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
 def test_kill_9_worker_mid_run(cluster, scale_site):
     api1 = cluster.start("api", "api1")
     api2 = cluster.start("api", "api2")
@@ -259,15 +268,18 @@ def test_kill_9_worker_mid_run(cluster, scale_site):
             while sum(e.is_set() for e in started) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert sum(e.is_set() for e in started) >= 2, "no batch session got going"
-            orphans = chromium_browser_pids(victim.pid)
+            browsers = chromium_browser_pids(victim.pid)
+            assert browsers, "the victim runs no Chromium"
             victim.kill()
-            # A SIGKILLed process cannot stop its Chromium, which lives on as an orphan (in a
-            # container it dies with the container); it is this test's to clean up.
+            # A SIGKILLed process cannot close its Chromium: the parent-death signal set at
+            # launch takes it down (no orphan keeps the sessions' pages and memory).
+            deadline = time.monotonic() + 10
+            while any(_alive(p) for p in browsers) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            orphans = [p for p in browsers if _alive(p)]
             for pid in orphans:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                os.kill(pid, signal.SIGKILL)
+            assert orphans == [], f"Chromium outlived its SIGKILLed worker: {orphans}"
             # The idle session's client carries on: its commands wait in the inbox until
             # another worker re-claims the session (its lease expires first).
             idle_run = pool.submit(_finish_idle, idle, scale_site)

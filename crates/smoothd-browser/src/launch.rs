@@ -147,7 +147,17 @@ impl BrowserProcess {
         args.extend(cfg.extra_args.iter().cloned());
         args.extend(extra.iter().cloned());
         args.extend(start);
-        let mut child = Command::new(&cfg.chromium)
+        // Chromium dies with us even when we are killed outright (SIGKILL leaves no time to close
+        // it): util-linux's setpriv sets the parent-death signal, then execs Chromium in place.
+        let mut command = match setpriv() {
+            Some(setpriv) => {
+                let mut c = Command::new(setpriv);
+                c.args(["--pdeathsig", "KILL", "--"]).arg(&cfg.chromium);
+                c
+            }
+            None => Command::new(&cfg.chromium),
+        };
+        let mut child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -311,6 +321,26 @@ fn registered_domain(domain: &str) -> String {
 
 /// Reads Chromium's stderr until it prints `DevTools listening on ws://...`, then keeps
 /// draining it in the background so the pipe never fills.
+/// util-linux's `setpriv`, when it is installed and knows `--pdeathsig` (util-linux 2.33+).
+fn setpriv() -> Option<&'static std::path::Path> {
+    static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            ["/usr/bin/setpriv", "/bin/setpriv"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| {
+                    std::process::Command::new(p)
+                        .args(["--pdeathsig", "KILL", "--", "true"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                })
+        })
+        .as_deref()
+}
+
 async fn read_ws_url(stderr: tokio::process::ChildStderr) -> Result<String, BrowserError> {
     let mut lines = BufReader::new(stderr).lines();
     let mut tail = Vec::new();

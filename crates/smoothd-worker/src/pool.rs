@@ -83,8 +83,22 @@ impl WorkerPool {
         // Sessions wait for commands, not for an end, so they are stopped as soon as the
         // drain begins rather than holding shutdown for the whole deadline.
         let session_stop = hard_stop.child_token();
-        let mut reap = tokio::time::interval(self.config.reap_every);
-        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Lost tasks are reaped on a clock of their own, busy or idle: a worker whose slots are
+        // all taken must not leave another worker's lost tasks `running`.
+        let reaper = {
+            let (store, every, stop) = (self.store.clone(), self.config.reap_every, shutdown.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => reap(&store).await,
+                    }
+                }
+            })
+        };
+        let _reaper = AbortOnDrop(reaper);
         tracing::info!(worker.id = %self.worker_id, workers = self.config.workers, "workers started");
 
         'claiming: loop {
@@ -130,7 +144,6 @@ impl WorkerPool {
                     _ = shutdown.cancelled() => break 'claiming,
                     _ = &mut notified => {}
                     _ = tokio::time::sleep(self.config.poll) => {}
-                    _ = reap.tick() => self.reap().await,
                 }
             }
         }
@@ -152,17 +165,6 @@ impl WorkerPool {
             tracker.wait().await;
         }
         tracing::info!(worker.id = %self.worker_id, "workers stopped");
-    }
-
-    async fn reap(&self) {
-        match self.store.reap_expired().await {
-            Ok(reaped) if !reaped.is_empty() => {
-                smoothd_metrics::record_reaped(reaped.len());
-                tracing::info!(count = reaped.len(), "reaped lost tasks")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reaping failed"),
-        }
     }
 
     fn run_one(
@@ -313,6 +315,18 @@ async fn watchdog(
                 Err(e) => tracing::warn!(error = %e, "reading cancel flag failed"),
             },
         }
+    }
+}
+
+/// Finishes the tasks of lost workers (see [`Store::reap_expired`]).
+async fn reap(store: &Store) {
+    match store.reap_expired().await {
+        Ok(reaped) if !reaped.is_empty() => {
+            smoothd_metrics::record_reaped(reaped.len());
+            tracing::info!(count = reaped.len(), "reaped lost tasks")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reaping failed"),
     }
 }
 
