@@ -10,9 +10,11 @@
 //!   archive under its name (screenshots, `print_page` PDFs), beside the browser's downloads.
 //! - [`crate::Prepared::set_status`]: the agent's latest step, shown in the live view.
 //!
-//! Recording format: MP4 (H.264, yuv420p, `+faststart`), constant frame rate `fps` (default
-//! 5). Each tick writes the latest frame, repeating it while the page is still, so the video's
-//! duration is the run's wall-clock time; x264 runs `ultrafast` on one thread.
+//! Recording format: MP4 (H.264, yuv420p, `+faststart`), variable frame rate of at most `fps`
+//! (default 5). A frame is written when the page paints a new one (at most `fps` a second),
+//! stamped with the time it arrives, and the latest once more at the end, so the video's
+//! duration is the run's wall-clock time while a still page costs no encoding at all (a
+//! session idling for minutes is one frame). x264 runs `ultrafast` on one thread.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -301,7 +303,7 @@ struct Recording {
     seconds: f64,
 }
 
-/// Feeds the latest frame to ffmpeg `fps` times a second.
+/// Feeds the page's frames to ffmpeg as they change, at most `fps` a second.
 struct Recorder {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<Recording, String>>,
@@ -346,16 +348,16 @@ async fn record(
     let filter = format!(
         "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=white,format=yuv420p"
     );
-    let rate = fps.to_string();
     let mut child = tokio::process::Command::new(&ffmpeg)
         .args([
             "-hide_banner",
             "-loglevel",
             "error",
+            // Each frame is stamped when it arrives: a still page sends none.
+            "-use_wallclock_as_timestamps",
+            "1",
             "-f",
             "image2pipe",
-            "-framerate",
-            &rate,
         ])
         .args(["-c:v", "mjpeg", "-i", "pipe:0", "-vf", &filter])
         .args([
@@ -368,7 +370,15 @@ async fn record(
             "-crf",
             "28",
         ])
-        .args(["-threads", "1", "-r", &rate, "-movflags", "+faststart", "-y"])
+        .args([
+            "-threads",
+            "1",
+            "-fps_mode",
+            "vfr",
+            "-movflags",
+            "+faststart",
+            "-y",
+        ])
         .arg(&out)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -385,31 +395,39 @@ async fn record(
     });
     let started = tokio::time::Instant::now();
     let period = Duration::from_secs_f64(1.0 / f64::from(fps));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut written = 0u64;
     let mut write_error = None;
-    let mut last_tick = false;
+    let mut jpeg = first.jpeg.clone();
+    let mut screencast_open = true;
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => last_tick = true,
-            _ = tick.tick() => {}
-        }
-        // Frames due by now: a late tick writes the frames it missed, so timing holds.
-        let due = (started.elapsed().as_secs_f64() * f64::from(fps)).floor() as u64 + 1;
-        let jpeg = frames
-            .borrow()
-            .as_ref()
-            .map_or_else(|| first.jpeg.clone(), |f| f.jpeg.clone());
-        while written < due {
-            if let Err(e) = stdin.write_all(&jpeg).await {
-                write_error = Some(e);
-                break;
-            }
-            written += 1;
-        }
-        if write_error.is_some() || last_tick {
+        // The frame now (the first, a new one, or the last once more at the end).
+        if let Err(e) = stdin.write_all(&jpeg).await {
+            write_error = Some(e);
             break;
+        }
+        written += 1;
+        let last_write = tokio::time::Instant::now();
+        if stop.is_cancelled() {
+            break;
+        }
+        // Wait for a new frame (or the end), then no sooner than `period` after the last write.
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            r = frames.changed(), if screencast_open => {
+                if r.is_err() {
+                    // The page is gone: its last frame stands until the end.
+                    screencast_open = false;
+                    stop.cancelled().await;
+                } else {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        () = tokio::time::sleep_until(last_write + period) => {}
+                    }
+                }
+            }
+        }
+        if let Some(f) = frames.borrow_and_update().as_ref() {
+            jpeg = f.jpeg.clone();
         }
     }
     drop(stdin);
@@ -430,6 +448,6 @@ async fn record(
     Ok(Recording {
         bytes: Bytes::from(bytes),
         frames: written,
-        seconds: written as f64 / f64::from(fps),
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
