@@ -22,7 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 use tokio_util::sync::CancellationToken;
 
-pub use blobs::Blobs;
+pub use blobs::{Blobs, S3Config};
 pub use keys::ApiKeyRow;
 pub use queue::{Claim, Heartbeat, Reaped};
 pub use resources::{ArtifactRow, ExtensionRow, FileRow, ProfileRow};
