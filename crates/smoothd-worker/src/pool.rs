@@ -1,7 +1,9 @@
 //! The claim loop. At most `workers` tasks run at once per process; an idle pool waits on the
 //! queue signal (NOTIFY on PostgreSQL) with a slow poll as the safety net. Each running task
 //! has a heartbeat that renews its lease and relays cancellation, and every spawned piece is
-//! owned by a `TaskTracker` so shutdown can drain it.
+//! owned by a `TaskTracker` so shutdown can drain it. A task whose lease cannot be renewed
+//! (the database is away) is stopped before the lease runs out, so no other worker can claim
+//! it while it still runs here; an outage shorter than the lease only delays its writes.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::context::{StopReason, TaskContext};
+use crate::context::{LeaseClock, StopReason, TaskContext, retry_unavailable};
 use crate::executor::{Executor, Outcome};
 
 /// Pool settings.
@@ -100,7 +102,7 @@ impl WorkerPool {
                 let notified = self.store.signals().queue_notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let claim_started = std::time::Instant::now();
+                let claim_started = tokio::time::Instant::now();
                 let claimed = self.store.claim(&self.worker_id, ms(self.config.lease)).await;
                 smoothd_metrics::record_claim_query(claim_started.elapsed());
                 match claimed {
@@ -116,7 +118,8 @@ impl WorkerPool {
                         } else {
                             hard_stop.clone()
                         };
-                        let run = self.run_one(claim, stop);
+                        let lease = LeaseClock::new(claim_started, self.config.lease);
+                        let run = self.run_one(claim, lease, stop);
                         tracker.spawn(async move {
                             run.await;
                             drop(permit);
@@ -168,6 +171,7 @@ impl WorkerPool {
     fn run_one(
         &self,
         claim: Claim,
+        lease: LeaseClock,
         hard_stop: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
@@ -204,12 +208,22 @@ impl WorkerPool {
                 id.clone(),
                 attempt,
                 config.clone(),
+                lease.clone(),
                 stop.clone(),
                 reason.clone(),
                 hard_stop,
             ));
             let _watchdog = AbortOnDrop(watchdog);
-            let mut ctx = TaskContext::new(task, spec, store.clone(), stop, reason.clone());
+            let margin = fence_margin(&config);
+            let mut ctx = TaskContext::new(
+                task,
+                spec,
+                store.clone(),
+                stop,
+                reason.clone(),
+                lease.clone(),
+                margin,
+            );
             ctx.media = config.media.clone();
             let outcome = executor.run(&mut ctx).await;
             let stop_reason = ctx.stop_reason();
@@ -260,10 +274,15 @@ impl WorkerPool {
                     0,
                 ),
             };
-            match store
-                .finish(&id, attempt, status, output.as_ref(), error.as_deref(), credits)
-                .await
-            {
+            let deadline = lease
+                .until()
+                .checked_sub(margin)
+                .unwrap_or_else(tokio::time::Instant::now);
+            let written = retry_unavailable("final state", deadline, || {
+                store.finish(&id, attempt, status, output.as_ref(), error.as_deref(), credits)
+            })
+            .await;
+            match written {
                 Ok(true) => {
                     smoothd_metrics::record_task_finished(status.as_str());
                     tracing::info!(%status, "finished")
@@ -278,12 +297,22 @@ impl WorkerPool {
     }
 }
 
-/// Renews the lease and turns cancel requests, lost leases and the drain deadline into a stop.
+/// How long before its lease runs out a task whose lease could not be renewed is stopped:
+/// one heartbeat interval (at most half the lease), so it has stopped before another worker
+/// can see the lease expired.
+fn fence_margin(config: &WorkerConfig) -> Duration {
+    config.heartbeat.min(config.lease / 2)
+}
+
+/// Renews the lease and turns cancel requests, lost leases, a lease that ran out while the
+/// database was away, and the drain deadline into a stop.
+#[expect(clippy::too_many_arguments, reason = "the watchdog's inputs, each used once")]
 async fn watchdog(
     store: Store,
     id: String,
     attempt: i64,
     config: WorkerConfig,
+    lease: LeaseClock,
     stop: CancellationToken,
     reason: Arc<Mutex<Option<StopReason>>>,
     hard_stop: CancellationToken,
@@ -294,23 +323,44 @@ async fn watchdog(
         }
         stop.cancel();
     };
+    let margin = fence_margin(&config);
+    let fence = || {
+        lease
+            .until()
+            .checked_sub(margin)
+            .unwrap_or_else(tokio::time::Instant::now)
+    };
+    let ran_out = || {
+        tracing::error!(
+            "the lease could not be renewed before it ran out (database unavailable); stopping so that no other worker runs the task at the same time"
+        );
+    };
     let mut beat = tokio::time::interval(config.heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch = store.signals().watch_task(&id);
     loop {
         tokio::select! {
             _ = hard_stop.cancelled() => { set(StopReason::Shutdown); return; }
-            _ = beat.tick() => match store.heartbeat(&id, attempt, ms(config.lease)).await {
-                Ok(Heartbeat::Held { cancel: true }) => { set(StopReason::Cancelled); return; }
-                Ok(Heartbeat::Held { cancel: false }) => {}
-                Ok(Heartbeat::Lost) => { set(StopReason::LeaseLost); return; }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
-            },
+            _ = tokio::time::sleep_until(fence()) => { ran_out(); set(StopReason::LeaseLost); return; }
+            _ = beat.tick() => {
+                let sent = tokio::time::Instant::now();
+                // A renewal stuck on an unreachable database must not outlive the lease.
+                match tokio::time::timeout_at(fence(), store.heartbeat(&id, attempt, ms(config.lease))).await {
+                    Ok(Ok(Heartbeat::Held { cancel })) => {
+                        lease.renewed(sent, config.lease);
+                        if cancel { set(StopReason::Cancelled); return; }
+                    }
+                    Ok(Ok(Heartbeat::Lost)) => { set(StopReason::LeaseLost); return; }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+                    Err(_) => { ran_out(); set(StopReason::LeaseLost); return; }
+                }
+            }
             // A cancel wakes us at once through the task's signal.
-            _ = watch.changed() => match store.cancel_requested(&id).await {
-                Ok(true) => { set(StopReason::Cancelled); return; }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "reading cancel flag failed"),
+            _ = watch.changed() => match tokio::time::timeout_at(fence(), store.cancel_requested(&id)).await {
+                Ok(Ok(true)) => { set(StopReason::Cancelled); return; }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "reading cancel flag failed"),
+                Err(_) => { ran_out(); set(StopReason::LeaseLost); return; }
             },
         }
     }
