@@ -1,11 +1,12 @@
 """Artifacts in an S3-compatible bucket (a real S3 server on loopback: moto), through the real
 SDK. On PostgreSQL an API-only process (`serve --no-workers`) and a worker-only process
 (`worker`) run with different data folders, so nothing can pass through a shared disk: the
-file uploaded through the API is placed by the worker, the profile the worker saves is loaded
-by the next session, the recording and downloads archive the worker stores are served (with
-ranges) by the API process. On SQLite one all-in-one process does the same. Every object is
-in the bucket under the prefix, none in either data folder, and the retention pass deletes
-the recording and the archive from the bucket.
+file and extension uploaded through the API are loaded by the worker, the profile the worker
+saves is loaded by the next session, the recording and downloads archive the worker stores
+are served (with ranges) by the API process. On SQLite one all-in-one process does the same.
+Every object is in the bucket under the prefix, none in either data folder; erasing a task's
+data, the retention pass, and deleting the file, extension and profile each take their
+objects out of the bucket, which ends empty.
 """
 
 import io
@@ -27,6 +28,7 @@ from smoothd_support import (
     _smoothd_bin,
     _tail,
     close_client,
+    extension_zip,
     make_client,
     named,
     wait_final,
@@ -214,10 +216,12 @@ def test_artifacts_in_s3_across_processes(backend, s3, tmp_path, site, browser):
         # if it cannot read the bytes).
         payload = b"uploaded through the API process " + secrets.token_bytes(16)
         fid = client.upload_file(named(payload, "note.txt")).id
+        ext = client.upload_extension(named(extension_zip(), "ext.zip")).id
         pid = "s3-" + secrets.token_hex(4)
         client.create_profile(pid)
 
-        s = client.session(files=[fid], profile_id=pid)
+        # The worker reads the file, the extension and the profile from the bucket.
+        s = client.session(files=[fid], extensions=[ext], profile_id=pid)
         wait_status(raw, s.id(), "running", timeout=60)
         s.goto(site.url("/media.html"))
         assert s.evaluate_js(STORE).output is True
@@ -252,7 +256,7 @@ def test_artifacts_in_s3_across_processes(backend, s3, tmp_path, site, browser):
         # The profile the worker saved is in the bucket and the next session starts from it.
         saved = {p.id: p for p in client.list_profiles()}[pid]
         assert saved.profile_size_bytes and saved.profile_size_bytes > 0, saved
-        again = client.session(profile_id=pid, profile_read_only=True, enable_recording=False)
+        again = client.session(profile_id=pid, profile_read_only=True)
         again.goto(site.url("/index.html"))
         assert again.evaluate_js(READ).output == {"cookie": "s3probe=kept", "ls": "kept"}
         assert again.close(force=False) is True
@@ -268,10 +272,17 @@ def test_artifacts_in_s3_across_processes(backend, s3, tmp_path, site, browser):
         sizes = {k.rsplit("/", 1)[1]: v for k, v in task_objects.items()}
         assert sizes["recording.mp4"] == len(video) and sizes["downloads.zip"] == len(archive.content)
         assert [v for k, v in rel.items() if k.startswith("files/")] == [len(payload)], sorted(rel)
+        assert [v for k, v in rel.items() if k.startswith("extensions/")] == [len(extension_zip())], sorted(rel)
         profile_objects = [k for k in rel if k.startswith("profiles/") and k.endswith(f"/{pid}.tar")]
         assert len(profile_objects) == 1 and rel[profile_objects[0]] == saved.profile_size_bytes, sorted(rel)
         for p in procs:
             assert files_under(p.data_dir / "artifacts") == [], f"{p.name} wrote artifacts to its data folder"
+
+        # Erasing a task's data takes its recording out of the bucket at once.
+        assert any(k.startswith(f"tasks/{again.id()}/") for k in rel), sorted(rel)
+        r = raw.request("DELETE", f"/v1/task/{again.id()}/data")
+        assert r.status_code == 200, r.text
+        assert not any(k.startswith(f"{PREFIX}/tasks/{again.id()}/") for k in s3.objects()), sorted(s3.objects())
 
         # Retention: the recording and the archive leave the bucket; the task reads "".
         deadline = time.monotonic() + RETENTION_SECONDS + 60
@@ -281,9 +292,13 @@ def test_artifacts_in_s3_across_processes(backend, s3, tmp_path, site, browser):
         assert requests.get(rec, timeout=30).status_code == 404
         after = raw.request("GET", f"/v1/task/{s.id()}", params={"downloads": "true"}).json()["r"]
         assert (after["recording_url"], after["downloads_url"]) == ("", ""), after
-        # Uploads and profiles are not task artifacts: they stay.
-        rest = {k[len(PREFIX) + 1 :] for k in s3.objects()}
-        assert any(k.startswith("files/") for k in rest) and any(k.startswith("profiles/") for k in rest), rest
+        # Uploads, extensions and profiles are not task artifacts: they stay until deleted.
+        rest = {k[len(PREFIX) + 1 :].split("/", 1)[0] for k in s3.objects()}
+        assert rest == {"files", "extensions", "profiles"}, rest
+        client.delete_file(fid)
+        client.delete_extension(ext)
+        client.delete_profile(pid)
+        assert s3.objects() == {}, sorted(s3.objects())
         for p in procs:
             assert p.proc.poll() is None, f"{p.name} died:\n{_tail(p.stderr_path)}"
     finally:
