@@ -14,9 +14,11 @@ succeed through both API processes (also through the SDK) and an idle worker wak
 LISTEN/NOTIFY again (the slow poll is set far longer than the wait allowed).
 
 An outage shorter than the lease: every task ends `done` with all its step events, none runs
-again. An outage longer than the lease: running tasks stop themselves before the lease runs
-out; after the restart those that never acted run again (after, never alongside, the first
-run) and those that acted end `failed` "worker lost" with one `task_ended` event."""
+again. An outage longer than the lease (two long tasks, one that acted in the browser, span
+it): a worker that cannot renew a lease loses the task, as the lease rules say, so running
+tasks stop themselves before the lease runs out; after the restart those that never acted
+run again (after, never alongside, the first run) and those that acted end `failed` "worker
+lost" with one `task_ended` event; no model request of a task arrives after it turned final."""
 
 import glob
 import os
@@ -156,11 +158,12 @@ class Proc:
 
 def three_steps(n: int) -> list:
     """Two waits, then done: a task that runs a few seconds without acting in the browser."""
-    return [
-        [{"op": "wait", "seconds": 1}],
-        [{"op": "wait", "seconds": 1}],
-        [{"op": "done", "output": f"finished {n}"}],
-    ]
+    return waits(n, 2, 1)
+
+
+def waits(n: int, count: int, seconds: float) -> list:
+    """`count` waits of `seconds`, then done with "finished n"."""
+    return [[{"op": "wait", "seconds": seconds}] for _ in range(count)] + [[{"op": "done", "output": f"finished {n}"}]]
 
 
 class Load:
@@ -174,19 +177,25 @@ class Load:
         self.answers: list[dict] = []  # {n, api, sent, took, status, body, error}
         self.accepted: dict[str, int] = {}  # task id -> n
         self.stop = threading.Event()
+        self.every = 0.3
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.n = 0
 
-    def submit(self) -> dict:
+    def submit(self, turns: list | None = None, acting: bool | None = None) -> dict:
+        """One task: `turns` (default: three_steps) of script `load-<n>`; `acting`: whether it
+        opens `start_url` first (default: every third task)."""
         n = self.n
         self.n += 1
         name = f"load-{n}"
+        turns = turns or three_steps(n)
         for llm in self.llms:
             with llm._lock:
-                llm._scripts[name] = three_steps(n)
+                llm._scripts[name] = turns
         api = self.apis[n % len(self.apis)]
-        body = {"task": f"Wait a little [script:{name}]", "max_steps": 8}
-        if self.start_url and n % 3 == 2:
+        body = {"task": f"Wait a little [script:{name}]", "max_steps": len(turns) + 5}
+        if acting is None:
+            acting = n % 3 == 2
+        if self.start_url and acting:
             body["url"] = self.start_url
             self.acting.add(n)
         sent = time.monotonic()
@@ -209,7 +218,7 @@ class Load:
     def _run(self) -> None:
         while not self.stop.is_set():
             self.submit()
-            time.sleep(0.3)
+            time.sleep(self.every)
 
 
 def runs_of(llm_requests: list[tuple[float, str, int]]) -> list[list[tuple[float, str, int]]]:
@@ -286,11 +295,13 @@ def wait_all_final(pg: PrivatePostgres) -> dict[str, list[str]]:
     return {r[0]: r[1:] for r in pg.sql("SELECT id, status, attempt, COALESCE(error, '') FROM tasks")}
 
 
-def check_runs(load: Load, workers: list[Proc], llms: list[ScriptedLLM], rows: dict) -> int:
+def check_runs(load: Load, workers: list[Proc], llms: list[ScriptedLLM], rows: dict, pg: PrivatePostgres) -> int:
     """No task ran twice at the same time: per task, its model requests form runs (step 0 up,
-    one worker each) that never overlap, and no more runs than attempts. Returns how many
-    tasks ran more than once (one after the other)."""
+    one worker each) that never overlap, no more runs than attempts, and none after the task
+    turned final (a run left going after its task was failed). Returns how many tasks ran more
+    than once (one after the other)."""
     twice = 0
+    finished = {r[0]: int(r[1]) / 1000 for r in pg.sql("SELECT id, finished_at FROM tasks")}
     for tid, n in load.accepted.items():
         reqs = []
         for w, llm in zip(workers, llms):
@@ -303,6 +314,8 @@ def check_runs(load: Load, workers: list[Proc], llms: list[ScriptedLLM], rows: d
             assert len({w for _, w, _ in run}) == 1, f"{tid}: one run on two workers {sorted(reqs)}"
         twice += len(runs) > 1
         assert len(runs) <= int(rows[tid][1]), f"{tid}: {len(runs)} runs, attempt {rows[tid][1]}"
+        late = [r for r in reqs if r[0] > finished[tid] + 0.2]
+        assert not late, f"{tid}: model requests after the task was final at {finished[tid]}: {late}"
     return twice
 
 
@@ -391,7 +404,7 @@ def test_postgres_restart_under_load(tmp_path, site):
         written = sum(w.metric("smoothd_worker_tasks_finished_total") for w in workers)
         reaped = sum(w.metric("smoothd_tasks_reaped_total") for w in workers)
         assert (written, reaped) == (len(rows), 0), (written, reaped, len(rows))
-        twice = check_runs(load, workers, llms, rows)
+        twice = check_runs(load, workers, llms, rows, pg)
         assert twice == 0, f"{twice} tasks ran again although the outage was shorter than the lease"
         check_notify(pg, api2, key, llms)
 
@@ -420,8 +433,24 @@ def test_outage_longer_than_the_lease(tmp_path, site):
     try:
         (api1, api2), workers = start_cluster(tmp_path, cluster_env(pg, key, lease, heartbeat), llms, procs)
         load = Load([api1, api2], key, llms, start_url=site.url("/index.html"))
+        load.every = 1.0
+        # Two long tasks (about 24 s), one of which acts in the browser, are running when the
+        # database goes away, and still would be when it is back: a worker that kept going
+        # without its lease would overlap the re-claimed run, or act after the task failed.
+        long_tasks = {}
+        for acting in (False, True):
+            n = load.n
+            a = load.submit(waits(n, 12, 2), acting=acting)
+            assert a["status"] == 200, a
+            long_tasks[a["body"]["r"]["id"]] = acting
+        deadline = time.monotonic() + 60
+        while pg.sql("SELECT count(*) FROM tasks WHERE status = 'running'")[0][0] != "2":
+            assert time.monotonic() < deadline, "the long tasks did not start"
+            time.sleep(0.2)
+        # A first model request each, so they are under way.
+        time.sleep(3)
         load.thread.start()
-        time.sleep(8)
+        time.sleep(3)
         stopped_at_ms = int(time.time() * 1000)
         outage_start = time.monotonic()
         pg.stop("fast")
@@ -435,6 +464,12 @@ def test_outage_longer_than_the_lease(tmp_path, site):
         refused = check_answers(load, outage_start, outage_end)
 
         rows = wait_all_final(pg)
+        for tid, acting in long_tasks.items():
+            status, attempt, error = rows[tid]
+            if acting:
+                assert status == "failed" and "worker lost" in error, (tid, rows[tid])
+            else:
+                assert status == "done" and attempt == "2", (tid, rows[tid])
         # Tasks claimed before the database stopped that had not finished by then.
         running = {
             r[0]
@@ -444,7 +479,7 @@ def test_outage_longer_than_the_lease(tmp_path, site):
             )
         }
         assert running, "no task was running when the database stopped"
-        twice = check_runs(load, workers, llms, rows)
+        twice = check_runs(load, workers, llms, rows, pg)
         lost = 0
         for tid, n in load.accepted.items():
             status, attempt, error = rows[tid]
