@@ -85,8 +85,13 @@ impl WorkerPool {
         // Sessions wait for commands, not for an end, so they are stopped as soon as the
         // drain begins rather than holding shutdown for the whole deadline.
         let session_stop = hard_stop.child_token();
-        let mut reap = tokio::time::interval(self.config.reap_every);
-        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Reaping runs on its own, so tasks of a lost worker are finished even while every
+        // slot here is busy.
+        let _reaper = AbortOnDrop(tokio::spawn(reap_loop(
+            self.store.clone(),
+            self.config.reap_every,
+            shutdown.clone(),
+        )));
         tracing::info!(worker.id = %self.worker_id, workers = self.config.workers, "workers started");
 
         'claiming: loop {
@@ -133,7 +138,6 @@ impl WorkerPool {
                     _ = shutdown.cancelled() => break 'claiming,
                     _ = &mut notified => {}
                     _ = tokio::time::sleep(self.config.poll) => {}
-                    _ = reap.tick() => self.reap().await,
                 }
             }
         }
@@ -155,17 +159,6 @@ impl WorkerPool {
             tracker.wait().await;
         }
         tracing::info!(worker.id = %self.worker_id, "workers stopped");
-    }
-
-    async fn reap(&self) {
-        match self.store.reap_expired().await {
-            Ok(reaped) if !reaped.is_empty() => {
-                smoothd_metrics::record_reaped(reaped.len());
-                tracing::info!(count = reaped.len(), "reaped lost tasks")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reaping failed"),
-        }
     }
 
     fn run_one(
@@ -294,6 +287,26 @@ impl WorkerPool {
             }
         }
         .instrument(span)
+    }
+}
+
+/// Finishes tasks whose workers were lost, every `every`, until `stop`.
+async fn reap_loop(store: Store, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.reap_expired().await {
+            Ok(reaped) if !reaped.is_empty() => {
+                smoothd_metrics::record_reaped(reaped.len());
+                tracing::info!(count = reaped.len(), "reaped lost tasks")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reaping failed"),
+        }
     }
 }
 
