@@ -93,7 +93,8 @@ impl Host for TaskHost<'_> {
         }
         let task = &self.ctx.task;
         let store = self.ctx.store();
-        let recorded = crate::context::retry_unavailable("step trace", self.ctx.write_deadline(), || {
+        let (lease, margin) = self.ctx.lease();
+        let recorded = crate::context::retry_unavailable("step trace", lease, margin, || {
             store.record_step(&task.id, task.attempt, step, &trace)
         })
         .await;

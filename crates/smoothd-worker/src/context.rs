@@ -45,23 +45,25 @@ impl LeaseClock {
     }
 }
 
-/// Runs a worker write; while the database is unreachable, retries with backoff until
-/// `deadline` (the lease's end, less a margin), so a restart shorter than the lease costs a
-/// delay rather than the task. Writes are fenced on the attempt, so a retry never lands on a
-/// successor's task.
+/// Runs a worker write; while the database is unreachable, retries with backoff until the
+/// lease's end less `margin` (read afresh each time: the heartbeat may renew it meanwhile), so
+/// a restart shorter than the lease costs a delay rather than the task. Writes are fenced on
+/// the attempt, so a retry never lands on a successor's task.
 pub(crate) async fn retry_unavailable<T, F, Fut>(
     what: &str,
-    deadline: Instant,
+    lease: &LeaseClock,
+    margin: Duration,
     mut op: F,
 ) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
+    let deadline = || lease.until().checked_sub(margin).unwrap_or_else(Instant::now);
     let mut delay = Duration::from_millis(100);
     loop {
-        match tokio::time::timeout_at(deadline, op()).await {
-            Ok(Err(e)) if e.is_unavailable() && Instant::now() + delay < deadline => {
+        match tokio::time::timeout_at(deadline(), op()).await {
+            Ok(Err(e)) if e.is_unavailable() && Instant::now() + delay < deadline() => {
                 tracing::warn!(error = %e, what, "database unavailable; retrying while the lease holds");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
@@ -129,12 +131,9 @@ impl TaskContext {
         }
     }
 
-    /// Until when a write may keep retrying through a database outage.
-    pub(crate) fn write_deadline(&self) -> Instant {
-        self.lease
-            .until()
-            .checked_sub(self.margin)
-            .unwrap_or_else(Instant::now)
+    /// This attempt's lease and how long before its end writes stop retrying.
+    pub(crate) fn lease(&self) -> (&LeaseClock, Duration) {
+        (&self.lease, self.margin)
     }
 
     /// The database stayed away until the lease ran out: this attempt must stop and write
@@ -169,7 +168,7 @@ impl TaskContext {
 
     /// Emits a server-to-client event, fenced on this attempt's lease.
     pub async fn emit(&self, id: &str, name: &str, payload: Value) -> Result<Event, LeaseLost> {
-        let written = retry_unavailable("event", self.write_deadline(), || {
+        let written = retry_unavailable("event", &self.lease, self.margin, || {
             self.store.append_event(
                 &self.task.id,
                 EventFence::Lease(self.task.attempt),
@@ -213,7 +212,7 @@ impl TaskContext {
         if self.task.effects_started || self.effects_marked.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let marked = retry_unavailable("effects", self.write_deadline(), || {
+        let marked = retry_unavailable("effects", &self.lease, self.margin, || {
             self.store.mark_effects(&self.task.id, self.task.attempt)
         })
         .await;

@@ -267,11 +267,7 @@ impl WorkerPool {
                     0,
                 ),
             };
-            let deadline = lease
-                .until()
-                .checked_sub(margin)
-                .unwrap_or_else(tokio::time::Instant::now);
-            let written = retry_unavailable("final state", deadline, || {
+            let written = retry_unavailable("final state", &lease, margin, || {
                 store.finish(&id, attempt, status, output.as_ref(), error.as_deref(), credits)
             })
             .await;
