@@ -343,11 +343,18 @@ async fn recording_and_downloads_of_a_session(b: Backend) {
 
     // Retention: expired artifacts are deleted with their links, and the task says so.
     let store = db.store().await;
+    let blobs = smoothd_store::Blobs::local(&db.dir.path().join("artifacts")).unwrap();
     let keys = store
-        .reap_artifacts(smoothd_core::time::now_ms() + 1)
+        .reap_artifacts(&blobs, smoothd_core::time::now_ms() + 1)
         .await
         .unwrap();
     assert_eq!(keys.len(), 2, "the recording and the archive");
+    for key in &keys {
+        assert!(
+            blobs.size(key).await.unwrap_err().is_blob_not_found(),
+            "{key} kept its bytes"
+        );
+    }
     assert_eq!(reqwest::get(&rec_url).await.unwrap().status(), 404);
     let (_, after) = s.get(&format!("/v1/task/{}?downloads=true", session.id)).await;
     assert_eq!(after["r"]["recording_url"], "");

@@ -53,7 +53,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::Database(sqlx::Error::PoolTimedOut) | StoreError::Database(sqlx::Error::Io(_)) => {
+            e if e.is_unavailable() => {
                 tracing::error!(error = %e, "database unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

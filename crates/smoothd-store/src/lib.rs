@@ -22,7 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 use tokio_util::sync::CancellationToken;
 
-pub use blobs::Blobs;
+pub use blobs::{Blobs, S3Config};
 pub use keys::ApiKeyRow;
 pub use queue::{Claim, Heartbeat, Reaped};
 pub use resources::{ArtifactRow, ExtensionRow, FileRow, ProfileRow};
@@ -50,9 +50,32 @@ pub enum StoreError {
     /// Artifact bytes could not be read or written.
     #[error("artifact storage: {0}")]
     Blob(#[from] object_store::Error),
+    /// The database did not answer within the caller's deadline.
+    #[error("the database did not answer in time")]
+    TimedOut,
 }
 
 impl StoreError {
+    /// Whether the database could not be reached or dropped the connection (a restart, a
+    /// failover, the network): worth retrying shortly, and a 503 for clients. sqlx replaces
+    /// dead pooled connections on the next acquire, so a retry reconnects.
+    pub fn is_unavailable(&self) -> bool {
+        let e = match self {
+            StoreError::TimedOut => return true,
+            StoreError::Database(e) => e,
+            _ => return false,
+        };
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+            // 08xxx: connection exceptions; 57P01-57P03: shutting down, crashed, starting up;
+            // 53300: too many connections.
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            _ => false,
+        }
+    }
+
     /// Whether artifact bytes were missing (deleted) rather than unreadable.
     pub fn is_blob_not_found(&self) -> bool {
         matches!(self, StoreError::Blob(object_store::Error::NotFound { .. }))

@@ -80,34 +80,47 @@ impl Store {
         )
     }
 
-    /// Deletes the index entries of task artifacts created before `before_ms` whose task has
-    /// ended, and points their tasks at "no recording/downloads". Returns the storage keys,
-    /// whose bytes the caller deletes.
-    pub async fn reap_artifacts(&self, before_ms: i64) -> Result<Vec<String>> {
-        let keys = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let rows: Vec<(String, String)> = sqlx::query_as(&self.sql(
-                "SELECT a.id, a.storage_key FROM artifacts a JOIN tasks t ON t.id = a.task_id \
-                 WHERE a.created_at < $1 AND t.status IN ('done', 'failed', 'cancelled')",
-            ))
-            .bind(before_ms)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (id, _) in &rows {
-                sqlx::query(&self.sql("DELETE FROM artifacts WHERE id = $1")).bind(id).execute(&mut *tx).await?;
-                sqlx::query(&self.sql(
-                    "UPDATE tasks SET recording = CASE WHEN recording = $1 THEN '' ELSE recording END, \
-                     downloads = CASE WHEN downloads = $1 THEN '' ELSE downloads END \
-                     WHERE recording = $1 OR downloads = $1",
-                ))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+    /// Deletes task artifacts created before `before_ms` whose task has ended: the bytes
+    /// first, then the index entry (pointing the task at "no recording/downloads"). An artifact
+    /// whose bytes cannot be deleted now (storage unreachable) keeps its entry and is tried
+    /// again on the next pass, so no object is orphaned. Several processes may reap at once:
+    /// both steps are idempotent. Returns the storage keys deleted.
+    pub async fn reap_artifacts(&self, blobs: &crate::Blobs, before_ms: i64) -> Result<Vec<String>> {
+        let q = self.sql(
+            "SELECT a.id, a.storage_key FROM artifacts a JOIN tasks t ON t.id = a.task_id \
+             WHERE a.created_at < $1 AND t.status IN ('done', 'failed', 'cancelled') \
+             ORDER BY a.created_at LIMIT 500",
+        );
+        let rows: Vec<(String, String)> =
+            with_pool!(self, pool => sqlx::query_as(&q).bind(before_ms).fetch_all(pool).await?);
+        let mut deleted = Vec::with_capacity(rows.len());
+        for (id, key) in rows {
+            if let Err(e) = blobs.delete(&key).await {
+                tracing::warn!(error = %e, key, "cannot delete an expired artifact's bytes; will retry");
+                continue;
             }
+            self.forget_artifact(&id).await?;
+            deleted.push(key);
+        }
+        Ok(deleted)
+    }
+
+    /// Removes an artifact's index entry and the task's reference to it.
+    async fn forget_artifact(&self, id: &str) -> Result<()> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&self.sql("DELETE FROM artifacts WHERE id = $1")).bind(id).execute(&mut *tx).await?;
+            sqlx::query(&self.sql(
+                "UPDATE tasks SET recording = CASE WHEN recording = $1 THEN '' ELSE recording END, \
+                 downloads = CASE WHEN downloads = $1 THEN '' ELSE downloads END \
+                 WHERE recording = $1 OR downloads = $1",
+            ))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
-            rows.into_iter().map(|(_, k)| k).collect::<Vec<_>>()
         });
-        Ok(keys)
+        Ok(())
     }
 
     /// Number and total size of stored task artifacts (for metrics).

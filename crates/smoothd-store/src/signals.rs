@@ -93,19 +93,44 @@ impl Signals {
     }
 }
 
-/// Listens on the `smoothd` channel and forwards notifications; reconnects on failure.
+/// Listens on the `smoothd` channel and forwards notifications. Any failure of the listening
+/// connection (a database restart ends it with an error that sqlx does not always treat as a
+/// lost connection) drops it and opens a new one, with backoff while the database is away;
+/// after each reconnect everyone is woken to re-read what they may have missed.
 pub(crate) async fn spawn_pg_listener(
     pool: PgPool,
     signals: Signals,
     stop: CancellationToken,
 ) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen("smoothd").await?;
+    let listener = listen(&pool).await?;
     tokio::spawn(async move {
+        let mut listener = Some(listener);
+        let mut backoff = Duration::from_millis(250);
         loop {
+            let Some(l) = listener.as_mut() else {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                match listen(&pool).await {
+                    Ok(l) => {
+                        tracing::info!("notification listener reconnected");
+                        listener = Some(l);
+                        backoff = Duration::from_millis(250);
+                        signals.notify_queue();
+                        signals.notify_all_tasks();
+                    }
+                    Err(sqlx::Error::PoolClosed) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notification listener cannot reconnect yet; retrying");
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+                continue;
+            };
             tokio::select! {
                 _ = stop.cancelled() => break,
-                msg = listener.try_recv() => match msg {
+                msg = l.try_recv() => match msg {
                     Ok(Some(n)) => {
                         let payload = n.payload();
                         if payload == "q" {
@@ -115,23 +140,31 @@ pub(crate) async fn spawn_pg_listener(
                         }
                     }
                     Ok(None) => {
-                        // The connection dropped and was re-established: we may have missed
-                        // notifications, so wake everyone to re-read.
-                        tracing::warn!("notification listener reconnected");
+                        // sqlx saw the connection drop and reconnects on the next call: we may
+                        // have missed notifications, so wake everyone to re-read.
+                        tracing::warn!("notification listener lost its connection; reconnecting");
                         signals.notify_queue();
                         signals.notify_all_tasks();
                     }
                     // The pool is closing: give the connection back so close() can finish.
                     Err(sqlx::Error::PoolClosed) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "notification listener failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tracing::warn!(error = %e, "notification listener failed; reconnecting");
+                        listener = None;
+                        signals.notify_queue();
+                        signals.notify_all_tasks();
                     }
                 }
             }
         }
     });
     Ok(())
+}
+
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen("smoothd").await?;
+    Ok(listener)
 }
 
 impl Signals {

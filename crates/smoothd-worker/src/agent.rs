@@ -92,12 +92,13 @@ impl Host for TaskHost<'_> {
             );
         }
         let task = &self.ctx.task;
-        if let Err(e) = self
-            .ctx
-            .store()
-            .record_step(&task.id, task.attempt, step, &trace)
-            .await
-        {
+        let store = self.ctx.store();
+        let (lease, margin) = self.ctx.lease();
+        let recorded = crate::context::retry_unavailable("step trace", lease, margin, || {
+            store.record_step(&task.id, task.attempt, step, &trace)
+        })
+        .await;
+        if let Err(e) = recorded {
             tracing::warn!(task.id = %task.id, error = %e, "could not store a step trace");
         }
         // Progress for clients that read events (the SDK ignores unknown names).

@@ -1,5 +1,6 @@
 //! What an executor sees of its task: the request, a fenced event writer, the inbox of client
-//! events, and the stop signal (user cancel, lost lease or shutdown).
+//! events, and the stop signal (user cancel, lost lease or shutdown). Writes ride out a
+//! database outage (restart, failover) by retrying while this attempt's lease still holds.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,8 +9,70 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use smoothd_core::event::{Direction, Event};
 use smoothd_core::{TaskSpec, ids};
-use smoothd_store::{EventFence, Store, TaskRow};
+use smoothd_store::{EventFence, Store, StoreError, TaskRow};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// When this attempt's lease runs out as far as this process can know: the moment the last
+/// successful renewal was sent, plus the lease. Past it another worker may claim the task, so
+/// the attempt must have stopped by then (see the watchdog in `pool.rs`).
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseClock {
+    until: Arc<Mutex<Instant>>,
+}
+
+impl LeaseClock {
+    /// A lease granted by a claim (or renewal) sent at `sent`.
+    pub(crate) fn new(sent: Instant, lease: Duration) -> Self {
+        Self {
+            until: Arc::new(Mutex::new(sent + lease)),
+        }
+    }
+
+    /// A renewal sent at `sent` succeeded.
+    pub(crate) fn renewed(&self, sent: Instant, lease: Duration) {
+        if let Ok(mut u) = self.until.lock() {
+            *u = (*u).max(sent + lease);
+        }
+    }
+
+    /// When the lease runs out.
+    pub(crate) fn until(&self) -> Instant {
+        match self.until.lock() {
+            Ok(u) => *u,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+}
+
+/// Runs a worker write; while the database is unreachable, retries with backoff until the
+/// lease's end less `margin` (read afresh each time: the heartbeat may renew it meanwhile), so
+/// a restart shorter than the lease costs a delay rather than the task. Writes are fenced on
+/// the attempt, so a retry never lands on a successor's task.
+pub(crate) async fn retry_unavailable<T, F, Fut>(
+    what: &str,
+    lease: &LeaseClock,
+    margin: Duration,
+    mut op: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let deadline = || lease.until().checked_sub(margin).unwrap_or_else(Instant::now);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match tokio::time::timeout_at(deadline(), op()).await {
+            Ok(Err(e)) if e.is_unavailable() && Instant::now() + delay < deadline() => {
+                tracing::warn!(error = %e, what, "database unavailable; retrying while the lease holds");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Ok(result) => return result,
+            Err(_) => return Err(StoreError::TimedOut),
+        }
+    }
+}
 
 /// Why a task was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +102,9 @@ pub struct TaskContext {
     inbox_cursor: i64,
     /// This attempt has written `effects_started`.
     effects_marked: AtomicBool,
+    lease: LeaseClock,
+    /// Writes stop retrying this long before the lease runs out.
+    margin: Duration,
 }
 
 impl TaskContext {
@@ -48,6 +114,8 @@ impl TaskContext {
         store: Store,
         stop: CancellationToken,
         reason: Arc<Mutex<Option<StopReason>>>,
+        lease: LeaseClock,
+        margin: Duration,
     ) -> Self {
         Self {
             task,
@@ -58,7 +126,24 @@ impl TaskContext {
             media: None,
             inbox_cursor: 0,
             effects_marked: AtomicBool::new(false),
+            lease,
+            margin,
         }
+    }
+
+    /// This attempt's lease and how long before its end writes stop retrying.
+    pub(crate) fn lease(&self) -> (&LeaseClock, Duration) {
+        (&self.lease, self.margin)
+    }
+
+    /// The database stayed away until the lease ran out: this attempt must stop and write
+    /// nothing more (another worker may own the task by the time it is back).
+    fn outlasted_lease(&self, what: &str, e: &StoreError) {
+        tracing::error!(task.id = %self.task.id, error = %e, what, "the database stayed unavailable until the lease ran out; stopping");
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(StopReason::LeaseLost);
+        }
+        self.stop.cancel();
     }
 
     /// The task id.
@@ -83,9 +168,8 @@ impl TaskContext {
 
     /// Emits a server-to-client event, fenced on this attempt's lease.
     pub async fn emit(&self, id: &str, name: &str, payload: Value) -> Result<Event, LeaseLost> {
-        match self
-            .store
-            .append_event(
+        let written = retry_unavailable("event", &self.lease, self.margin, || {
+            self.store.append_event(
                 &self.task.id,
                 EventFence::Lease(self.task.attempt),
                 Direction::Out,
@@ -93,10 +177,15 @@ impl TaskContext {
                 name,
                 &payload,
             )
-            .await
-        {
+        })
+        .await;
+        match written {
             Ok(Some(e)) => Ok(e),
             Ok(None) => Err(LeaseLost),
+            Err(e) if e.is_unavailable() => {
+                self.outlasted_lease("event", &e);
+                Err(LeaseLost)
+            }
             Err(e) => {
                 // A database outage: the event is not stored, and the caller cannot tell the
                 // user; treat it like a lost lease so the task stops rather than diverges.
@@ -123,12 +212,20 @@ impl TaskContext {
         if self.task.effects_started || self.effects_marked.load(Ordering::Relaxed) {
             return Ok(());
         }
-        match self.store.mark_effects(&self.task.id, self.task.attempt).await {
+        let marked = retry_unavailable("effects", &self.lease, self.margin, || {
+            self.store.mark_effects(&self.task.id, self.task.attempt)
+        })
+        .await;
+        match marked {
             Ok(true) => {
                 self.effects_marked.store(true, Ordering::Relaxed);
                 Ok(())
             }
             Ok(false) => Err(LeaseLost),
+            Err(e) if e.is_unavailable() => {
+                self.outlasted_lease("effects", &e);
+                Err(LeaseLost)
+            }
             Err(e) => {
                 tracing::error!(task.id = %self.task.id, error = %e, "could not mark effects");
                 Err(LeaseLost)

@@ -1,7 +1,9 @@
 //! The claim loop. At most `workers` tasks run at once per process; an idle pool waits on the
 //! queue signal (NOTIFY on PostgreSQL) with a slow poll as the safety net. Each running task
 //! has a heartbeat that renews its lease and relays cancellation, and every spawned piece is
-//! owned by a `TaskTracker` so shutdown can drain it.
+//! owned by a `TaskTracker` so shutdown can drain it. A task whose lease cannot be renewed
+//! (the database is away) is stopped before the lease runs out, so no other worker can claim
+//! it while it still runs here; an outage shorter than the lease only delays its writes.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::context::{StopReason, TaskContext};
+use crate::context::{LeaseClock, StopReason, TaskContext, retry_unavailable};
 use crate::executor::{Executor, Outcome};
 
 /// Pool settings.
@@ -83,22 +85,13 @@ impl WorkerPool {
         // Sessions wait for commands, not for an end, so they are stopped as soon as the
         // drain begins rather than holding shutdown for the whole deadline.
         let session_stop = hard_stop.child_token();
-        // Lost tasks are reaped on a clock of their own, busy or idle: a worker whose slots are
-        // all taken must not leave another worker's lost tasks `running`.
-        let reaper = {
-            let (store, every, stop) = (self.store.clone(), self.config.reap_every, shutdown.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tick.tick() => reap(&store).await,
-                    }
-                }
-            })
-        };
-        let _reaper = AbortOnDrop(reaper);
+        // Reaping runs on its own, so tasks of a lost worker are finished even while every
+        // slot here is busy.
+        let _reaper = AbortOnDrop(tokio::spawn(reap_loop(
+            self.store.clone(),
+            self.config.reap_every,
+            shutdown.clone(),
+        )));
         tracing::info!(worker.id = %self.worker_id, workers = self.config.workers, "workers started");
 
         'claiming: loop {
@@ -114,7 +107,7 @@ impl WorkerPool {
                 let notified = self.store.signals().queue_notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let claim_started = std::time::Instant::now();
+                let claim_started = tokio::time::Instant::now();
                 let claimed = self.store.claim(&self.worker_id, ms(self.config.lease)).await;
                 smoothd_metrics::record_claim_query(claim_started.elapsed());
                 match claimed {
@@ -130,7 +123,8 @@ impl WorkerPool {
                         } else {
                             hard_stop.clone()
                         };
-                        let run = self.run_one(claim, stop);
+                        let lease = LeaseClock::new(claim_started, self.config.lease);
+                        let run = self.run_one(claim, lease, stop);
                         tracker.spawn(async move {
                             run.await;
                             drop(permit);
@@ -170,6 +164,7 @@ impl WorkerPool {
     fn run_one(
         &self,
         claim: Claim,
+        lease: LeaseClock,
         hard_stop: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
@@ -206,12 +201,22 @@ impl WorkerPool {
                 id.clone(),
                 attempt,
                 config.clone(),
+                lease.clone(),
                 stop.clone(),
                 reason.clone(),
                 hard_stop,
             ));
             let _watchdog = AbortOnDrop(watchdog);
-            let mut ctx = TaskContext::new(task, spec, store.clone(), stop, reason.clone());
+            let margin = fence_margin(&config);
+            let mut ctx = TaskContext::new(
+                task,
+                spec,
+                store.clone(),
+                stop,
+                reason.clone(),
+                lease.clone(),
+                margin,
+            );
             ctx.media = config.media.clone();
             let outcome = executor.run(&mut ctx).await;
             let stop_reason = ctx.stop_reason();
@@ -262,10 +267,11 @@ impl WorkerPool {
                     0,
                 ),
             };
-            match store
-                .finish(&id, attempt, status, output.as_ref(), error.as_deref(), credits)
-                .await
-            {
+            let written = retry_unavailable("final state", &lease, margin, || {
+                store.finish(&id, attempt, status, output.as_ref(), error.as_deref(), credits)
+            })
+            .await;
+            match written {
                 Ok(true) => {
                     smoothd_metrics::record_task_finished(status.as_str());
                     tracing::info!(%status, "finished")
@@ -280,12 +286,42 @@ impl WorkerPool {
     }
 }
 
-/// Renews the lease and turns cancel requests, lost leases and the drain deadline into a stop.
+/// Finishes tasks whose workers were lost, every `every`, until `stop`.
+async fn reap_loop(store: Store, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.reap_expired().await {
+            Ok(reaped) if !reaped.is_empty() => {
+                smoothd_metrics::record_reaped(reaped.len());
+                tracing::info!(count = reaped.len(), "reaped lost tasks")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reaping failed"),
+        }
+    }
+}
+
+/// How long before its lease runs out a task whose lease could not be renewed is stopped:
+/// one heartbeat interval (at most half the lease), so it has stopped before another worker
+/// can see the lease expired.
+fn fence_margin(config: &WorkerConfig) -> Duration {
+    config.heartbeat.min(config.lease / 2)
+}
+
+/// Renews the lease and turns cancel requests, lost leases, a lease that ran out while the
+/// database was away, and the drain deadline into a stop.
+#[expect(clippy::too_many_arguments, reason = "the watchdog's inputs, each used once")]
 async fn watchdog(
     store: Store,
     id: String,
     attempt: i64,
     config: WorkerConfig,
+    lease: LeaseClock,
     stop: CancellationToken,
     reason: Arc<Mutex<Option<StopReason>>>,
     hard_stop: CancellationToken,
@@ -296,37 +332,46 @@ async fn watchdog(
         }
         stop.cancel();
     };
+    let margin = fence_margin(&config);
+    let fence = || {
+        lease
+            .until()
+            .checked_sub(margin)
+            .unwrap_or_else(tokio::time::Instant::now)
+    };
+    let ran_out = || {
+        tracing::error!(
+            "the lease could not be renewed before it ran out (database unavailable); stopping so that no other worker runs the task at the same time"
+        );
+    };
     let mut beat = tokio::time::interval(config.heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch = store.signals().watch_task(&id);
     loop {
         tokio::select! {
             _ = hard_stop.cancelled() => { set(StopReason::Shutdown); return; }
-            _ = beat.tick() => match store.heartbeat(&id, attempt, ms(config.lease)).await {
-                Ok(Heartbeat::Held { cancel: true }) => { set(StopReason::Cancelled); return; }
-                Ok(Heartbeat::Held { cancel: false }) => {}
-                Ok(Heartbeat::Lost) => { set(StopReason::LeaseLost); return; }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
-            },
+            _ = tokio::time::sleep_until(fence()) => { ran_out(); set(StopReason::LeaseLost); return; }
+            _ = beat.tick() => {
+                let sent = tokio::time::Instant::now();
+                // A renewal stuck on an unreachable database must not outlive the lease.
+                match tokio::time::timeout_at(fence(), store.heartbeat(&id, attempt, ms(config.lease))).await {
+                    Ok(Ok(Heartbeat::Held { cancel })) => {
+                        lease.renewed(sent, config.lease);
+                        if cancel { set(StopReason::Cancelled); return; }
+                    }
+                    Ok(Ok(Heartbeat::Lost)) => { set(StopReason::LeaseLost); return; }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+                    Err(_) => { ran_out(); set(StopReason::LeaseLost); return; }
+                }
+            }
             // A cancel wakes us at once through the task's signal.
-            _ = watch.changed() => match store.cancel_requested(&id).await {
-                Ok(true) => { set(StopReason::Cancelled); return; }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "reading cancel flag failed"),
+            _ = watch.changed() => match tokio::time::timeout_at(fence(), store.cancel_requested(&id)).await {
+                Ok(Ok(true)) => { set(StopReason::Cancelled); return; }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "reading cancel flag failed"),
+                Err(_) => { ran_out(); set(StopReason::LeaseLost); return; }
             },
         }
-    }
-}
-
-/// Finishes the tasks of lost workers (see [`Store::reap_expired`]).
-async fn reap(store: &Store) {
-    match store.reap_expired().await {
-        Ok(reaped) if !reaped.is_empty() => {
-            smoothd_metrics::record_reaped(reaped.len());
-            tracing::info!(count = reaped.len(), "reaped lost tasks")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "reaping failed"),
     }
 }
 

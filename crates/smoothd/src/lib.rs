@@ -45,10 +45,24 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// The artifact store in the data folder.
-pub fn open_blobs(settings: &Settings) -> anyhow::Result<Blobs> {
-    let dir = settings.data_dir.join("artifacts");
-    Blobs::local(&dir).with_context(|| format!("cannot open artifact folder {}", dir.display()))
+/// The artifact store: the S3 bucket when one is configured, else the data folder. A bucket
+/// that does not answer or refuses the credentials stops the start, naming the setting.
+pub async fn open_blobs(settings: &Settings) -> anyhow::Result<Blobs> {
+    let Some(s3) = settings.s3() else {
+        let dir = settings.data_dir.join("artifacts");
+        return Blobs::local(&dir).with_context(|| format!("cannot open artifact folder {}", dir.display()));
+    };
+    let blobs = Blobs::s3(&s3)
+        .with_context(|| format!("s3_bucket (SMOOTHD_S3_BUCKET): cannot use bucket {:?}", s3.bucket))?;
+    blobs.check().await.with_context(|| {
+        format!(
+            "s3_bucket (SMOOTHD_S3_BUCKET): bucket {:?} at {} did not answer or refused the credentials (s3_endpoint, s3_region, s3_access_key_id)",
+            s3.bucket,
+            s3.endpoint.as_deref().unwrap_or("AWS")
+        )
+    })?;
+    tracing::info!(bucket = %s3.bucket, endpoint = s3.endpoint.as_deref().unwrap_or("AWS"), prefix = s3.prefix.as_deref().unwrap_or(""), "artifacts in S3");
+    Ok(blobs)
 }
 
 /// The browser pool, or why there is none (no Chromium on this machine).
@@ -164,13 +178,8 @@ async fn reap_artifacts(
             _ = tick.tick() => {}
         }
         let before = smoothd_core::time::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        match store.reap_artifacts(before).await {
+        match store.reap_artifacts(&blobs, before).await {
             Ok(keys) => {
-                for key in &keys {
-                    if let Err(e) = blobs.delete(key).await {
-                        tracing::warn!(error = %e, key, "cannot delete an expired artifact's bytes");
-                    }
-                }
                 if !keys.is_empty() {
                     tracing::info!(count = keys.len(), "expired artifacts deleted");
                 }
@@ -203,9 +212,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let api_stop = CancellationToken::new();
     let background = CancellationToken::new();
+    let blobs = open_blobs(&settings).await?;
     tokio::spawn(reap_artifacts(
         store.clone(),
-        open_blobs(&settings)?,
+        blobs.clone(),
         Settings::secs(settings.artifact_retention_seconds),
         background.clone(),
     ));
@@ -229,7 +239,7 @@ pub async fn run(
             let state = AppState {
                 store: store.clone(),
                 links: Arc::new(links),
-                blobs: open_blobs(&settings)?,
+                blobs: blobs.clone(),
                 config: ApiConfig {
                     public_url: public_url.clone(),
                     long_poll: Settings::secs(settings.long_poll_seconds),
@@ -284,7 +294,7 @@ pub async fn run(
         config.media = Some(Arc::new(media_services(&settings, background.clone()).await?));
         let pool = WorkerPool::new(
             store.clone(),
-            executor(&settings, browsers, blocker, open_blobs(&settings)?)?,
+            executor(&settings, browsers, blocker, blobs.clone())?,
             config,
         );
         let stop = shutdown.clone();

@@ -21,8 +21,22 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// `sqlite://PATH` or `postgres://...`; default `sqlite://{data_dir}/smoothd.db`.
     pub database_url: Option<String>,
-    /// Folder for the SQLite database and artifacts.
+    /// Folder for the SQLite database and (without `s3_bucket`) artifacts.
     pub data_dir: PathBuf,
+    /// S3-compatible bucket for artifacts (uploads, profiles, extensions, recordings, downloads);
+    /// unset: `{data_dir}/artifacts`. Processes on several machines need a bucket.
+    pub s3_bucket: Option<String>,
+    /// Endpoint of a non-AWS S3 server (MinIO, Ceph, R2, ...), `https://host:port` or, for a
+    /// server on a private network, `http://...`; unset: AWS.
+    pub s3_endpoint: Option<String>,
+    /// Region (default: `AWS_REGION`, else `us-east-1`).
+    pub s3_region: Option<String>,
+    /// Access key; unset: the `AWS_*` environment, web identity or instance metadata.
+    pub s3_access_key_id: Option<String>,
+    /// Secret key (goes with `s3_access_key_id`).
+    pub s3_secret_access_key: Option<String>,
+    /// Folder inside the bucket for smoothd's objects, e.g. `smoothd/prod`.
+    pub s3_prefix: Option<String>,
     /// A bootstrap API key (stored hashed under the name `bootstrap`).
     pub api_key: Option<String>,
     /// Concurrent tasks per process.
@@ -104,6 +118,12 @@ impl Default for Settings {
             public_url: None,
             database_url: None,
             data_dir: PathBuf::from("./data"),
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_prefix: None,
             api_key: None,
             workers: 2,
             chromium: None,
@@ -151,6 +171,12 @@ impl std::fmt::Debug for Settings {
             .field("public_url", &self.public_url)
             .field("database_url", &self.database_url.as_deref().map(redact_url))
             .field("data_dir", &self.data_dir)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field("s3_secret_access_key", &hide(&self.s3_secret_access_key))
+            .field("s3_prefix", &self.s3_prefix)
             .field("api_key", &hide(&self.api_key))
             .field("workers", &self.workers)
             .field("chromium", &self.chromium)
@@ -254,6 +280,7 @@ impl Settings {
                 redact_url(&db)
             );
         }
+        self.validate_s3()?;
         if let Some(k) = &self.api_key
             && k.trim().len() < 16
         {
@@ -322,6 +349,96 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    fn validate_s3(&self) -> anyhow::Result<()> {
+        let Some(bucket) = &self.s3_bucket else {
+            let set = [
+                ("s3_endpoint", "SMOOTHD_S3_ENDPOINT", self.s3_endpoint.is_some()),
+                ("s3_region", "SMOOTHD_S3_REGION", self.s3_region.is_some()),
+                (
+                    "s3_access_key_id",
+                    "SMOOTHD_S3_ACCESS_KEY_ID",
+                    self.s3_access_key_id.is_some(),
+                ),
+                (
+                    "s3_secret_access_key",
+                    "SMOOTHD_S3_SECRET_ACCESS_KEY",
+                    self.s3_secret_access_key.is_some(),
+                ),
+                ("s3_prefix", "SMOOTHD_S3_PREFIX", self.s3_prefix.is_some()),
+            ];
+            if let Some((key, env, _)) = set.iter().find(|(_, _, is_set)| *is_set) {
+                bail!(
+                    "{key} ({env}) is set but s3_bucket (SMOOTHD_S3_BUCKET) is not: set the bucket to store artifacts in S3, or remove {key}"
+                );
+            }
+            return Ok(());
+        };
+        // S3's bucket naming rules (what every S3-compatible server accepts).
+        let ok_chars = bucket
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
+        let ends_ok = bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !(3..=63).contains(&bucket.len()) || !ok_chars || !ends_ok {
+            bail!(
+                "s3_bucket (SMOOTHD_S3_BUCKET): {bucket:?} is not a bucket name (3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)"
+            );
+        }
+        if let Some(e) = &self.s3_endpoint {
+            let parsed = url::Url::parse(e).with_context(|| {
+                format!("s3_endpoint (SMOOTHD_S3_ENDPOINT): {e:?} is not a URL like https://s3.example.com or http://127.0.0.1:9000")
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                bail!(
+                    "s3_endpoint (SMOOTHD_S3_ENDPOINT): must be an http:// or https:// URL with a host, got {e:?}"
+                );
+            }
+        }
+        if let Some(r) = &self.s3_region
+            && (r.is_empty() || !r.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
+        {
+            bail!("s3_region (SMOOTHD_S3_REGION): {r:?} is not a region name like us-east-1");
+        }
+        match (&self.s3_access_key_id, &self.s3_secret_access_key) {
+            (Some(_), None) | (None, Some(_)) => bail!(
+                "s3_access_key_id (SMOOTHD_S3_ACCESS_KEY_ID) and s3_secret_access_key (SMOOTHD_S3_SECRET_ACCESS_KEY) go together: set both, or neither to use the AWS_* environment"
+            ),
+            (Some(id), Some(_)) if id.trim().is_empty() => {
+                bail!("s3_access_key_id (SMOOTHD_S3_ACCESS_KEY_ID): empty")
+            }
+            _ => {}
+        }
+        if let Some(p) = &self.s3_prefix {
+            let trimmed = p.trim_matches('/');
+            let bad_part = |part: &str| {
+                part.is_empty() || part == "." || part == ".." || part.chars().any(char::is_control)
+            };
+            if trimmed.is_empty() || trimmed.split('/').any(bad_part) {
+                bail!(
+                    "s3_prefix (SMOOTHD_S3_PREFIX): {p:?} is not a folder path like smoothd/prod (no empty, '.' or '..' parts)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The S3 bucket for artifacts, when one is configured.
+    pub fn s3(&self) -> Option<smoothd_store::S3Config> {
+        let bucket = self.s3_bucket.clone()?;
+        Some(smoothd_store::S3Config {
+            bucket,
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            prefix: self
+                .s3_prefix
+                .as_deref()
+                .map(|p| p.trim_matches('/').to_string())
+                .filter(|p| !p.is_empty()),
+        })
     }
 
     /// The database URL, defaulting to SQLite in the data folder.
@@ -430,6 +547,95 @@ mod tests {
             jail.set_env("SMOOTHD_METRICS_LISTEN", "port 9091");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.contains("metrics_listen (SMOOTHD_METRICS_LISTEN)"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn s3_settings_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            // The test command itself runs with SMOOTHD_TEST_* variables set.
+            jail.clear_env();
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(
+                s.s3().is_none(),
+                "artifacts stay in the data folder unless a bucket is set"
+            );
+            jail.set_env("SMOOTHD_S3_BUCKET", "smoothd-artifacts");
+            jail.set_env("SMOOTHD_S3_ENDPOINT", "http://127.0.0.1:9000");
+            jail.set_env("SMOOTHD_S3_REGION", "eu-west-1");
+            jail.set_env("SMOOTHD_S3_ACCESS_KEY_ID", "AKIDEXAMPLE");
+            jail.set_env("SMOOTHD_S3_SECRET_ACCESS_KEY", "very-secret-value");
+            jail.set_env("SMOOTHD_S3_PREFIX", "/smoothd/prod/");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            let s3 = s.s3().ok_or("no S3 config")?;
+            assert_eq!(s3.bucket, "smoothd-artifacts");
+            assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+            assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+            assert_eq!(s3.access_key_id.as_deref(), Some("AKIDEXAMPLE"));
+            assert_eq!(s3.prefix.as_deref(), Some("smoothd/prod"));
+            let shown = format!("{s:?} {s3:?}");
+            assert!(!shown.contains("very-secret-value"), "{shown}");
+            // Building the client sends nothing, so it works without a server.
+            smoothd_store::Blobs::s3(&s3).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_s3_settings_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            // The test command itself runs with SMOOTHD_TEST_* variables set.
+            jail.clear_env();
+            let refused = |jail: &mut figment::Jail, key: &str, value: &str, expect: &str| {
+                jail.set_env(key, value);
+                let err = format!("{:#}", Settings::load(None).unwrap_err());
+                assert!(err.contains(expect), "{key}={value:?}: {err}");
+            };
+            refused(
+                jail,
+                "SMOOTHD_S3_ENDPOINT",
+                "http://127.0.0.1:9000",
+                "s3_bucket (SMOOTHD_S3_BUCKET)",
+            );
+            refused(
+                jail,
+                "SMOOTHD_S3_BUCKET",
+                "Not_A_Bucket",
+                "s3_bucket (SMOOTHD_S3_BUCKET)",
+            );
+            jail.set_env("SMOOTHD_S3_BUCKET", "artifacts");
+            refused(
+                jail,
+                "SMOOTHD_S3_ENDPOINT",
+                "127.0.0.1:9000",
+                "s3_endpoint (SMOOTHD_S3_ENDPOINT)",
+            );
+            refused(
+                jail,
+                "SMOOTHD_S3_ENDPOINT",
+                "ftp://127.0.0.1",
+                "s3_endpoint (SMOOTHD_S3_ENDPOINT)",
+            );
+            jail.set_env("SMOOTHD_S3_ENDPOINT", "https://s3.example.com");
+            refused(
+                jail,
+                "SMOOTHD_S3_REGION",
+                "eu west",
+                "s3_region (SMOOTHD_S3_REGION)",
+            );
+            jail.set_env("SMOOTHD_S3_REGION", "eu-west-1");
+            refused(jail, "SMOOTHD_S3_ACCESS_KEY_ID", "AKID", "go together");
+            jail.set_env("SMOOTHD_S3_SECRET_ACCESS_KEY", "secret");
+            refused(jail, "SMOOTHD_S3_PREFIX", "a//b", "s3_prefix (SMOOTHD_S3_PREFIX)");
+            refused(
+                jail,
+                "SMOOTHD_S3_PREFIX",
+                "a/../b",
+                "s3_prefix (SMOOTHD_S3_PREFIX)",
+            );
+            jail.set_env("SMOOTHD_S3_PREFIX", "a/b");
+            Settings::load(None).map_err(|e| e.to_string())?;
             Ok(())
         });
     }
