@@ -6,7 +6,7 @@ pub mod settings;
 use std::sync::Arc;
 
 use anyhow::Context;
-use smoothd_api::{ApiConfig, AppState, Links};
+use smoothd_api::{ApiConfig, AppState, Links, RateLimiter};
 use smoothd_store::{Blobs, Store, StoreOptions};
 use smoothd_worker::{
     BasicExecutor, Blocker, BrowserPool, Executor, LaunchConfig, LiveServer, MediaConfig, MediaServices,
@@ -237,8 +237,10 @@ pub async fn run(
                     max_upload_bytes: settings.max_upload_bytes,
                     max_attempts: settings.max_attempts,
                     metrics_public: settings.metrics_public,
+                    max_running_per_key: i64::from(settings.max_running_per_key),
                 },
                 shutdown: api_stop.clone(),
+                rate: Arc::new(RateLimiter::new(settings.rate_limit_per_minute)),
             };
             let addr = listener.local_addr().context("listener has no address")?;
             tracing::info!(%addr, database = store.backend_name(), "API listening");

@@ -95,6 +95,12 @@ pub struct Settings {
     /// An extra address serving only `/metrics` and `/healthz`, without a key (for worker
     /// processes, which have no API port, and for scraping on an internal interface).
     pub metrics_listen: Option<String>,
+    /// Requests per API key per minute, per API process (token bucket; 0 = no limit). Task
+    /// reads (the SDK's polling) and cancels are not counted.
+    pub rate_limit_per_minute: u32,
+    /// Tasks and sessions one API key may have waiting or running at once, across all
+    /// processes (0 = no limit); a submit beyond it gets 429.
+    pub max_running_per_key: u32,
 }
 
 impl Default for Settings {
@@ -139,6 +145,8 @@ impl Default for Settings {
             log: "info".into(),
             metrics_public: false,
             metrics_listen: None,
+            rate_limit_per_minute: 0,
+            max_running_per_key: 0,
         }
     }
 }
@@ -183,6 +191,8 @@ impl std::fmt::Debug for Settings {
             .field("log", &self.log)
             .field("metrics_public", &self.metrics_public)
             .field("metrics_listen", &self.metrics_listen)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("max_running_per_key", &self.max_running_per_key)
             .finish()
     }
 }
@@ -430,6 +440,29 @@ mod tests {
             jail.set_env("SMOOTHD_METRICS_LISTEN", "port 9091");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.contains("metrics_listen (SMOOTHD_METRICS_LISTEN)"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limit_settings_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            // The test command itself runs with SMOOTHD_TEST_* variables set.
+            jail.clear_env();
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                (s.rate_limit_per_minute, s.max_running_per_key),
+                (0, 0),
+                "limits are off unless asked for"
+            );
+            jail.set_env("SMOOTHD_RATE_LIMIT_PER_MINUTE", "120");
+            jail.set_env("SMOOTHD_MAX_RUNNING_PER_KEY", "4");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!((s.rate_limit_per_minute, s.max_running_per_key), (120, 4));
+            jail.set_env("SMOOTHD_MAX_RUNNING_PER_KEY", "-1");
+            // figment names the variable: `... for key "MAX_RUNNING_PER_KEY" in SMOOTHD_ ...`.
+            let err = format!("{:#}", Settings::load(None).unwrap_err());
+            assert!(err.contains("MAX_RUNNING_PER_KEY"), "{err}");
             Ok(())
         });
     }
