@@ -53,6 +53,14 @@ pub fn open_blobs(settings: &Settings) -> anyhow::Result<Blobs> {
 
 /// The browser pool, or why there is none (no Chromium on this machine).
 pub fn browser_pool(settings: &Settings) -> Result<Arc<BrowserPool>, String> {
+    if let Some(endpoint) = &settings.browser_ws {
+        if !settings.chromium_args.is_empty() || settings.chromium.is_some() {
+            tracing::warn!(
+                "browser_ws is set: chromium and chromium_args are not used (the remote browser has its own flags)"
+            );
+        }
+        return Ok(Arc::new(BrowserPool::remote(endpoint.clone())));
+    }
     let chromium = find_chromium(settings.chromium.as_deref()).map_err(|e| e.to_string())?;
     let mut launch = LaunchConfig::new(chromium);
     launch.extra_args = settings.chromium_args.clone();
@@ -275,7 +283,7 @@ pub async fn run(
                 let pool = pool.clone();
                 tokio::spawn(async move {
                     if let Err(e) = pool.warm().await {
-                        tracing::error!(error = %e, "cannot start Chromium; sessions will retry");
+                        tracing::error!(error = %e, "cannot start or reach the browser; sessions will retry");
                     }
                 });
             }

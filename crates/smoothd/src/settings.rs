@@ -101,6 +101,10 @@ pub struct Settings {
     /// Tasks and sessions one API key may have waiting or running at once, across all
     /// processes (0 = no limit); a submit beyond it gets 429.
     pub max_running_per_key: u32,
+    /// An existing browser's DevTools endpoint (`ws://host:9222/devtools/browser/<id>`, or
+    /// `http://host:9222` resolved through `/json/version`) that workers use instead of
+    /// launching Chromium.
+    pub browser_ws: Option<String>,
 }
 
 impl Default for Settings {
@@ -147,6 +151,7 @@ impl Default for Settings {
             metrics_listen: None,
             rate_limit_per_minute: 0,
             max_running_per_key: 0,
+            browser_ws: None,
         }
     }
 }
@@ -193,6 +198,7 @@ impl std::fmt::Debug for Settings {
             .field("metrics_listen", &self.metrics_listen)
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
             .field("max_running_per_key", &self.max_running_per_key)
+            .field("browser_ws", &self.browser_ws.as_deref().map(redact_endpoint))
             .finish()
     }
 }
@@ -205,6 +211,23 @@ fn redact_url(u: &str) -> String {
             parsed.to_string()
         }
         _ => u.to_string(),
+    }
+}
+
+/// Hides what may be a credential in a browser endpoint: a password, and the query (fleets
+/// such as browserless take `?token=`).
+fn redact_endpoint(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("<hidden>"));
+            }
+            if parsed.query().is_some() {
+                parsed.set_query(Some("<hidden>"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<not a URL>".into(),
     }
 }
 
@@ -323,6 +346,21 @@ impl Settings {
         }
         if self.llm_max_retries > 10 {
             bail!("llm_max_retries (SMOOTHD_LLM_MAX_RETRIES): at most 10");
+        }
+        if let Some(u) = &self.browser_ws {
+            let parsed = url::Url::parse(u).map_err(|e| {
+                anyhow::anyhow!(
+                    "browser_ws (SMOOTHD_BROWSER_WS): {} is not a URL: {e}",
+                    redact_endpoint(u)
+                )
+            })?;
+            // Plain ws and http only: this build's DevTools client has no TLS.
+            if !matches!(parsed.scheme(), "ws" | "http") || parsed.host().is_none() {
+                bail!(
+                    "browser_ws (SMOOTHD_BROWSER_WS): use ws://host:port/devtools/browser/<id> or http://host:port (no TLS), got {}",
+                    redact_endpoint(u)
+                );
+            }
         }
         for (model, p) in &self.llm_prices {
             if !(p.input >= 0.0 && p.output >= 0.0) {
@@ -445,20 +483,43 @@ mod tests {
     }
 
     #[test]
-    fn limit_settings_from_the_environment() {
+    fn limit_and_browser_settings_from_the_environment() {
         figment::Jail::expect_with(|jail| {
             // The test command itself runs with SMOOTHD_TEST_* variables set.
             jail.clear_env();
             let s = Settings::load(None).map_err(|e| e.to_string())?;
             assert_eq!(
-                (s.rate_limit_per_minute, s.max_running_per_key),
-                (0, 0),
-                "limits are off unless asked for"
+                (
+                    s.rate_limit_per_minute,
+                    s.max_running_per_key,
+                    s.browser_ws.as_deref()
+                ),
+                (0, 0, None),
+                "limits are off and Chromium is local unless asked otherwise"
             );
             jail.set_env("SMOOTHD_RATE_LIMIT_PER_MINUTE", "120");
             jail.set_env("SMOOTHD_MAX_RUNNING_PER_KEY", "4");
+            jail.set_env(
+                "SMOOTHD_BROWSER_WS",
+                "ws://10.0.0.5:3000/devtools/browser/abc?token=s3cret",
+            );
             let s = Settings::load(None).map_err(|e| e.to_string())?;
             assert_eq!((s.rate_limit_per_minute, s.max_running_per_key), (120, 4));
+            assert!(
+                s.browser_ws
+                    .as_deref()
+                    .is_some_and(|u| u.ends_with("token=s3cret"))
+            );
+            let shown = format!("{s:?}");
+            assert!(
+                !shown.contains("s3cret"),
+                "a fleet token stays out of logs: {shown}"
+            );
+            assert!(shown.contains("10.0.0.5:3000"), "{shown}");
+            jail.set_env("SMOOTHD_BROWSER_WS", "wss://fleet.example/devtools/browser/abc");
+            let err = format!("{:#}", Settings::load(None).unwrap_err());
+            assert!(err.contains("browser_ws (SMOOTHD_BROWSER_WS)"), "{err}");
+            jail.set_env("SMOOTHD_BROWSER_WS", "http://127.0.0.1:9222");
             jail.set_env("SMOOTHD_MAX_RUNNING_PER_KEY", "-1");
             // figment names the variable: `... for key "MAX_RUNNING_PER_KEY" in SMOOTHD_ ...`.
             let err = format!("{:#}", Settings::load(None).unwrap_err());
