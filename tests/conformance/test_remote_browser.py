@@ -3,6 +3,9 @@ launching one. Sessions run in it (its /json/list shows our page, and smoothd ha
 child), tasks that need a Chromium of their own fail saying why, and when the remote browser
 goes away and comes back at the same address the pool connects again.
 
+A browser that freezes (SIGSTOP: the connection stays open, nothing answers) is found out by
+the connection's probe.
+
 On SQLite the endpoint is the browser's `ws://.../devtools/browser/<id>`; on PostgreSQL it is
 `http://127.0.0.1:PORT`, resolved through /json/version."""
 
@@ -181,10 +184,25 @@ def test_the_pool_reconnects_after_the_remote_browser_comes_back(site):
         # Back at the same address (a new browser id, found through /json/version).
         chromium.close()
         chromium = RemoteChromium(port)
+        s = client.session()
+        wait_status(srv, s.id(), "running", timeout=60)
+        s.goto(site.url("/index.html"))
+        assert s.evaluate_js("document.title").output == "Conformance home"
+        assert site.url("/index.html") in chromium.page_urls()
+        # A browser that stops answering without closing the connection (frozen, or a network
+        # partition) is found out by the connection's probe: the next action fails as a crash.
+        os.killpg(chromium.proc.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="(?i)crash|disconnect|exited"):
+            s.evaluate_js("document.title")
+        assert time.monotonic() - started < 30
+        final = wait_final(srv, s.id(), timeout=30)
+        assert final["status"] == "failed" and "the browser crashed" in final["error"], final
+        chromium.close()
+        chromium = RemoteChromium(port)
         with client.session() as s:
             s.goto(site.url("/index.html"))
             assert s.evaluate_js("document.title").output == "Conformance home"
-            assert site.url("/index.html") in chromium.page_urls()
         wait_final(srv, s.id(), timeout=30)
         assert chromium_browser_pids(srv.proc.pid) == []
         assert srv.stop() == 0, srv.stderr_tail()

@@ -103,7 +103,7 @@ fn base_args(data_dir: &Path) -> Vec<String> {
 
 /// A running Chromium and our CDP connection to it.
 pub struct BrowserProcess {
-    pub(crate) browser: Browser,
+    pub(crate) browser: Arc<Browser>,
     /// Fires when the process exits or the connection ends.
     pub(crate) exited: CancellationToken,
     /// Fires when the process has exited (has been reaped): only then is its profile folder
@@ -128,6 +128,11 @@ impl Drop for BrowserProcess {
         self.handler.abort();
     }
 }
+
+/// How often a remote browser is asked whether it is still there, and how long it may take to
+/// answer (`Browser.getVersion`, answered by the browser process even while pages are busy).
+const REMOTE_PROBE_EVERY: Duration = Duration::from_secs(5);
+const REMOTE_PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 /// How our CDP connections are driven.
 fn handler_config() -> HandlerConfig {
@@ -264,7 +269,7 @@ impl BrowserProcess {
         });
         tracing::info!(pid = ?pid, "Chromium started");
         Ok(Self {
-            browser,
+            browser: Arc::new(browser),
             exited,
             gone,
             kill: tokio::sync::Mutex::new(Some(kill_tx)),
@@ -296,18 +301,38 @@ impl BrowserProcess {
         let alive = Arc::new(AtomicBool::new(true));
         let exited = CancellationToken::new();
         let handler_task = spawn_handler(handler, alive.clone(), exited.clone(), shown.clone());
+        let browser = Arc::new(browser);
         // The connection watcher counts the browser in and out of the metrics, once: a lost
-        // connection is a crash, unless we dropped it.
-        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        // connection is a crash, unless we dropped it. A connection can also die without
+        // closing (a frozen browser, a network partition), so it asks the browser now and then
+        // whether it is still there.
+        let (kill_tx, mut kill_rx) = tokio::sync::oneshot::channel::<()>();
         let closing = Arc::new(AtomicBool::new(false));
         let (flag, done, asked) = (alive.clone(), exited.clone(), closing.clone());
         let gone = CancellationToken::new();
         let finished = gone.clone();
+        let probe = Arc::downgrade(&browser);
+        let what = shown.clone();
         smoothd_metrics::browser_launched();
         tokio::spawn(async move {
-            let crashed = tokio::select! {
-                _ = done.cancelled() => !asked.load(Ordering::SeqCst),
-                _ = kill_rx => false,
+            let mut tick = tokio::time::interval(REMOTE_PROBE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let crashed = loop {
+                tokio::select! {
+                    _ = done.cancelled() => break !asked.load(Ordering::SeqCst),
+                    _ = &mut kill_rx => break false,
+                    _ = tick.tick() => {
+                        // Weak: the watcher must not keep the connection open on its own.
+                        let Some(browser) = probe.upgrade() else { break false };
+                        if !matches!(
+                            tokio::time::timeout(REMOTE_PROBE_LIMIT, browser.version()).await,
+                            Ok(Ok(_))
+                        ) {
+                            tracing::warn!(browser = %what, "the remote browser stopped answering");
+                            break true;
+                        }
+                    }
+                }
             };
             smoothd_metrics::browser_exited(crashed);
             flag.store(false, Ordering::SeqCst);
