@@ -388,10 +388,16 @@ impl BrowserProcess {
     }
 
     /// Asks Chromium to exit cleanly (so it flushes cookies and storage to disk) and waits;
-    /// kills it if it does not exit within 10 s.
+    /// kills it if it does not exit within 10 s. A remote browser is left running: only our
+    /// connection to it is closed.
     pub async fn close_gracefully(&self) {
         use chromiumoxide::cdp::browser_protocol::browser::CloseParams;
         self.closing.store(true, Ordering::SeqCst);
+        if self.remote.is_some() {
+            // Not ours to close: only our connection goes.
+            self.kill().await;
+            return;
+        }
         if self.is_alive() {
             let _ = tokio::time::timeout(
                 Duration::from_secs(5),
