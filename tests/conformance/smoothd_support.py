@@ -265,13 +265,13 @@ def get_task(server, tid: str, key: str = "default", **params) -> requests.Respo
     return server.request("GET", f"/v1/task/{tid}", key=key, params=params or None)
 
 
-def wait_status(server, tid: str, statuses, timeout: float = 30) -> dict:
+def wait_status(server, tid: str, statuses, timeout: float = 30, key: str = "default") -> dict:
     """Polls (event_t=0, never held) until the task has one of `statuses`."""
     statuses = {statuses} if isinstance(statuses, str) else set(statuses)
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        r = get_task(server, tid)
+        r = get_task(server, tid, key=key)
         assert r.status_code in (200, 202), f"GET /v1/task/{tid} -> {r.status_code} {r.text}"
         last = r.json()["r"]
         if last["status"] in statuses:
@@ -280,9 +280,9 @@ def wait_status(server, tid: str, statuses, timeout: float = 30) -> dict:
     raise AssertionError(f"task {tid} not in {sorted(statuses)} within {timeout}s; last: {last}")
 
 
-def wait_final(server, tid: str, timeout: float = 30, check: bool = True) -> dict | None:
+def wait_final(server, tid: str, timeout: float = 30, check: bool = True, key: str = "default") -> dict | None:
     try:
-        return wait_status(server, tid, ("done", "failed", "cancelled"), timeout)
+        return wait_status(server, tid, ("done", "failed", "cancelled"), timeout, key=key)
     except AssertionError:
         if check:
             raise

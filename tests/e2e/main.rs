@@ -4,6 +4,7 @@
 
 mod api;
 mod browser;
+mod limits;
 mod media;
 mod metrics;
 mod queue;

@@ -1,5 +1,9 @@
 //! `apikey` header authentication. The caller becomes an [`Owner`]; every query is scoped to
-//! it, so another key's things answer 404.
+//! it, so another key's things answer 404. Extracting an [`Owner`] also takes a token from
+//! the key's rate limit ([`crate::limits`]); [`Unmetered`] authenticates without one, for the
+//! requests the SDK must be able to make whatever the rate: reading a task (its poller stops
+//! for good on a 429, and `result()` then waits forever) and cancelling or closing one (which
+//! frees the key's concurrency slots).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -16,26 +20,54 @@ pub struct Owner {
     pub name: String,
 }
 
+/// The authenticated key, for a request the rate limit does not count.
+#[derive(Debug, Clone)]
+pub struct Unmetered(pub Owner);
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Owner, ApiError> {
+    let key = parts
+        .headers
+        .get("apikey")
+        .ok_or_else(|| ApiError::unauthorized("missing `apikey` header"))?
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("`apikey` header is not valid text"))?
+        .trim();
+    if key.is_empty() {
+        return Err(ApiError::unauthorized("empty `apikey` header"));
+    }
+    match state.store.find_key(key).await? {
+        Some(row) => Ok(Owner {
+            id: row.id,
+            name: row.name,
+        }),
+        None => Err(ApiError::unauthorized("invalid or revoked API key")),
+    }
+}
+
 impl FromRequestParts<AppState> for Owner {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let key = parts
-            .headers
-            .get("apikey")
-            .ok_or_else(|| ApiError::unauthorized("missing `apikey` header"))?
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("`apikey` header is not valid text"))?
-            .trim();
-        if key.is_empty() {
-            return Err(ApiError::unauthorized("empty `apikey` header"));
+        let owner = authenticate(parts, state).await?;
+        if let Err(wait) = state.rate.take(&owner.id) {
+            let secs = wait.as_secs_f64().ceil() as u64;
+            tracing::info!(owner = %owner.name, retry_after = secs, "rate limit reached");
+            return Err(ApiError::too_many_requests(
+                format!(
+                    "rate_limit_per_minute: this API key may make {} requests a minute; retry in {secs} s",
+                    state.rate.per_minute()
+                ),
+                secs,
+            ));
         }
-        match state.store.find_key(key).await? {
-            Some(row) => Ok(Owner {
-                id: row.id,
-                name: row.name,
-            }),
-            None => Err(ApiError::unauthorized("invalid or revoked API key")),
-        }
+        Ok(owner)
+    }
+}
+
+impl FromRequestParts<AppState> for Unmetered {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state).await.map(Unmetered)
     }
 }

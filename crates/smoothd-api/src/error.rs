@@ -12,6 +12,8 @@ use smoothd_store::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub detail: String,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +22,15 @@ impl ApiError {
         Self {
             status,
             detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After: retry_after` (whole seconds, at least 1).
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, detail)
         }
     }
 
@@ -74,7 +85,14 @@ impl From<ValidationError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({"detail": self.detail}))).into_response()
+        let mut resp = (self.status, axum::Json(json!({"detail": self.detail}))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        resp
     }
 }
 

@@ -5,6 +5,7 @@
 mod auth;
 mod body;
 mod error;
+pub mod limits;
 pub mod links;
 mod metrics;
 mod models;
@@ -23,6 +24,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
+pub use limits::RateLimiter;
 pub use links::Links;
 
 /// API settings.
@@ -40,6 +42,9 @@ pub struct ApiConfig {
     pub max_attempts: i64,
     /// Whether `GET /metrics` on the API port answers without an API key.
     pub metrics_public: bool,
+    /// Tasks and sessions one key may have waiting or running at once (0 = no limit),
+    /// counted in the database so it holds across API processes.
+    pub max_running_per_key: i64,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +56,7 @@ impl Default for ApiConfig {
             max_upload_bytes: 50 * 1024 * 1024,
             max_attempts: 3,
             metrics_public: false,
+            max_running_per_key: 0,
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct AppState {
     pub links: std::sync::Arc<links::Links>,
     /// Fires at shutdown: held long-polls answer at once so the server can drain.
     pub shutdown: CancellationToken,
+    /// Per-key request rate limit of this process.
+    pub rate: std::sync::Arc<limits::RateLimiter>,
 }
 
 #[derive(OpenApi)]

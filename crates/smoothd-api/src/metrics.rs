@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use smoothd_store::Store;
 
 use crate::AppState;
-use crate::auth::Owner;
+use crate::auth::Unmetered;
 use crate::error::{ApiError, ApiResult};
 
 /// Times a request and records it under its route pattern (`/v1/task/{id}`), or `unmatched`,
@@ -34,7 +34,8 @@ pub async fn track_http(req: Request, next: Next) -> Response {
 pub async fn metrics(State(state): State<AppState>, req: Request<Body>) -> ApiResult<Response> {
     if !state.config.metrics_public {
         let (mut parts, _) = req.into_parts();
-        <Owner as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await?;
+        <Unmetered as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state)
+            .await?;
     }
     render(&state.store).await
 }

@@ -7,6 +7,12 @@ pub enum BrowserError {
     /// Chromium could not be found or started.
     #[error("cannot start Chromium: {0}")]
     Launch(String),
+    /// The remote browser (`browser_ws`) could not be reached.
+    #[error("cannot connect to the browser at {0}")]
+    Connect(String),
+    /// The task needs a Chromium of its own, which cannot be had from a remote browser.
+    #[error("{0}")]
+    Unsupported(String),
     /// The browser process died or the CDP connection broke.
     #[error("the browser crashed or disconnected: {0}")]
     Crashed(String),

@@ -1,6 +1,8 @@
 //! Starting Chromium ourselves (so we own its flags, its profile folder and its process) and
-//! connecting chromiumoxide to the DevTools URL it prints. The CDP handler runs on its own
-//! task; when it ends, the browser is marked dead and the pool replaces it.
+//! connecting chromiumoxide to the DevTools URL it prints, or connecting to a browser someone
+//! else runs (`browser_ws`: a fleet's endpoint), which has no process of ours to watch or
+//! kill. The CDP handler runs on its own task; when it ends, the browser is marked dead and
+//! the pool replaces it (relaunches, or reconnects).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -101,16 +103,74 @@ fn base_args(data_dir: &Path) -> Vec<String> {
 
 /// A running Chromium and our CDP connection to it.
 pub struct BrowserProcess {
-    pub(crate) browser: Browser,
+    pub(crate) browser: Arc<Browser>,
     /// Fires when the process exits or the connection ends.
     pub(crate) exited: CancellationToken,
+    /// Fires when the process has exited (has been reaped): only then is its profile folder
+    /// complete on disk. For a remote browser, when the connection watcher is done.
+    gone: CancellationToken,
     kill: tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     alive: Arc<AtomicBool>,
     /// Set before we ask Chromium to exit, so its exit is not counted as a crash.
     closing: Arc<AtomicBool>,
     pid: Option<u32>,
-    _data_dir: tempfile::TempDir,
-    _handler: tokio::task::JoinHandle<()>,
+    /// The remote endpoint, for a browser we connected to rather than started.
+    remote: Option<String>,
+    /// The profile folder of a browser we started.
+    data_dir: Option<tempfile::TempDir>,
+    handler: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for BrowserProcess {
+    fn drop(&mut self) {
+        // Closes the DevTools connection (a remote browser stays up; ours is killed by its
+        // watcher, which notices the kill sender go away).
+        self.handler.abort();
+    }
+}
+
+/// How often a remote browser is asked whether it is still there, and how long it may take to
+/// answer (`Browser.getVersion`, answered by the browser process even while pages are busy).
+const REMOTE_PROBE_EVERY: Duration = Duration::from_secs(5);
+const REMOTE_PROBE_LIMIT: Duration = Duration::from_secs(10);
+
+/// How our CDP connections are driven.
+fn handler_config() -> HandlerConfig {
+    HandlerConfig {
+        viewport: None,
+        request_timeout: Duration::from_secs(30),
+        // We answer paused requests ourselves (ad block, allowed_urls, proxy auth); this
+        // stops chromiumoxide from continuing them behind our back.
+        request_intercept: true,
+        ..HandlerConfig::default()
+    }
+}
+
+/// Polls the CDP handler until the connection ends, then marks the browser dead.
+fn spawn_handler(
+    mut handler: chromiumoxide::Handler,
+    alive: Arc<AtomicBool>,
+    exited: CancellationToken,
+    what: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(msg) = handler.next().await {
+            match msg {
+                // The WebSocket broke (the browser died, the peer went away). The handler would
+                // go on returning nothing rather than end, so this is where we learn of it.
+                Err(e @ chromiumoxide::error::CdpError::Ws(_)) => {
+                    tracing::warn!(error = %e, browser = %what, "browser connection lost");
+                    break;
+                }
+                // Newer Chromium sends messages chromiumoxide cannot parse; log and go on.
+                Err(e) => tracing::debug!(error = %e, "CDP handler message error"),
+                Ok(()) => {}
+            }
+        }
+        alive.store(false, Ordering::SeqCst);
+        exited.cancel();
+        tracing::warn!(browser = %what, "browser connection ended");
+    })
 }
 
 impl std::fmt::Debug for BrowserProcess {
@@ -175,35 +235,18 @@ impl BrowserProcess {
             .map_err(|_| {
                 BrowserError::Launch(format!("Chromium did not start within {:?}", cfg.launch_timeout))
             })??;
-        let handler_config = HandlerConfig {
-            viewport: None,
-            request_timeout: Duration::from_secs(30),
-            // We answer paused requests ourselves (ad block, allowed_urls, proxy auth); this
-            // stops chromiumoxide from continuing them behind our back.
-            request_intercept: true,
-            ..HandlerConfig::default()
-        };
-        let (browser, mut handler) = Browser::connect_with_config(ws_url, handler_config)
+        let (browser, handler) = Browser::connect_with_config(ws_url, handler_config())
             .await
             .map_err(|e| BrowserError::Launch(format!("cannot connect to Chromium: {e}")))?;
         let alive = Arc::new(AtomicBool::new(true));
         let exited = CancellationToken::new();
-        let (flag, done) = (alive.clone(), exited.clone());
-        let handler_task = tokio::spawn(async move {
-            while let Some(msg) = handler.next().await {
-                // Newer Chromium sends messages chromiumoxide cannot parse; log and go on.
-                if let Err(e) = msg {
-                    tracing::debug!(error = %e, "CDP handler message error");
-                }
-            }
-            flag.store(false, Ordering::SeqCst);
-            done.cancel();
-            tracing::warn!(pid = ?pid, "browser connection ended");
-        });
+        let handler_task = spawn_handler(handler, alive.clone(), exited.clone(), format!("pid {pid:?}"));
         // The process watcher owns the child: it notices a crash at once (the CDP connection
         // may take a request timeout to notice) and kills the process on request.
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let (flag, done) = (alive.clone(), exited.clone());
+        let gone = CancellationToken::new();
+        let reaped = gone.clone();
         let closing = Arc::new(AtomicBool::new(false));
         let asked = closing.clone();
         smoothd_metrics::browser_launched();
@@ -222,17 +265,92 @@ impl BrowserProcess {
             smoothd_metrics::browser_exited(crashed);
             flag.store(false, Ordering::SeqCst);
             done.cancel();
+            reaped.cancel();
         });
         tracing::info!(pid = ?pid, "Chromium started");
         Ok(Self {
-            browser,
+            browser: Arc::new(browser),
             exited,
+            gone,
             kill: tokio::sync::Mutex::new(Some(kill_tx)),
             alive,
             closing,
             pid,
-            _data_dir: data_dir,
-            _handler: handler_task,
+            remote: None,
+            data_dir: Some(data_dir),
+            handler: handler_task,
+        })
+    }
+
+    /// Connects to a browser someone else runs: `ws://host:port/devtools/browser/<id>`, or
+    /// `http://host:port`, whose `/json/version` names the WebSocket. Nothing here can kill
+    /// that browser; when the connection ends the browser reads dead, and the pool connects
+    /// again. Our browser contexts are created `dispose_on_detach`, so the browser drops them
+    /// when the connection goes, whichever way it goes.
+    pub async fn connect(endpoint: &str, limit: Duration) -> Result<Self, BrowserError> {
+        let shown = shown_endpoint(endpoint);
+        let connect = async {
+            let ws_url = resolve_endpoint(endpoint).await?;
+            Browser::connect_with_config(ws_url, handler_config())
+                .await
+                .map_err(|e| BrowserError::Connect(format!("{shown}: {e}")))
+        };
+        let (browser, handler) = tokio::time::timeout(limit, connect)
+            .await
+            .map_err(|_| BrowserError::Connect(format!("{shown}: no answer within {limit:?}")))??;
+        let alive = Arc::new(AtomicBool::new(true));
+        let exited = CancellationToken::new();
+        let handler_task = spawn_handler(handler, alive.clone(), exited.clone(), shown.clone());
+        let browser = Arc::new(browser);
+        // The connection watcher counts the browser in and out of the metrics, once: a lost
+        // connection is a crash, unless we dropped it. A connection can also die without
+        // closing (a frozen browser, a network partition), so it asks the browser now and then
+        // whether it is still there.
+        let (kill_tx, mut kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let closing = Arc::new(AtomicBool::new(false));
+        let (flag, done, asked) = (alive.clone(), exited.clone(), closing.clone());
+        let gone = CancellationToken::new();
+        let finished = gone.clone();
+        let probe = Arc::downgrade(&browser);
+        let what = shown.clone();
+        smoothd_metrics::browser_launched();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REMOTE_PROBE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let crashed = loop {
+                tokio::select! {
+                    _ = done.cancelled() => break !asked.load(Ordering::SeqCst),
+                    _ = &mut kill_rx => break false,
+                    _ = tick.tick() => {
+                        // Weak: the watcher must not keep the connection open on its own.
+                        let Some(browser) = probe.upgrade() else { break false };
+                        if !matches!(
+                            tokio::time::timeout(REMOTE_PROBE_LIMIT, browser.version()).await,
+                            Ok(Ok(_))
+                        ) {
+                            tracing::warn!(browser = %what, "the remote browser stopped answering");
+                            break true;
+                        }
+                    }
+                }
+            };
+            smoothd_metrics::browser_exited(crashed);
+            flag.store(false, Ordering::SeqCst);
+            done.cancel();
+            finished.cancel();
+        });
+        tracing::info!(browser = %shown, "connected to a remote browser");
+        Ok(Self {
+            browser,
+            exited,
+            gone,
+            kill: tokio::sync::Mutex::new(Some(kill_tx)),
+            alive,
+            closing,
+            pid: None,
+            remote: Some(shown),
+            data_dir: None,
+            handler: handler_task,
         })
     }
 
@@ -246,25 +364,40 @@ impl BrowserProcess {
         self.pid
     }
 
-    /// Kills the process (used on shutdown and when replacing a sick browser).
+    /// The remote endpoint (credentials hidden), for a browser we connected to.
+    pub fn remote(&self) -> Option<&str> {
+        self.remote.as_deref()
+    }
+
+    /// Kills the process (used on shutdown and when replacing a sick browser); for a remote
+    /// browser, drops the connection.
     pub async fn kill(&self) {
         self.alive.store(false, Ordering::SeqCst);
         if let Some(tx) = self.kill.lock().await.take() {
             let _ = tx.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(6), self.exited.cancelled()).await;
+        if self.remote.is_some() {
+            self.handler.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(6), self.gone.cancelled()).await;
     }
 
-    /// The profile folder this process runs on.
-    pub fn data_dir(&self) -> &Path {
-        self._data_dir.path()
+    /// The profile folder this process runs on (None for a remote browser).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_ref().map(tempfile::TempDir::path)
     }
 
     /// Asks Chromium to exit cleanly (so it flushes cookies and storage to disk) and waits;
-    /// kills it if it does not exit within 10 s.
+    /// kills it if it does not exit within 10 s. A remote browser is left running: only our
+    /// connection to it is closed.
     pub async fn close_gracefully(&self) {
         use chromiumoxide::cdp::browser_protocol::browser::CloseParams;
         self.closing.store(true, Ordering::SeqCst);
+        if self.remote.is_some() {
+            // Not ours to close: only our connection goes.
+            self.kill().await;
+            return;
+        }
         if self.is_alive() {
             let _ = tokio::time::timeout(
                 Duration::from_secs(5),
@@ -272,7 +405,9 @@ impl BrowserProcess {
             )
             .await;
         }
-        if tokio::time::timeout(Duration::from_secs(10), self.exited.cancelled())
+        // The process, not the connection: the connection ends first, while Chromium is
+        // still writing the profile out.
+        if tokio::time::timeout(Duration::from_secs(10), self.gone.cancelled())
             .await
             .is_err()
         {
@@ -319,8 +454,84 @@ fn registered_domain(domain: &str) -> String {
     labels[labels.len().saturating_sub(keep)..].join(".")
 }
 
-/// Reads Chromium's stderr until it prints `DevTools listening on ws://...`, then keeps
-/// draining it in the background so the pipe never fills.
+/// An endpoint as logs and errors may show it: scheme, host, port and path (a fleet's token
+/// in the query or the user info stays out).
+pub fn shown_endpoint(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<browser_ws>".into(),
+    }
+}
+
+/// The DevTools WebSocket URL of `endpoint`: itself when it is `ws://`, else what
+/// `/json/version` names, with the host and port we reached (the browser answers with the
+/// address it thinks it has, which behind a proxy or in a container is not ours).
+async fn resolve_endpoint(endpoint: &str) -> Result<String, BrowserError> {
+    let shown = shown_endpoint(endpoint);
+    let base = url::Url::parse(endpoint).map_err(|e| BrowserError::Connect(format!("{shown}: {e}")))?;
+    if base.scheme() == "ws" {
+        return Ok(endpoint.to_string());
+    }
+    if base.scheme() != "http" {
+        return Err(BrowserError::Connect(format!(
+            "{shown}: use ws://host:port/devtools/browser/<id> or http://host:port"
+        )));
+    }
+    let mut version = base.clone();
+    if !version.path().trim_end_matches('/').ends_with("/json/version") {
+        let path = format!("{}/json/version", version.path().trim_end_matches('/'));
+        version.set_path(&path);
+    }
+    let body = http_get(&version)
+        .await
+        .map_err(|e| BrowserError::Connect(format!("{}: {e}", shown_endpoint(version.as_str()))))?;
+    let info: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        BrowserError::Connect(format!(
+            "{}: not DevTools JSON: {e}",
+            shown_endpoint(version.as_str())
+        ))
+    })?;
+    let ws = info
+        .get("webSocketDebuggerUrl")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| {
+            BrowserError::Connect(format!(
+                "{}: no webSocketDebuggerUrl in the answer",
+                shown_endpoint(version.as_str())
+            ))
+        })?;
+    let mut ws = url::Url::parse(ws)
+        .map_err(|e| BrowserError::Connect(format!("{shown}: bad webSocketDebuggerUrl {ws:?}: {e}")))?;
+    let _ = ws.set_host(base.host_str());
+    let _ = ws.set_port(base.port_or_known_default());
+    if let Some(q) = base.query() {
+        ws.set_query(Some(q));
+    }
+    Ok(ws.to_string())
+}
+
+/// A GET of DevTools' `/json/version`.
+async fn http_get(url: &url::Url) -> Result<Vec<u8>, String> {
+    let resp = reqwest::Client::new()
+        .get(url.as_str())
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach it: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("answered {}", resp.status()));
+    }
+    resp.bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| format!("cannot read the answer: {e}"))
+}
+
 /// util-linux's `setpriv`, when it is installed and knows `--pdeathsig` (util-linux 2.33+).
 fn setpriv() -> Option<&'static std::path::Path> {
     static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
@@ -341,6 +552,8 @@ fn setpriv() -> Option<&'static std::path::Path> {
         .as_deref()
 }
 
+/// Reads Chromium's stderr until it prints `DevTools listening on ws://...`, then keeps
+/// draining it in the background so the pipe never fills.
 async fn read_ws_url(stderr: tokio::process::ChildStderr) -> Result<String, BrowserError> {
     let mut lines = BufReader::new(stderr).lines();
     let mut tail = Vec::new();

@@ -158,6 +158,69 @@ impl Store {
         Ok(row)
     }
 
+    /// Inserts a waiting task unless its owner already has `max_active` tasks and sessions
+    /// waiting or running; `None` then, and nothing is written. The count and the insert are
+    /// one step for every process on the database: PostgreSQL serializes an owner's submits
+    /// on a transaction-scoped advisory lock (taken before the count, so the count sees the
+    /// previous holder's insert); SQLite runs one statement, which holds the write lock from
+    /// its start.
+    pub async fn insert_task_within(&self, t: &NewTask, max_active: i64) -> Result<Option<TaskRow>> {
+        let request = serde_json::to_string(&t.spec)?;
+        let kind = if t.spec.is_session() { "session" } else { "task" };
+        let row: Option<TaskRow> = match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // Class 0x736d ("sm") keeps these locks apart from any other advisory lock.
+                sqlx::query("SELECT pg_advisory_xact_lock(29549, hashtext($1))")
+                    .bind(&t.owner)
+                    .execute(&mut *tx)
+                    .await?;
+                let active: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM tasks WHERE owner = $1 AND status IN ('waiting', 'running')",
+                )
+                .bind(&t.owner)
+                .fetch_one(&mut *tx)
+                .await?;
+                if active >= max_active {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let row = sqlx::query_as(
+                    "INSERT INTO tasks (id, owner, kind, status, request, device, created_at, max_attempts, live_token) \
+                     VALUES ($1, $2, $3, 'waiting', $4, $5, $6, $7, $8) RETURNING *",
+                )
+                .bind(&t.id).bind(&t.owner).bind(kind).bind(&request).bind(t.spec.device.as_str())
+                .bind(now_ms()).bind(t.max_attempts).bind(&t.live_token)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Some(row)
+            }
+            Backend::Sqlite(pool) => {
+                sqlx::query_as(
+                    "INSERT INTO tasks (id, owner, kind, status, request, device, created_at, max_attempts, live_token) \
+                     SELECT ?1, ?2, ?3, 'waiting', ?4, ?5, ?6, ?7, ?8 \
+                     WHERE (SELECT count(*) FROM tasks WHERE owner = ?2 AND status IN ('waiting', 'running')) < ?9 \
+                     RETURNING *",
+                )
+                .bind(&t.id).bind(&t.owner).bind(kind).bind(&request).bind(t.spec.device.as_str())
+                .bind(now_ms()).bind(t.max_attempts).bind(&t.live_token).bind(max_active)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        if row.is_some() {
+            self.announce_queue().await;
+        }
+        Ok(row)
+    }
+
+    /// How many tasks and sessions the owner has waiting or running.
+    pub async fn active_tasks(&self, owner: &str) -> Result<i64> {
+        let q = self.sql("SELECT count(*) FROM tasks WHERE owner = $1 AND status IN ('waiting', 'running')");
+        Ok(with_pool!(self, pool => sqlx::query_scalar::<_, i64>(&q).bind(owner).fetch_one(pool).await?))
+    }
+
     /// The owner's task.
     pub async fn get_task(&self, owner: &str, id: &str) -> Result<Option<TaskRow>> {
         let q = self.sql(select_task!("id = $1 AND owner = $2"));

@@ -80,6 +80,20 @@ pub async fn prepare(
         .await);
     }
 
+    // A profile or extensions need a Chromium of their own (its own profile folder and
+    // command line), which a worker on a remote browser cannot start.
+    let Some(launch) = pool.config() else {
+        let needs = match (spec.profile_id.is_some(), spec.extensions.is_empty()) {
+            (true, false) => "profile_id and extensions need",
+            (true, true) => "profile_id needs",
+            _ => "extensions need",
+        };
+        return Err(format!(
+            "{needs} a Chromium of its own, which this worker cannot start: it uses the remote \
+             browser at {} (browser_ws); run such tasks on workers without browser_ws",
+            pool.remote_endpoint().unwrap_or_default()
+        ));
+    };
     let data_dir = temp("smoothd-chromium-")?;
     let mut save_profile = None;
     if let Some(profile) = &spec.profile_id {
@@ -143,7 +157,7 @@ pub async fn prepare(
         args.push(format!("--proxy-server={proxy}"));
         args.push("--proxy-bypass-list=<-loopback>".into());
     }
-    let process = match BrowserProcess::launch_in(pool.config(), &args, Some(data_dir)).await {
+    let process = match BrowserProcess::launch_in(launch, &args, Some(data_dir)).await {
         Ok(p) => Arc::new(p),
         Err(e) => {
             release(ctx, &owner, save_profile.as_deref()).await;
@@ -303,7 +317,12 @@ impl Prepared {
         let summary = process.cookie_summary().await;
         drop(session);
         process.close_gracefully().await;
-        let dir = process.data_dir().to_path_buf();
+        let Some(dir) = process.data_dir().map(std::path::Path::to_path_buf) else {
+            // Dedicated processes are always ones we started; nothing to save otherwise.
+            tracing::error!(profile = %profile, "the profile's browser has no folder; nothing saved");
+            release(ctx, &owner, Some(&profile)).await;
+            return;
+        };
         let packed = tokio::task::spawn_blocking(move || pack_profile(&dir)).await;
         match (packed, summary) {
             (Ok(Ok(archive)), Ok((cookie_count, domains))) => {

@@ -6,7 +6,7 @@ pub mod settings;
 use std::sync::Arc;
 
 use anyhow::Context;
-use smoothd_api::{ApiConfig, AppState, Links};
+use smoothd_api::{ApiConfig, AppState, Links, RateLimiter};
 use smoothd_store::{Blobs, Store, StoreOptions};
 use smoothd_worker::{
     BasicExecutor, Blocker, BrowserPool, Executor, LaunchConfig, LiveServer, MediaConfig, MediaServices,
@@ -67,6 +67,14 @@ pub async fn open_blobs(settings: &Settings) -> anyhow::Result<Blobs> {
 
 /// The browser pool, or why there is none (no Chromium on this machine).
 pub fn browser_pool(settings: &Settings) -> Result<Arc<BrowserPool>, String> {
+    if let Some(endpoint) = &settings.browser_ws {
+        if !settings.chromium_args.is_empty() || settings.chromium.is_some() {
+            tracing::warn!(
+                "browser_ws is set: chromium and chromium_args are not used (the remote browser has its own flags)"
+            );
+        }
+        return Ok(Arc::new(BrowserPool::remote(endpoint.clone())));
+    }
     let chromium = find_chromium(settings.chromium.as_deref()).map_err(|e| e.to_string())?;
     let mut launch = LaunchConfig::new(chromium);
     launch.extra_args = settings.chromium_args.clone();
@@ -247,8 +255,10 @@ pub async fn run(
                     max_upload_bytes: settings.max_upload_bytes,
                     max_attempts: settings.max_attempts,
                     metrics_public: settings.metrics_public,
+                    max_running_per_key: i64::from(settings.max_running_per_key),
                 },
                 shutdown: api_stop.clone(),
+                rate: Arc::new(RateLimiter::new(settings.rate_limit_per_minute)),
             };
             let addr = listener.local_addr().context("listener has no address")?;
             tracing::info!(%addr, database = store.backend_name(), "API listening");
@@ -283,7 +293,7 @@ pub async fn run(
                 let pool = pool.clone();
                 tokio::spawn(async move {
                     if let Err(e) = pool.warm().await {
-                        tracing::error!(error = %e, "cannot start Chromium; sessions will retry");
+                        tracing::error!(error = %e, "cannot start or reach the browser; sessions will retry");
                     }
                 });
             }

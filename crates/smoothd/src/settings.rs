@@ -109,6 +109,16 @@ pub struct Settings {
     /// An extra address serving only `/metrics` and `/healthz`, without a key (for worker
     /// processes, which have no API port, and for scraping on an internal interface).
     pub metrics_listen: Option<String>,
+    /// Requests per API key per minute, per API process (token bucket; 0 = no limit). Task
+    /// reads (the SDK's polling) and cancels are not counted.
+    pub rate_limit_per_minute: u32,
+    /// Tasks and sessions one API key may have waiting or running at once, across all
+    /// processes (0 = no limit); a submit beyond it gets 429.
+    pub max_running_per_key: u32,
+    /// An existing browser's DevTools endpoint (`ws://host:9222/devtools/browser/<id>`, or
+    /// `http://host:9222` resolved through `/json/version`) that workers use instead of
+    /// launching Chromium.
+    pub browser_ws: Option<String>,
 }
 
 impl Default for Settings {
@@ -159,6 +169,9 @@ impl Default for Settings {
             log: "info".into(),
             metrics_public: false,
             metrics_listen: None,
+            rate_limit_per_minute: 0,
+            max_running_per_key: 0,
+            browser_ws: None,
         }
     }
 }
@@ -209,6 +222,9 @@ impl std::fmt::Debug for Settings {
             .field("log", &self.log)
             .field("metrics_public", &self.metrics_public)
             .field("metrics_listen", &self.metrics_listen)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("max_running_per_key", &self.max_running_per_key)
+            .field("browser_ws", &self.browser_ws.as_deref().map(redact_endpoint))
             .finish()
     }
 }
@@ -221,6 +237,23 @@ fn redact_url(u: &str) -> String {
             parsed.to_string()
         }
         _ => u.to_string(),
+    }
+}
+
+/// Hides what may be a credential in a browser endpoint: a password, and the query (fleets
+/// such as browserless take `?token=`).
+fn redact_endpoint(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("<hidden>"));
+            }
+            if parsed.query().is_some() {
+                parsed.set_query(Some("<hidden>"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<not a URL>".into(),
     }
 }
 
@@ -340,6 +373,21 @@ impl Settings {
         }
         if self.llm_max_retries > 10 {
             bail!("llm_max_retries (SMOOTHD_LLM_MAX_RETRIES): at most 10");
+        }
+        if let Some(u) = &self.browser_ws {
+            let parsed = url::Url::parse(u).map_err(|e| {
+                anyhow::anyhow!(
+                    "browser_ws (SMOOTHD_BROWSER_WS): {} is not a URL: {e}",
+                    redact_endpoint(u)
+                )
+            })?;
+            // Plain ws and http only: this build's DevTools client has no TLS.
+            if !matches!(parsed.scheme(), "ws" | "http") || parsed.host().is_none() {
+                bail!(
+                    "browser_ws (SMOOTHD_BROWSER_WS): use ws://host:port/devtools/browser/<id> or http://host:port (no TLS), got {}",
+                    redact_endpoint(u)
+                );
+            }
         }
         for (model, p) in &self.llm_prices {
             if !(p.input >= 0.0 && p.output >= 0.0) {
@@ -636,6 +684,52 @@ mod tests {
             );
             jail.set_env("SMOOTHD_S3_PREFIX", "a/b");
             Settings::load(None).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limit_and_browser_settings_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            // The test command itself runs with SMOOTHD_TEST_* variables set.
+            jail.clear_env();
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                (
+                    s.rate_limit_per_minute,
+                    s.max_running_per_key,
+                    s.browser_ws.as_deref()
+                ),
+                (0, 0, None),
+                "limits are off and Chromium is local unless asked otherwise"
+            );
+            jail.set_env("SMOOTHD_RATE_LIMIT_PER_MINUTE", "120");
+            jail.set_env("SMOOTHD_MAX_RUNNING_PER_KEY", "4");
+            jail.set_env(
+                "SMOOTHD_BROWSER_WS",
+                "ws://10.0.0.5:3000/devtools/browser/abc?token=s3cret",
+            );
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!((s.rate_limit_per_minute, s.max_running_per_key), (120, 4));
+            assert!(
+                s.browser_ws
+                    .as_deref()
+                    .is_some_and(|u| u.ends_with("token=s3cret"))
+            );
+            let shown = format!("{s:?}");
+            assert!(
+                !shown.contains("s3cret"),
+                "a fleet token stays out of logs: {shown}"
+            );
+            assert!(shown.contains("10.0.0.5:3000"), "{shown}");
+            jail.set_env("SMOOTHD_BROWSER_WS", "wss://fleet.example/devtools/browser/abc");
+            let err = format!("{:#}", Settings::load(None).unwrap_err());
+            assert!(err.contains("browser_ws (SMOOTHD_BROWSER_WS)"), "{err}");
+            jail.set_env("SMOOTHD_BROWSER_WS", "http://127.0.0.1:9222");
+            jail.set_env("SMOOTHD_MAX_RUNNING_PER_KEY", "-1");
+            // figment names the variable: `... for key "MAX_RUNNING_PER_KEY" in SMOOTHD_ ...`.
+            let err = format!("{:#}", Settings::load(None).unwrap_err());
+            assert!(err.contains("MAX_RUNNING_PER_KEY"), "{err}");
             Ok(())
         });
     }

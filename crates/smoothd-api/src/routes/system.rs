@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::Owner;
+use crate::auth::{Owner, Unmetered};
 use crate::body::json_body;
 use crate::error::{ApiError, ApiResult};
 use crate::models::{BrowserSessionRequest, BrowserSessionResponse, Envelope, ErrorBody};
@@ -77,6 +77,8 @@ async fn open_browser_session(
     let obj = body
         .as_object()
         .ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "body: must be a JSON object"))?;
+    // The profile below would outlive a refused submit.
+    super::task::check_capacity(&state, &owner).await?;
     // The old API created a profile when none was given.
     let profile_id = match obj.get("profile_id").or_else(|| obj.get("session_id")) {
         Some(Value::String(p)) => p.clone(),
@@ -121,7 +123,7 @@ async fn open_browser_session(
     responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody)))]
 async fn close_browser_session(
     State(state): State<AppState>,
-    owner: Owner,
+    Unmetered(owner): Unmetered,
     Path(live_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     use smoothd_store::CancelOutcome;

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::{RawQuery, query_bool, query_i64};
 use crate::AppState;
-use crate::auth::Owner;
+use crate::auth::{Owner, Unmetered};
 use crate::body::json_body;
 use crate::error::{ApiError, ApiResult};
 use crate::models::{Envelope, ErrorBody, TaskEvent, TaskRequest, TaskResponse};
@@ -72,9 +72,43 @@ pub(crate) async fn submit(state: &AppState, owner: &Owner, spec: TaskSpec) -> A
         max_attempts: state.config.max_attempts,
         live_token: ids::random_token(32),
     };
-    let row = state.store.insert_task(&new).await?;
+    let max = state.config.max_running_per_key;
+    let row = if max > 0 {
+        state
+            .store
+            .insert_task_within(&new, max)
+            .await?
+            .ok_or_else(|| over_concurrency_limit(max))?
+    } else {
+        state.store.insert_task(&new).await?
+    };
     tracing::info!(task.id = %row.id, kind = %row.kind, owner = %owner.name, "task accepted");
     Ok(row)
+}
+
+/// How long a key at its concurrency limit is told to wait: a slot frees when one of its
+/// tasks ends, which no one can predict; a few seconds keeps retries cheap.
+const CONCURRENCY_RETRY_AFTER_SECS: u64 = 5;
+
+/// The 429 of a submit beyond `max_running_per_key`.
+fn over_concurrency_limit(max: i64) -> ApiError {
+    ApiError::too_many_requests(
+        format!(
+            "max_running_per_key: this API key already has {max} tasks and sessions waiting or running; \
+             wait for one to end (or close a session) and retry"
+        ),
+        CONCURRENCY_RETRY_AFTER_SECS,
+    )
+}
+
+/// Refuses early, before a request has side effects of its own, when the key is already at its
+/// concurrency limit. Advisory only: [`submit`] counts again, atomically.
+pub(crate) async fn check_capacity(state: &AppState, owner: &Owner) -> ApiResult<()> {
+    let max = state.config.max_running_per_key;
+    if max > 0 && state.store.active_tasks(&owner.id).await? >= max {
+        return Err(over_concurrency_limit(max));
+    }
+    Ok(())
 }
 
 /// Submit a task, or open a session with `task: null`.
@@ -85,6 +119,7 @@ pub(crate) async fn submit(state: &AppState, owner: &Owner, spec: TaskSpec) -> A
         (status = 401, description = "Missing or invalid apikey", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Invalid field; the detail names it", body = ErrorBody),
+        (status = 429, description = "Rate limit or per-key concurrency limit reached; see `Retry-After`", body = ErrorBody),
     ))]
 async fn create_task(State(state): State<AppState>, owner: Owner, body: Body) -> ApiResult<Json<Value>> {
     let body = json_body(body, state.config.max_body_bytes).await?;
@@ -144,7 +179,7 @@ async fn list_tasks(
     ))]
 async fn get_task(
     State(state): State<AppState>,
-    owner: Owner,
+    Unmetered(owner): Unmetered,
     Path(id): Path<String>,
     Query(q): Query<RawQuery>,
 ) -> ApiResult<Response> {
@@ -201,7 +236,7 @@ async fn get_task(
     responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody)))]
 async fn cancel_task(
     State(state): State<AppState>,
-    owner: Owner,
+    Unmetered(owner): Unmetered,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let r = match state.store.request_cancel(&owner.id, &id).await? {
