@@ -275,6 +275,31 @@ async fn submit(http: &reqwest::Client, base: &str, body: &Value) -> Result<Stri
     Ok(v["r"]["id"].as_str().context("no task id")?.to_string())
 }
 
+/// Gathers the clients' latencies and errors and prints one table row.
+async fn row(
+    backend: &str,
+    load: &str,
+    started: Instant,
+    clients: Vec<tokio::task::JoinHandle<(Vec<f64>, usize)>>,
+) -> Result<()> {
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for c in clients {
+        let (l, e) = c.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let lat = sorted(lat);
+    println!(
+        "| {backend} | {load} | {} | {:.0}/s | {:.1} ms | {:.1} ms | {errors} |",
+        lat.len(),
+        lat.len() as f64 / secs,
+        pct(&lat, 50.0),
+        pct(&lat, 99.0)
+    );
+    Ok(())
+}
+
 async fn api(o: &Opts) -> Result<()> {
     println!("## API: `POST /v1/task` and SDK polling (API-only process, no workers)\n");
     println!("| backend | load | requests | throughput | p50 | p99 | errors |");
@@ -302,21 +327,7 @@ async fn api(o: &Opts) -> Result<()> {
                     (lat, errors)
                 }));
             }
-            let (mut lat, mut errors) = (Vec::new(), 0);
-            for r in runners {
-                let (l, e) = r.await?;
-                lat.extend(l);
-                errors += e;
-            }
-            let secs = started.elapsed().as_secs_f64();
-            let lat = sorted(lat);
-            println!(
-                "| {backend} | POST, {conc} concurrent | {} | {:.0}/s | {:.1} ms | {:.1} ms | {errors} |",
-                lat.len(),
-                lat.len() as f64 / secs,
-                pct(&lat, 50.0),
-                pct(&lat, 99.0)
-            );
+            row(backend, &format!("POST, {conc} concurrent"), started, runners).await?;
         }
         // SDK clients: each owns a task and polls it once a second, as `_poller` does.
         let http = client(o.clients)?;
@@ -349,22 +360,8 @@ async fn api(o: &Opts) -> Result<()> {
                 (lat, errors)
             }));
         }
-        let (mut lat, mut errors) = (Vec::new(), 0);
-        for r in pollers {
-            let (l, e) = r.await?;
-            lat.extend(l);
-            errors += e;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        let lat = sorted(lat);
-        println!(
-            "| {backend} | {} SDK clients polling 1/s | {} | {:.0}/s | {:.1} ms | {:.1} ms | {errors} |",
-            o.clients,
-            lat.len(),
-            lat.len() as f64 / secs,
-            pct(&lat, 50.0),
-            pct(&lat, 99.0)
-        );
+        let load = format!("{} SDK clients polling 1/s", o.clients);
+        row(backend, &load, started, pollers).await?;
         drop(p);
         db.drop_pg().await;
     }
