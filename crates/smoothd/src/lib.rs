@@ -144,6 +144,27 @@ pub fn ffmpeg(settings: &Settings) -> Option<std::path::PathBuf> {
     found
 }
 
+/// Where API processes reach a live listener bound to all interfaces (`0.0.0.0:port`, as in a
+/// container): this machine's address on the route to the database server, which every API
+/// process reaches too. `None` keeps the bound address (a specific one, or SQLite on one machine).
+fn live_address(local: std::net::SocketAddr, database_url: &str) -> Option<String> {
+    if !local.ip().is_unspecified() {
+        return None;
+    }
+    let db = url::Url::parse(database_url).ok()?;
+    let host = db
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = db.port().unwrap_or(5432);
+    let probe = std::net::UdpSocket::bind((local.ip(), 0)).ok()?;
+    // Connecting a UDP socket only picks the route: nothing is sent.
+    probe.connect((host.as_str(), port)).ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    Some(std::net::SocketAddr::new(ip, local.port()).to_string())
+}
+
 /// Media capture for this process's workers: the live-stream listener and the recorder.
 pub async fn media_services(
     settings: &Settings,
@@ -155,8 +176,13 @@ pub async fn media_services(
             settings.live_listen
         )
     })?;
-    let live = LiveServer::start(listener, settings.live_advertise.clone(), shutdown)
-        .context("cannot start the live stream listener")?;
+    let advertise = settings.live_advertise.clone().or_else(|| {
+        let local = listener.local_addr().ok()?;
+        let db = settings.database_url.as_deref().unwrap_or("");
+        live_address(local, db)
+    });
+    let live =
+        LiveServer::start(listener, advertise, shutdown).context("cannot start the live stream listener")?;
     Ok(MediaServices {
         config: MediaConfig {
             ffmpeg: ffmpeg(settings),
@@ -335,4 +361,22 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod live_address_tests {
+    use super::live_address;
+
+    #[test]
+    fn all_interfaces_advertise_the_address_on_the_route_to_the_database() {
+        let any = "0.0.0.0:7070".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            live_address(any, "postgres://u@127.0.0.1:5432/db").as_deref(),
+            Some("127.0.0.1:7070")
+        );
+        // A specific address is kept; SQLite has no server to route to.
+        let one = "127.0.0.1:7070".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(live_address(one, "postgres://u@127.0.0.1:5432/db"), None);
+        assert_eq!(live_address(any, "sqlite://data/smoothd.db"), None);
+    }
 }
