@@ -507,13 +507,19 @@ impl<'a> Driver<'a> {
 
     /// Evaluates `expr` in cross-origin frame `n`.
     async fn frame_eval(&self, n: usize, expr: &str, by_value: bool) -> Result<Value, String> {
+        let (link, route) = self.frame_route(n)?;
+        frames::evaluate(&link.cdp, route, expr, by_value, CALL_LIMIT).await
+    }
+
+    /// Our connection and the way into cross-origin frame `n`.
+    fn frame_route(&self, n: usize) -> Result<(&Link, &Route), String> {
         let route = self
             .xframes
             .get(n)
-            .and_then(|x| x.route.clone())
+            .and_then(|x| x.route.as_ref())
             .ok_or("the frame is gone; look at the new view")?;
         let link = self.link.as_ref().ok_or("no DevTools connection")?;
-        frames::evaluate(&link.cdp, &route, expr, by_value, CALL_LIMIT).await
+        Ok((link, route))
     }
 
     /// The cross-origin frame holding element `index` of the last view, if any.
@@ -940,12 +946,7 @@ impl<'a> Driver<'a> {
             .frame_eval(n, &format!("{PAGE_JS}\nwindow.__smoothd.element({index})"), false)
             .await
             .map_err(|e| ActError::Model(e.trim_start_matches("the frame refused: Error: ").to_string()))?;
-        let (Some(route), Some(link)) = (
-            self.xframes.get(n).and_then(|x| x.route.clone()),
-            self.link.as_ref(),
-        ) else {
-            return Err(ActError::Model("the frame is gone; look at the new view".into()));
-        };
+        let (link, route) = self.frame_route(n).map_err(ActError::Model)?;
         let params = json!({"files": [path.display().to_string()], "objectId": object});
         let (r, nav) = self
             .settled_in(Some(index), || async {
