@@ -218,7 +218,8 @@ impl TaskSpec {
         let extensions = f.str_list("extensions")?;
         let allowed_urls = f.str_list("allowed_urls")?;
         for (i, p) in allowed_urls.iter().enumerate() {
-            UrlPattern::parse(p).map_err(|m| ValidationError::invalid(format!("allowed_urls[{i}]"), m))?;
+            UrlPattern::parse(p)
+                .map_err(|m| ValidationError::invalid(format!("allowed_urls[{i}]"), m.to_string()))?;
         }
 
         let profile_id = match f.opt_str("profile_id")? {

@@ -3,47 +3,88 @@
 //! `**` matches anything; a pattern without a scheme matches http and https; `**.` before a
 //! host also matches the bare domain.
 
-/// A compiled pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use regex::Regex;
+
+/// Why a pattern is unusable; the text is shown to the user after the field name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// Nothing but whitespace.
+    #[error("empty pattern")]
+    Empty,
+    /// Over 2048 characters.
+    #[error("pattern longer than 2048 characters")]
+    TooLong,
+    /// Over 16 `*`.
+    #[error("pattern has more than 16 wildcards")]
+    TooManyWildcards,
+    /// Whitespace inside.
+    #[error("pattern contains whitespace")]
+    Whitespace,
+    /// The part before `://` is not a scheme.
+    #[error("invalid scheme {0:?}")]
+    Scheme(String),
+    /// Nothing after the scheme.
+    #[error("pattern has no host")]
+    NoHost,
+}
+
+/// A compiled pattern: the scheme and the rest are each one anchored, case-insensitive regex,
+/// so matching is linear in the URL's length whatever the wildcards (the intercepted-request
+/// path runs it on every request).
+#[derive(Debug, Clone)]
 pub struct UrlPattern {
     source: String,
-    scheme: Option<String>,
-    rest: String,
+    /// `None`: http or https.
+    scheme: Option<Regex>,
+    rest: Regex,
 }
+
+impl PartialEq for UrlPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for UrlPattern {}
 
 impl UrlPattern {
     /// Parses a pattern; errors say why it is unusable.
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
         let pattern = pattern.trim();
         if pattern.is_empty() {
-            return Err("empty pattern".into());
+            return Err(PatternError::Empty);
         }
         if pattern.len() > 2048 {
-            return Err("pattern longer than 2048 characters".into());
+            return Err(PatternError::TooLong);
         }
         if pattern.matches('*').count() > 16 {
-            return Err("pattern has more than 16 wildcards".into());
+            return Err(PatternError::TooManyWildcards);
         }
         if pattern.chars().any(char::is_whitespace) {
-            return Err("pattern contains whitespace".into());
+            return Err(PatternError::Whitespace);
         }
         let (scheme, rest) = match pattern.split_once("://") {
             Some((s, r)) => {
                 if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '*') {
-                    return Err(format!("invalid scheme {s:?}"));
+                    return Err(PatternError::Scheme(s.to_string()));
                 }
-                (Some(s.to_ascii_lowercase()), r)
+                (Some(glob_regex(s, "")), r)
             }
             None => (None, pattern),
         };
         if rest.is_empty() {
-            return Err("pattern has no host".into());
+            return Err(PatternError::NoHost);
         }
         // A bare host matches every path on it.
         let rest = if rest.contains('/') {
             rest.to_string()
         } else {
             format!("{rest}/**")
+        };
+        // `**.example.com` also covers the bare `example.com`.
+        let rest = match rest.strip_prefix("**.") {
+            Some(stripped) => glob_regex(stripped, "(?:.*\\.)?"),
+            None => glob_regex(&rest, ""),
         };
         Ok(Self {
             source: pattern.to_string(),
@@ -61,7 +102,7 @@ impl UrlPattern {
     pub fn matches(&self, url: &url::Url) -> bool {
         let scheme = url.scheme();
         match &self.scheme {
-            Some(s) if s != "*" && !glob(s.as_bytes(), scheme.as_bytes()) => return false,
+            Some(s) if !s.is_match(scheme) => return false,
             None if scheme != "http" && scheme != "https" => return false,
             _ => {}
         }
@@ -77,14 +118,7 @@ impl UrlPattern {
             target.push('?');
             target.push_str(q);
         }
-        if glob(self.rest.as_bytes(), target.as_bytes()) {
-            return true;
-        }
-        // `**.example.com` also covers `example.com`.
-        if let Some(stripped) = self.rest.strip_prefix("**.") {
-            return glob(stripped.as_bytes(), target.as_bytes());
-        }
-        false
+        self.rest.is_match(&target)
     }
 }
 
@@ -93,25 +127,34 @@ pub fn allowed(patterns: &[UrlPattern], url: &url::Url) -> bool {
     patterns.is_empty() || patterns.iter().any(|p| p.matches(url))
 }
 
-/// Glob match, case-insensitive: `*` matches any run of characters but `/`, `**` any run at all.
-fn glob(p: &[u8], t: &[u8]) -> bool {
-    match p.first() {
-        None => t.is_empty(),
-        Some(b'*') => {
-            let double = p.get(1) == Some(&b'*');
-            let rest = if double { &p[2..] } else { &p[1..] };
-            for k in 0..=t.len() {
-                if glob(rest, &t[k..]) {
-                    return true;
-                }
-                if k < t.len() && !double && t[k] == b'/' {
-                    return false;
-                }
-            }
-            false
+/// The anchored, case-insensitive regex of a glob: `*` matches any run of characters but `/`,
+/// `**` any run at all; everything else is literal. `prefix` is raw regex put before it.
+fn glob_regex(glob: &str, prefix: &str) -> Regex {
+    let mut re = String::with_capacity(glob.len() * 2 + 16);
+    re.push_str("(?is)^");
+    re.push_str(prefix);
+    let mut rest = glob;
+    while let Some(i) = rest.find('*') {
+        re.push_str(&regex::escape(&rest[..i]));
+        if rest[i..].starts_with("**") {
+            re.push_str(".*");
+            rest = &rest[i + 2..];
+        } else {
+            re.push_str("[^/]*");
+            rest = &rest[i + 1..];
         }
-        Some(c) => t.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && glob(&p[1..], &t[1..]),
     }
+    re.push_str(&regex::escape(rest));
+    re.push('$');
+    // Literals are escaped and the wildcards are fixed fragments, so the regex is always valid;
+    // the size limit cannot be reached with 2048 characters. Should it fail anyway, a regex
+    // that matches nothing keeps the pattern closed rather than open.
+    Regex::new(&re).unwrap_or_else(|_| never())
+}
+
+#[expect(clippy::unwrap_used, reason = "a constant regex")]
+fn never() -> Regex {
+    Regex::new("[^\\s\\S]").unwrap()
 }
 
 #[cfg(test)]
@@ -142,6 +185,32 @@ mod tests {
         assert!(UrlPattern::parse("").is_err());
         assert!(UrlPattern::parse("https://").is_err());
         assert!(UrlPattern::parse("a b").is_err());
+    }
+
+    #[test]
+    fn many_wildcards_match_in_linear_time() {
+        // 16 wildcards against URLs that almost match: exponential in the URL's length for a
+        // backtracking glob, linear for the compiled regex. Compared as a ratio of two sizes
+        // measured in the same run (10x the length must cost far less than 1000x the time).
+        let p = UrlPattern::parse(&format!("{}/x", "**a".repeat(8))).unwrap();
+        let time = |n: usize| {
+            let url = url::Url::parse(&format!("https://a.example/{}", "a".repeat(n))).unwrap();
+            let start = std::time::Instant::now();
+            for _ in 0..50 {
+                assert!(!p.matches(&url));
+            }
+            start.elapsed().as_secs_f64()
+        };
+        let short = time(400).max(1e-6);
+        let long = time(4000);
+        assert!(long / short < 1000.0, "{long} s against {short} s");
+    }
+
+    #[test]
+    fn literals_are_not_regex() {
+        assert!(!ok("a.c/*", "https://abc/x"));
+        assert!(ok("a.c/(x)+", "https://a.c/(x)+"));
+        assert!(ok("EXAMPLE.com/*", "https://example.COM/p"));
     }
 
     #[test]
