@@ -13,6 +13,13 @@ pub fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// Whether two secrets (live tokens, passwords) are equal, in time that does not depend on
+/// where they first differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
 /// A new task id, e.g. `tsk_3kTMd92jf0Q1xZ7aL5cB`.
 pub fn task_id() -> String {
     format!("tsk_{}", random_token(20))
@@ -68,6 +75,15 @@ pub fn is_valid_client_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_secret_compares_whole_values() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+        assert!(!same_secret("", "a"));
+        assert!(same_secret("", ""));
+    }
 
     #[test]
     fn ids_are_distinct_and_prefixed() {

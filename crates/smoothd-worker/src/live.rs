@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use smoothd_browser::{Frame, PageMedia, ViewerInput};
+use smoothd_core::ids::same_secret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -97,11 +98,6 @@ impl LiveServer {
     fn lookup(&self, task_id: &str) -> Option<LiveEntry> {
         self.entries.lock().ok().and_then(|m| m.get(task_id).cloned())
     }
-}
-
-/// Compares without leaking where the first difference is.
-pub(crate) fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn connect(

@@ -12,6 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
+use smoothd_core::ids::same_secret;
 use smoothd_store::TaskRow;
 use tokio_tungstenite::tungstenite::Message as Upstream;
 use utoipa_axum::router::OpenApiRouter;
@@ -50,10 +51,6 @@ async fn live_task(state: &AppState, id: &str, q: &RawQuery) -> ApiResult<TaskRo
         ));
     }
     Ok(task)
-}
-
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The live view of a task: its browser as it is, the current URL and the latest step.
