@@ -194,7 +194,15 @@ impl BasicExecutor {
             return Reply::internal("no browser available for run_task");
         };
         let input = event.payload.get("input").cloned().unwrap_or(Value::Null);
-        let first = ctx.store().step_count(ctx.id()).await.unwrap_or(0);
+        // Numbering continues the session's steps; guessing 0 on a database error would write
+        // step numbers that collide with the ones already stored.
+        let first = match ctx.store().step_count(ctx.id()).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "run_task: the session's step count could not be read");
+                return Reply::internal("run_task: the database could not be read; try again");
+            }
+        };
         let mut job = match glue::job_for_run_task(&ctx.spec, &input, u32::try_from(first).unwrap_or(0)) {
             Ok(j) => j,
             Err(why) => return Reply::user(why),
