@@ -305,7 +305,10 @@ struct Recording {
 
 /// Feeds the page's frames to ffmpeg as they change, at most `fps` a second.
 struct Recorder {
-    stop: CancellationToken,
+    /// Dropping the recorder without `finish` (an early return, a panic) still stops the
+    /// writer: ffmpeg gets its end of input, exits, and its folder is removed, instead of
+    /// waiting for frames forever.
+    stop: tokio_util::sync::DropGuard,
     task: tokio::task::JoinHandle<Result<Recording, String>>,
 }
 
@@ -314,12 +317,16 @@ impl Recorder {
         let dir = temp("smoothd-recording-")?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(record(ffmpeg, fps.clamp(1, 30), frames, dir, stop.clone()));
-        Ok(Self { stop, task })
+        Ok(Self {
+            stop: stop.drop_guard(),
+            task,
+        })
     }
 
     async fn finish(self) -> Result<Recording, String> {
-        self.stop.cancel();
-        match self.task.await {
+        let Self { stop, task } = self;
+        drop(stop);
+        match task.await {
             Ok(r) => r,
             Err(e) => Err(format!("the recorder stopped: {e}")),
         }
@@ -450,4 +457,55 @@ async fn record(
         frames: written,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-frame JPEG made by ffmpeg itself.
+    async fn jpeg(ffmpeg: &std::path::Path, dir: &std::path::Path) -> Bytes {
+        let out = dir.join("frame.jpg");
+        let status = tokio::process::Command::new(ffmpeg)
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "color=c=red:s=64x48",
+            ])
+            .args(["-frames:v", "1", "-y"])
+            .arg(&out)
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+        Bytes::from(std::fs::read(&out).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_dropped_recorder_stops_its_writer() {
+        let ffmpeg = PathBuf::from("ffmpeg");
+        let dir = tempfile::tempdir().unwrap();
+        let frame = Frame {
+            jpeg: jpeg(&ffmpeg, dir.path()).await,
+            width: 64,
+            height: 48,
+            css_width: 64.0,
+            css_height: 48.0,
+            seq: 1,
+        };
+        let (tx, rx) = watch::channel(Some(Arc::new(frame)));
+        let recorder = Recorder::start(ffmpeg, 5, rx).unwrap();
+        // Let it start ffmpeg and write the first frame.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(recorder);
+        // The writer task holds the only receiver: it is released once the writer has ended.
+        // Without the guard it would wait for the next frame (the sender is still open) forever.
+        tokio::time::timeout(Duration::from_secs(60), tx.closed())
+            .await
+            .expect("the recorder's writer kept running after the recorder was dropped");
+    }
 }
