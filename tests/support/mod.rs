@@ -1,6 +1,12 @@
 //! Test support: fresh databases on both backends, an in-process server on 127.0.0.1:0, and a
 //! small HTTP client that speaks the wire protocol.
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::missing_panics_doc,
+    reason = "test support: a failed precondition fails the test"
+)]
 
 use std::time::Duration;
 

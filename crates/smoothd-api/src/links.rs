@@ -65,8 +65,8 @@ impl Links {
         )
     }
 
+    #[expect(clippy::expect_used, reason = "HMAC accepts keys of any length")]
     fn mac(&self, artifact_id: &str, expires: i64) -> HmacSha256 {
-        // HMAC accepts keys of any length: this cannot fail.
         let mut mac = HmacSha256::new_from_slice(&self.secret).expect("any key length");
         mac.update(format!("{artifact_id}:{expires}").as_bytes());
         mac

@@ -127,7 +127,7 @@ impl TaskResponse {
 
 /// `POST /v1/task` body. Unknown extra fields are accepted and ignored.
 #[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "an OpenAPI mirror of what the handler parses by hand")]
 pub struct TaskRequest {
     /// The instruction; null opens an interactive session.
     pub task: Option<String>,
@@ -184,7 +184,7 @@ pub struct IdResponse {
 
 /// `POST /v1/profile` body.
 #[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "an OpenAPI mirror of what the handler parses by hand")]
 pub struct ProfileRequest {
     /// 1-128 characters of A-Z a-z 0-9 . _ -; generated when absent.
     pub id: Option<String>,
@@ -236,7 +236,7 @@ impl From<&ExtensionRow> for ExtensionResponse {
 
 /// `POST /v1/browser/session` (deprecated) body.
 #[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "an OpenAPI mirror of what the handler parses by hand")]
 pub struct BrowserSessionRequest {
     pub profile_id: Option<String>,
     pub live_view: Option<bool>,

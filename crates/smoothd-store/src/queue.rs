@@ -119,7 +119,6 @@ impl Store {
     }
 
     /// Finishes `attempt` of a running task; false if the lease was lost (nothing written).
-    #[allow(clippy::too_many_arguments)]
     pub async fn finish(
         &self,
         task_id: &str,
