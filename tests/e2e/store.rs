@@ -34,6 +34,10 @@ backend_tests!(
     keys_hash_and_revoke,
     resources_are_scoped_to_owner,
     erase_keeps_a_tombstone,
+    release_requeues_only_a_clean_attempt,
+    profile_lock_excludes_live_holders_only,
+    reap_artifacts_deletes_bytes_of_ended_tasks_only,
+    record_step_is_fenced_and_numbered,
 );
 
 async fn claims_are_exclusive_under_races(b: Backend) {
@@ -405,4 +409,181 @@ async fn erase_keeps_a_tombstone(b: Backend) {
             .is_empty()
     );
     assert!(store.task_artifacts(&id).await.unwrap().is_empty());
+}
+
+async fn release_requeues_only_a_clean_attempt(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.store().await;
+    // A released attempt goes back to the queue and the next claim is attempt 2.
+    let id = new_task(&store, "o", false, 3).await;
+    let first = store.claim("w1", 60_000).await.unwrap().unwrap().task;
+    assert!(
+        !store.release(&id, 2).await.unwrap(),
+        "another attempt's release is fenced off"
+    );
+    assert!(store.release(&id, first.attempt).await.unwrap());
+    let again = store.claim("w2", 60_000).await.unwrap().unwrap().task;
+    assert_eq!((again.id.as_str(), again.attempt), (id.as_str(), 2));
+    // An attempt that acted in the browser is not released: running it again could repeat
+    // its effects.
+    assert!(store.mark_effects(&id, 2).await.unwrap());
+    assert!(!store.release(&id, 2).await.unwrap());
+    assert!(store.claim("w3", 60_000).await.unwrap().is_none());
+    // The last allowed attempt is not released either.
+    let last = new_task(&store, "o", false, 1).await;
+    let c = store.claim("w1", 60_000).await.unwrap().unwrap().task;
+    assert_eq!(c.id, last);
+    assert!(!store.release(&last, 1).await.unwrap());
+    // Nor is a task that has ended.
+    assert!(
+        store
+            .finish(&id, 2, TaskStatus::Done, None, None, 0)
+            .await
+            .unwrap()
+    );
+    assert!(!store.release(&id, 2).await.unwrap());
+}
+
+async fn profile_lock_excludes_live_holders_only(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.store().await;
+    store.create_profile("o", "work").await.unwrap();
+    let t1 = new_task(&store, "o", false, 3).await;
+    let t2 = new_task(&store, "o", false, 3).await;
+    assert!(store.lock_profile("o", "work", &t1).await.unwrap());
+    assert!(
+        store.lock_profile("o", "work", &t1).await.unwrap(),
+        "the holder may take it again"
+    );
+    assert!(
+        !store.lock_profile("o", "work", &t2).await.unwrap(),
+        "a waiting holder keeps it"
+    );
+    // Another key's profile of the same name is another profile.
+    assert!(
+        !store.lock_profile("other", "work", &t2).await.unwrap(),
+        "no such profile for that key"
+    );
+    // Unlocking by a task that does not hold it changes nothing.
+    store.unlock_profile("o", "work", &t2).await.unwrap();
+    assert!(!store.lock_profile("o", "work", &t2).await.unwrap());
+    store.unlock_profile("o", "work", &t1).await.unwrap();
+    assert!(store.lock_profile("o", "work", &t2).await.unwrap());
+    // A holder that ended (here: cancelled while waiting) no longer blocks anyone.
+    let cancelled = store.request_cancel("o", &t2).await.unwrap();
+    assert!(matches!(cancelled, CancelOutcome::CancelledNow), "{cancelled:?}");
+    assert!(store.lock_profile("o", "work", &t1).await.unwrap());
+}
+
+async fn reap_artifacts_deletes_bytes_of_ended_tasks_only(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.store().await;
+    let blobs = smoothd_store::Blobs::local(&db.dir.path().join("artifacts")).unwrap();
+    let ended = new_task(&store, "o", false, 3).await;
+    let running = new_task(&store, "o", false, 3).await;
+    for _ in 0..2 {
+        let c = store.claim("w", 60_000).await.unwrap().unwrap().task;
+        if c.id == ended {
+            assert!(
+                store
+                    .finish(&ended, 1, TaskStatus::Done, None, None, 0)
+                    .await
+                    .unwrap()
+            );
+        }
+    }
+    let artifact = |task: &str, created_at: i64| smoothd_store::ArtifactRow {
+        id: ids::artifact_id(),
+        owner: "o".into(),
+        task_id: Some(task.into()),
+        kind: "recording".into(),
+        name: "recording.mp4".into(),
+        content_type: "video/mp4".into(),
+        size_bytes: 3,
+        storage_key: format!("recordings/{}", ids::random_token(8)),
+        created_at,
+    };
+    let old_ended = artifact(&ended, 1_000);
+    let new_ended = artifact(&ended, 5_000);
+    let old_running = artifact(&running, 1_000);
+    for a in [&old_ended, &new_ended, &old_running] {
+        blobs
+            .put(&a.storage_key, bytes::Bytes::from_static(b"mp4"))
+            .await
+            .unwrap();
+        store.insert_artifact(a).await.unwrap();
+    }
+    let deleted = store.reap_artifacts(&blobs, 2_000).await.unwrap();
+    assert_eq!(
+        deleted,
+        vec![old_ended.storage_key.clone()],
+        "only the old artifact of an ended task"
+    );
+    assert!(
+        blobs.get(&old_ended.storage_key).await.is_err(),
+        "its bytes are gone"
+    );
+    assert!(
+        store.get_artifact(&old_ended.id).await.unwrap().is_none(),
+        "and its index entry"
+    );
+    for kept in [&new_ended, &old_running] {
+        assert_eq!(&blobs.get(&kept.storage_key).await.unwrap()[..], b"mp4");
+        assert!(store.get_artifact(&kept.id).await.unwrap().is_some());
+    }
+    // A second pass finds nothing more.
+    assert!(store.reap_artifacts(&blobs, 2_000).await.unwrap().is_empty());
+}
+
+async fn record_step_is_fenced_and_numbered(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.store().await;
+    let id = new_task(&store, "o", false, 3).await;
+    // Nothing is recorded for a task no worker runs.
+    assert!(!store.record_step(&id, 1, 1, &json!({"n": 1})).await.unwrap());
+    let c = store.claim("w1", 60_000).await.unwrap().unwrap().task;
+    assert!(
+        store
+            .record_step(&id, c.attempt, 2, &json!({"n": 2}))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_step(&id, c.attempt, 1, &json!({"n": 1}))
+            .await
+            .unwrap()
+    );
+    // A step number is written once; another attempt's write is fenced off.
+    assert!(
+        !store
+            .record_step(&id, c.attempt, 1, &json!({"n": "again"}))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_step(&id, c.attempt + 1, 3, &json!({"n": 3}))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.steps(&id).await.unwrap(),
+        vec![json!({"n": 1}), json!({"n": 2})]
+    );
+    assert_eq!(store.step_count(&id).await.unwrap(), 2);
+    // After the task ends, late writes are refused.
+    assert!(
+        store
+            .finish(&id, c.attempt, TaskStatus::Done, None, None, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_step(&id, c.attempt, 3, &json!({"n": 3}))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.step_count(&id).await.unwrap(), 2);
 }
