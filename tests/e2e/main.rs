@@ -12,5 +12,6 @@ mod browser;
 mod limits;
 mod media;
 mod metrics;
+mod migrations;
 mod queue;
 mod store;
