@@ -13,6 +13,7 @@ const ARTIFACT_COLUMNS: &str =
 impl Store {
     /// The secret named `name`, created at random by the first process that asks, so every
     /// process sharing this database agrees on it without configuration.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn shared_secret(&self, name: &str) -> Result<String> {
         let fresh = smoothd_core::ids::random_token(48);
         let q = self.sql(
@@ -25,6 +26,7 @@ impl Store {
     }
 
     /// Records that `attempt` of a running task serves its live stream at `addr`.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn set_live_stream(&self, task_id: &str, attempt: i64, addr: &str) -> Result<()> {
         let q = self.sql(
             "INSERT INTO live_streams (task_id, attempt, addr, updated_at) VALUES ($1, $2, $3, $4) \
@@ -37,6 +39,7 @@ impl Store {
     }
 
     /// Forgets the live stream of `attempt` (a later attempt's entry stays).
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn clear_live_stream(&self, task_id: &str, attempt: i64) -> Result<()> {
         let q = self.sql("DELETE FROM live_streams WHERE task_id = $1 AND attempt = $2");
         with_pool!(self, pool => sqlx::query(&q).bind(task_id).bind(attempt)
@@ -45,6 +48,7 @@ impl Store {
     }
 
     /// Where the task's live stream is served, while its worker serves one.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn live_stream(&self, task_id: &str) -> Result<Option<String>> {
         let q = self.sql("SELECT addr FROM live_streams WHERE task_id = $1");
         Ok(with_pool!(self, pool => sqlx::query_scalar(&q).bind(task_id).fetch_optional(pool).await?))
@@ -52,6 +56,7 @@ impl Store {
 
     /// Sets the task's recording and/or downloads (an artifact id, or `""` for none) while
     /// `attempt` holds it; `None` leaves a column as it is. False if the lease was lost.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn set_task_media(
         &self,
         task_id: &str,
@@ -69,6 +74,7 @@ impl Store {
     }
 
     /// An artifact by id, whoever owns it (signed URLs carry their own authorization).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn get_artifact(&self, id: &str) -> Result<Option<ArtifactRow>> {
         let q = format!("SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id = $1");
         let q = match self.backend {
@@ -85,6 +91,7 @@ impl Store {
     /// whose bytes cannot be deleted now (storage unreachable) keeps its entry and is tried
     /// again on the next pass, so no object is orphaned. Several processes may reap at once:
     /// both steps are idempotent. Returns the storage keys deleted.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn reap_artifacts(&self, blobs: &crate::Blobs, before_ms: i64) -> Result<Vec<String>> {
         let q = self.sql(
             "SELECT a.id, a.storage_key FROM artifacts a JOIN tasks t ON t.id = a.task_id \
@@ -124,6 +131,7 @@ impl Store {
     }
 
     /// Number and total size of stored task artifacts (for metrics).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn artifact_usage(&self) -> Result<(i64, i64)> {
         let q = "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM artifacts";
         Ok(with_pool!(self, pool => sqlx::query_as(q).fetch_one(pool).await?))

@@ -37,6 +37,7 @@ pub const WORKER_LOST: &str = "worker lost: the process running this task stoppe
 
 impl Store {
     /// Claims one task for `worker_id` with a lease of `lease_ms`.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn claim(&self, worker_id: &str, lease_ms: i64) -> Result<Option<Claim>> {
         let now = now_ms();
         let task: Option<TaskRow> = match &self.backend {
@@ -88,6 +89,7 @@ impl Store {
     }
 
     /// Renews the lease of `attempt` on `task_id`.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn heartbeat(&self, task_id: &str, attempt: i64, lease_ms: i64) -> Result<Heartbeat> {
         let q = self.sql(
             "UPDATE tasks SET lease_expires_at = $1 WHERE id = $2 AND attempt = $3 AND status = 'running' \
@@ -102,6 +104,7 @@ impl Store {
     }
 
     /// Whether the user asked to cancel (cheap read for loops between actions).
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn cancel_requested(&self, task_id: &str) -> Result<bool> {
         let q = self.sql("SELECT cancel_requested FROM tasks WHERE id = $1");
         let v: Option<bool> =
@@ -110,6 +113,7 @@ impl Store {
     }
 
     /// Marks that the task has acted on the outside world, so it must never run again.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn mark_effects(&self, task_id: &str, attempt: i64) -> Result<bool> {
         let q = self.sql(
             "UPDATE tasks SET effects_started = TRUE WHERE id = $1 AND attempt = $2 AND status = 'running'",
@@ -119,6 +123,7 @@ impl Store {
     }
 
     /// Finishes `attempt` of a running task; false if the lease was lost (nothing written).
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn finish(
         &self,
         task_id: &str,
@@ -146,6 +151,7 @@ impl Store {
 
     /// Hands a task back to the queue at shutdown, if it never acted outside (so running it
     /// again is safe); false if it did, or the lease was lost.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn release(&self, task_id: &str, attempt: i64) -> Result<bool> {
         let q = self.sql(
             "UPDATE tasks SET lease_expires_at = 0, worker_id = NULL \
@@ -160,6 +166,7 @@ impl Store {
 
     /// Finishes running tasks whose lease expired and that may not be claimed again: cancelled
     /// if the user asked, failed ("worker lost") otherwise. Each gets a final event.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn reap_expired(&self) -> Result<Vec<Reaped>> {
         let now = now_ms();
         let q = self.sql(
@@ -200,6 +207,7 @@ impl Store {
     }
 
     /// Tasks waiting and the age in ms of the oldest, for metrics and readiness.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn queue_depth(&self) -> Result<(i64, i64)> {
         let q = "SELECT COUNT(*), COALESCE(MIN(created_at), 0) FROM tasks WHERE status = 'waiting'";
         let (n, oldest): (i64, i64) = with_pool!(self, pool => sqlx::query_as(q).fetch_one(pool).await?);

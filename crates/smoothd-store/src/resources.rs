@@ -66,6 +66,7 @@ const PROFILE_COLUMNS: &str =
 
 impl Store {
     /// Creates an empty profile; `Conflict` if the owner already has one with this id.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn create_profile(&self, owner: &str, id: &str) -> Result<ProfileRow> {
         let q = self.sql("INSERT INTO profiles (owner, id, created_at) VALUES ($1, $2, $3)");
         let res = with_pool!(self, pool => sqlx::query(&q).bind(owner).bind(id).bind(now_ms()).execute(pool).await.map(|r| r.rows_affected()));
@@ -80,6 +81,7 @@ impl Store {
     }
 
     /// One profile.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn get_profile(&self, owner: &str, id: &str) -> Result<Option<ProfileRow>> {
         let q = match self.backend {
             crate::Backend::Postgres(_) => {
@@ -98,6 +100,7 @@ impl Store {
     }
 
     /// The owner's profiles, newest first.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn list_profiles(&self, owner: &str) -> Result<Vec<ProfileRow>> {
         let q = self.sql(
             "SELECT id, created_at, cookie_domains, cookie_count, size_bytes, last_saved_at, storage_key \
@@ -107,6 +110,7 @@ impl Store {
     }
 
     /// Deletes a profile; returns its storage key (to delete the bytes) or `None` if absent.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn delete_profile(&self, owner: &str, id: &str) -> Result<Option<Option<String>>> {
         let q = self.sql("DELETE FROM profiles WHERE owner = $1 AND id = $2 RETURNING storage_key");
         let row: Option<Option<String>> =
@@ -115,6 +119,7 @@ impl Store {
     }
 
     /// Records an uploaded file (bytes already stored).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn insert_file(&self, f: &FileRow) -> Result<()> {
         let q = self.sql(
             "INSERT INTO files (id, owner, name, purpose, size_bytes, storage_key, created_at) \
@@ -126,6 +131,7 @@ impl Store {
     }
 
     /// The owner's files with these ids (for a task about to use them).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn get_file(&self, owner: &str, id: &str) -> Result<Option<FileRow>> {
         let q = self.sql(
             "SELECT id, owner, name, purpose, size_bytes, storage_key, created_at FROM files WHERE owner = $1 AND id = $2",
@@ -136,6 +142,7 @@ impl Store {
     }
 
     /// Deletes a file record; returns it so the caller can delete its bytes.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn delete_file(&self, owner: &str, id: &str) -> Result<Option<FileRow>> {
         let q = self.sql(
             "DELETE FROM files WHERE owner = $1 AND id = $2 \
@@ -147,6 +154,7 @@ impl Store {
     }
 
     /// Records an uploaded extension (bytes already stored).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn insert_extension(&self, e: &ExtensionRow) -> Result<()> {
         let q = self.sql(
             "INSERT INTO extensions (id, owner, file_name, size_bytes, storage_key, created_at) \
@@ -158,6 +166,7 @@ impl Store {
     }
 
     /// One extension.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn get_extension(&self, owner: &str, id: &str) -> Result<Option<ExtensionRow>> {
         let q = self.sql(
             "SELECT id, owner, file_name, size_bytes, storage_key, created_at FROM extensions \
@@ -169,6 +178,7 @@ impl Store {
     }
 
     /// The owner's extensions, newest first.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn list_extensions(&self, owner: &str) -> Result<Vec<ExtensionRow>> {
         let q = self.sql(
             "SELECT id, owner, file_name, size_bytes, storage_key, created_at FROM extensions \
@@ -178,6 +188,7 @@ impl Store {
     }
 
     /// Deletes an extension record; returns it so the caller can delete its bytes.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn delete_extension(&self, owner: &str, id: &str) -> Result<Option<ExtensionRow>> {
         let q = self.sql(
             "DELETE FROM extensions WHERE owner = $1 AND id = $2 \
@@ -189,6 +200,7 @@ impl Store {
     }
 
     /// Records an artifact (bytes already stored).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn insert_artifact(&self, a: &ArtifactRow) -> Result<()> {
         let q = self.sql(
             "INSERT INTO artifacts (id, owner, task_id, kind, name, content_type, size_bytes, storage_key, created_at) \
@@ -201,6 +213,7 @@ impl Store {
     }
 
     /// A task's artifacts, oldest first.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn task_artifacts(&self, task_id: &str) -> Result<Vec<ArtifactRow>> {
         let q = self.sql(
             "SELECT id, owner, task_id, kind, name, content_type, size_bytes, storage_key, created_at \
@@ -215,6 +228,7 @@ impl Store {
 impl Store {
     /// Takes the write lock of a profile for `task_id`: free, or held by a task that is no
     /// longer running (so a crashed task never keeps it). False while another task holds it.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn lock_profile(&self, owner: &str, id: &str, task_id: &str) -> Result<bool> {
         let q = self.sql(
             "UPDATE profiles SET locked_by = $3 WHERE owner = $1 AND id = $2 AND (locked_by IS NULL \
@@ -226,6 +240,7 @@ impl Store {
     }
 
     /// Releases a profile's write lock if `task_id` holds it.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn unlock_profile(&self, owner: &str, id: &str, task_id: &str) -> Result<()> {
         let q =
             self.sql("UPDATE profiles SET locked_by = NULL WHERE owner = $1 AND id = $2 AND locked_by = $3");
@@ -235,6 +250,7 @@ impl Store {
     }
 
     /// Records a saved profile: where its archive is and what it holds.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn save_profile(
         &self,
         owner: &str,

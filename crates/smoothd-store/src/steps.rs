@@ -8,6 +8,7 @@ use crate::{Result, Store, with_pool};
 impl Store {
     /// Stores one step's trace if `attempt` still holds the running task (a lost worker's late
     /// step is dropped). A step number written twice keeps the first.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn record_step(&self, task_id: &str, attempt: i64, step: i64, data: &Value) -> Result<bool> {
         let text = serde_json::to_string(data)?;
         let q = self.sql(
@@ -23,6 +24,7 @@ impl Store {
     }
 
     /// A task's step traces, oldest first.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn steps(&self, task_id: &str) -> Result<Vec<Value>> {
         let q = self.sql("SELECT data FROM task_steps WHERE task_id = $1 ORDER BY step");
         let rows: Vec<String> =
@@ -31,6 +33,7 @@ impl Store {
     }
 
     /// The number of steps stored for a task (a session's next `run_task` continues from it).
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn step_count(&self, task_id: &str) -> Result<i64> {
         let q = self.sql("SELECT COALESCE(MAX(step), 0) FROM task_steps WHERE task_id = $1");
         let n: i64 = with_pool!(self, pool => sqlx::query_scalar(&q).bind(task_id).fetch_one(pool).await?);

@@ -142,6 +142,7 @@ impl EventRow {
 
 impl Store {
     /// Inserts a waiting task and wakes the workers.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn insert_task(&self, t: &NewTask) -> Result<TaskRow> {
         let request = serde_json::to_string(&t.spec)?;
         let kind = if t.spec.is_session() { "session" } else { "task" };
@@ -164,6 +165,7 @@ impl Store {
     /// on a transaction-scoped advisory lock (taken before the count, so the count sees the
     /// previous holder's insert); SQLite runs one statement, which holds the write lock from
     /// its start.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn insert_task_within(&self, t: &NewTask, max_active: i64) -> Result<Option<TaskRow>> {
         let request = serde_json::to_string(&t.spec)?;
         let kind = if t.spec.is_session() { "session" } else { "task" };
@@ -216,12 +218,14 @@ impl Store {
     }
 
     /// How many tasks and sessions the owner has waiting or running.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn active_tasks(&self, owner: &str) -> Result<i64> {
         let q = self.sql("SELECT count(*) FROM tasks WHERE owner = $1 AND status IN ('waiting', 'running')");
         Ok(with_pool!(self, pool => sqlx::query_scalar::<_, i64>(&q).bind(owner).fetch_one(pool).await?))
     }
 
     /// The owner's task.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %id))]
     pub async fn get_task(&self, owner: &str, id: &str) -> Result<Option<TaskRow>> {
         let q = self.sql(select_task!("id = $1 AND owner = $2"));
         Ok(
@@ -230,12 +234,14 @@ impl Store {
     }
 
     /// A task whoever owns it (workers, live view tokens).
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %id))]
     pub async fn get_task_unscoped(&self, id: &str) -> Result<Option<TaskRow>> {
         let q = self.sql(select_task!("id = $1"));
         Ok(with_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&q).bind(id).fetch_optional(pool).await?))
     }
 
     /// The owner's tasks created before `before_ms`, newest first.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn list_tasks(&self, owner: &str, before_ms: i64, limit: i64) -> Result<Vec<TaskRow>> {
         let q = self.sql(select_task!(
             "owner = $1 AND created_at < $2 ORDER BY created_at DESC, id DESC LIMIT $3"
@@ -246,6 +252,7 @@ impl Store {
 
     /// Appends an event and returns it with its timestamp, or `None` if the fence refused
     /// (the task is final, or the attempt lost its lease).
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn append_event(
         &self,
         task_id: &str,
@@ -327,6 +334,7 @@ impl Store {
     }
 
     /// Events of one direction newer than `after`, oldest first.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn events_after(
         &self,
         task_id: &str,
@@ -344,6 +352,7 @@ impl Store {
     }
 
     /// Records that the client has seen every event up to `t` (it polled with `event_t = t`).
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn ack_events(&self, task_id: &str, t: i64) -> Result<()> {
         let q = self.sql("UPDATE tasks SET acked_event_t = $1 WHERE id = $2 AND acked_event_t < $1");
         let n = with_pool!(self, pool => sqlx::query(&q).bind(t).bind(task_id).execute(pool).await?.rows_affected());
@@ -354,6 +363,7 @@ impl Store {
     }
 
     /// Cancels a waiting task at once, or asks a running task's worker to stop.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %id))]
     pub async fn request_cancel(&self, owner: &str, id: &str) -> Result<CancelOutcome> {
         let now = now_ms();
         let q = self.sql(
@@ -382,6 +392,7 @@ impl Store {
     }
 
     /// Erases a final task's request, output, events and artifacts, keeping a tombstone.
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %id))]
     pub async fn erase_task_data(&self, owner: &str, id: &str) -> Result<EraseOutcome> {
         let Some(task) = self.get_task(owner, id).await? else {
             return Ok(EraseOutcome::NotFound);

@@ -33,6 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Validates a request body and its references to the owner's files, extensions and profile.
+#[tracing::instrument(skip_all)]
 pub(crate) async fn validate_request(state: &AppState, owner: &Owner, body: &Value) -> ApiResult<TaskSpec> {
     let spec = TaskSpec::from_json(body)?;
     for (i, id) in spec.files.iter().enumerate() {
@@ -64,6 +65,7 @@ pub(crate) async fn validate_request(state: &AppState, owner: &Owner, body: &Val
 }
 
 /// Stores a validated request as a waiting task.
+#[tracing::instrument(skip_all, fields(task.id = tracing::field::Empty))]
 pub(crate) async fn submit(state: &AppState, owner: &Owner, spec: TaskSpec) -> ApiResult<TaskRow> {
     let new = NewTask {
         id: ids::task_id(),
@@ -72,6 +74,7 @@ pub(crate) async fn submit(state: &AppState, owner: &Owner, spec: TaskSpec) -> A
         max_attempts: state.config.max_attempts,
         live_token: ids::random_token(32),
     };
+    tracing::Span::current().record("task.id", new.id.as_str());
     let max = state.config.max_running_per_key;
     let row = if max > 0 {
         state
@@ -103,6 +106,7 @@ fn over_concurrency_limit(max: i64) -> ApiError {
 
 /// Refuses early, before a request has side effects of its own, when the key is already at its
 /// concurrency limit. Advisory only: [`submit`] counts again, atomically.
+#[tracing::instrument(skip_all)]
 pub(crate) async fn check_capacity(state: &AppState, owner: &Owner) -> ApiResult<()> {
     let max = state.config.max_running_per_key;
     if max > 0 && state.store.active_tasks(&owner.id).await? >= max {
@@ -121,6 +125,7 @@ pub(crate) async fn check_capacity(state: &AppState, owner: &Owner) -> ApiResult
         (status = 422, description = "Invalid field; the detail names it", body = ErrorBody),
         (status = 429, description = "Rate limit or per-key concurrency limit reached; see `Retry-After`", body = ErrorBody),
     ))]
+#[tracing::instrument(skip_all)]
 async fn create_task(State(state): State<AppState>, owner: Owner, body: Body) -> ApiResult<Json<Value>> {
     let body = json_body(body, state.config.max_body_bytes).await?;
     let spec = validate_request(&state, &owner, &body).await?;
@@ -137,6 +142,7 @@ async fn create_task(State(state): State<AppState>, owner: Owner, body: Body) ->
         ("l" = Option<i64>, Query, description = "Page size, 1..=128, default 32"),
     ),
     responses((status = 200, body = Envelope<Vec<TaskResponse>>), (status = 422, body = ErrorBody)))]
+#[tracing::instrument(skip_all)]
 async fn list_tasks(
     State(state): State<AppState>,
     owner: Owner,
@@ -177,6 +183,7 @@ async fn list_tasks(
         (status = 202, description = "Waiting or running", body = Envelope<TaskResponse>),
         (status = 404, body = ErrorBody),
     ))]
+#[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn get_task(
     State(state): State<AppState>,
     Unmetered(owner): Unmetered,
@@ -234,6 +241,7 @@ async fn get_task(
 #[utoipa::path(delete, path = "/task/{id}", tag = "task",
     params(("id" = String, Path, description = "Task id")),
     responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody)))]
+#[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn cancel_task(
     State(state): State<AppState>,
     Unmetered(owner): Unmetered,
@@ -254,6 +262,7 @@ async fn cancel_task(
     params(("id" = String, Path, description = "Task id")),
     request_body(content = Object, description = "`{\"tool_response\": {\"id\", \"code\", \"output\"}}`"),
     responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn update_task(
     State(state): State<AppState>,
     owner: Owner,
@@ -290,6 +299,7 @@ async fn update_task(
         (status = 409, description = "The task has finished", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ))]
+#[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn post_event(
     State(state): State<AppState>,
     owner: Owner,
@@ -329,6 +339,7 @@ async fn post_event(
     Ok(Json(json!({"r": {"id": event_id}})))
 }
 
+#[tracing::instrument(skip_all, fields(task.id = %task_id))]
 async fn append_client_event(
     state: &AppState,
     owner: &Owner,
@@ -369,6 +380,7 @@ async fn append_client_event(
         (status = 404, body = ErrorBody),
         (status = 409, description = "Still waiting or running", body = ErrorBody),
     ))]
+#[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn erase_task_data(
     State(state): State<AppState>,
     owner: Owner,
@@ -402,6 +414,7 @@ async fn erase_task_data(
             body = Envelope<Vec<Object>>),
         (status = 404, body = ErrorBody),
     ))]
+#[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn task_steps(
     State(state): State<AppState>,
     owner: Owner,
