@@ -83,11 +83,49 @@ pub struct TaskMedia {
     download_wait: Duration,
 }
 
-fn temp(prefix: &str) -> Result<TempDir, String> {
+/// Why a task's media (screencast, recording, downloads folder) could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MediaError {
+    /// A temporary folder could not be made.
+    #[error("cannot create a folder: {0}")]
+    Folder(std::io::Error),
+    /// The browser refused the screencast or download capture.
+    #[error("cannot start the screencast: {0}")]
+    Screencast(smoothd_browser::BrowserError),
+    /// The page ended or the task stopped before a frame was painted.
+    #[error("the page never showed a frame")]
+    NoFrame,
+    /// The screencast closed before its first frame.
+    #[error("the screencast ended before its first frame")]
+    ScreencastEnded,
+    /// ffmpeg could not be started or waited for.
+    #[error("ffmpeg ({path}): {source}")]
+    Ffmpeg { path: String, source: std::io::Error },
+    /// ffmpeg has no stdin or stderr pipe.
+    #[error("ffmpeg has no {0} pipe")]
+    Pipe(&'static str),
+    /// ffmpeg did not exit within its deadline after the end of input.
+    #[error("ffmpeg did not finish within 60 s")]
+    Timeout,
+    /// ffmpeg exited with an error, or refused a frame.
+    #[error("ffmpeg failed ({status}): {message}")]
+    Encode {
+        status: std::process::ExitStatus,
+        message: String,
+    },
+    /// The finished file could not be read back.
+    #[error("cannot read the recording: {0}")]
+    Read(std::io::Error),
+    /// The recorder's task panicked or was aborted.
+    #[error("the recorder stopped: {0}")]
+    Stopped(tokio::task::JoinError),
+}
+
+fn temp(prefix: &str) -> Result<TempDir, MediaError> {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
-        .map_err(|e| format!("cannot create a folder: {e}"))
+        .map_err(MediaError::Folder)
 }
 
 impl TaskMedia {
@@ -96,7 +134,7 @@ impl TaskMedia {
         ctx: &TaskContext,
         services: &MediaServices,
         session: &BrowserSession,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, MediaError> {
         let downloads = temp("smoothd-downloads-")?;
         let mut capture = services.config.capture.clone();
         capture.downloads_dir = Some(downloads.path().to_path_buf());
@@ -105,7 +143,7 @@ impl TaskMedia {
             session
                 .start_media(&capture)
                 .await
-                .map_err(|e| format!("cannot start the screencast: {e}"))?,
+                .map_err(MediaError::Screencast)?,
         );
         let (status, status_rx) = watch::channel(if ctx.spec.is_session() {
             "session open".to_string()
@@ -309,11 +347,15 @@ struct Recorder {
     /// writer: ffmpeg gets its end of input, exits, and its folder is removed, instead of
     /// waiting for frames forever.
     stop: tokio_util::sync::DropGuard,
-    task: tokio::task::JoinHandle<Result<Recording, String>>,
+    task: tokio::task::JoinHandle<Result<Recording, MediaError>>,
 }
 
 impl Recorder {
-    fn start(ffmpeg: PathBuf, fps: u32, frames: watch::Receiver<Option<Arc<Frame>>>) -> Result<Self, String> {
+    fn start(
+        ffmpeg: PathBuf,
+        fps: u32,
+        frames: watch::Receiver<Option<Arc<Frame>>>,
+    ) -> Result<Self, MediaError> {
         let dir = temp("smoothd-recording-")?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(record(ffmpeg, fps.clamp(1, 30), frames, dir, stop.clone()));
@@ -323,12 +365,12 @@ impl Recorder {
         })
     }
 
-    async fn finish(self) -> Result<Recording, String> {
+    async fn finish(self) -> Result<Recording, MediaError> {
         let Self { stop, task } = self;
         drop(stop);
         match task.await {
             Ok(r) => r,
-            Err(e) => Err(format!("the recorder stopped: {e}")),
+            Err(e) => Err(MediaError::Stopped(e)),
         }
     }
 }
@@ -339,15 +381,15 @@ async fn record(
     mut frames: watch::Receiver<Option<Arc<Frame>>>,
     dir: TempDir,
     stop: CancellationToken,
-) -> Result<Recording, String> {
+) -> Result<Recording, MediaError> {
     // The video starts with the first frame.
     let first = loop {
         if let Some(f) = frames.borrow_and_update().clone() {
             break f;
         }
         tokio::select! {
-            _ = stop.cancelled() => return Err("the page never showed a frame".into()),
-            r = frames.changed() => if r.is_err() { return Err("the screencast ended before its first frame".into()) },
+            _ = stop.cancelled() => return Err(MediaError::NoFrame),
+            r = frames.changed() => if r.is_err() { return Err(MediaError::ScreencastEnded) },
         }
     };
     let (w, h) = (first.width.max(2) & !1, first.height.max(2) & !1);
@@ -392,9 +434,12 @@ async fn record(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", ffmpeg.display()))?;
-    let mut stdin = child.stdin.take().ok_or("ffmpeg has no stdin")?;
-    let mut stderr = child.stderr.take().ok_or("ffmpeg has no stderr")?;
+        .map_err(|source| MediaError::Ffmpeg {
+            path: ffmpeg.display().to_string(),
+            source,
+        })?;
+    let mut stdin = child.stdin.take().ok_or(MediaError::Pipe("stdin"))?;
+    let mut stderr = child.stderr.take().ok_or(MediaError::Pipe("stderr"))?;
     let errors = tokio::spawn(async move {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text).await;
@@ -440,18 +485,19 @@ async fn record(
     drop(stdin);
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
-        .map_err(|_| "ffmpeg did not finish within 60 s".to_string())?
-        .map_err(|e| format!("ffmpeg: {e}"))?;
+        .map_err(|_| MediaError::Timeout)?
+        .map_err(|source| MediaError::Ffmpeg {
+            path: ffmpeg.display().to_string(),
+            source,
+        })?;
     let errors = errors.await.unwrap_or_default();
     if !status.success() || write_error.is_some() {
-        return Err(format!(
-            "ffmpeg failed ({status}): {}",
-            errors.lines().last().unwrap_or("no message")
-        ));
+        return Err(MediaError::Encode {
+            status,
+            message: errors.lines().last().unwrap_or("no message").to_string(),
+        });
     }
-    let bytes = tokio::fs::read(&out)
-        .await
-        .map_err(|e| format!("cannot read the recording: {e}"))?;
+    let bytes = tokio::fs::read(&out).await.map_err(MediaError::Read)?;
     Ok(Recording {
         bytes: Bytes::from(bytes),
         frames: written,
