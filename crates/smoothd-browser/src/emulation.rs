@@ -1,16 +1,38 @@
-//! Device emulation and stealth, applied to each page before it loads anything: viewport,
-//! device scale factor, touch, user agent and client hints that match the device and never say
-//! "Headless", and a script that makes the usual automation checks read like a normal browser.
+//! Device emulation and stealth, applied to each page before it loads anything. Nothing here
+//! patches JavaScript: every value is set natively (launch flags and CDP overrides), so no
+//! function or getter differs from the browser's own, and the page, its iframes and its workers
+//! read the same values.
+//!
+//! - The browser-wide user agent (`--user-agent`, see [`launch_args`]) is the desktop one
+//!   without "Headless"; `--disable-blink-features=AutomationControlled` keeps
+//!   `navigator.webdriver` false. Languages, Accept-Language, platform, client hints, hardware,
+//!   timezone and WebGL stay the browser's own, which agree in every context.
+//! - Every session gets its device's viewport, pixel ratio, screen and window size (screen >=
+//!   window >= viewport) and touch.
+//! - A mobile device overrides the user agent and client hints on the page, and (through
+//!   [`crate::contexts`]) on its iframes and dedicated workers before they run.
+//! - Without stealth the browser says what it is: "HeadlessChrome" in the user agent and
+//!   `navigator.webdriver` true.
 
 use chromiumoxide::Page;
+use chromiumoxide::cdp::browser_protocol::browser::{Bounds, GetWindowForTargetParams, SetWindowBoundsParams};
 use chromiumoxide::cdp::browser_protocol::emulation::{
     SetDeviceMetricsOverrideParams, SetEmitTouchEventsForMouseParams, SetTouchEmulationEnabledParams,
     SetUserAgentOverrideParams, UserAgentBrandVersion, UserAgentMetadata,
 };
 use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use smoothd_core::Device;
 
+use crate::contexts::Overrides;
 use crate::error::BrowserError;
+
+/// The desktop user agent of a Chromium major version (what the browser says, minus "Headless").
+pub fn desktop_user_agent(major: &str) -> String {
+    format!(
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
+    )
+}
 
 /// The user agent a device presents, for a Chromium major version.
 pub fn user_agent(device: Device, major: &str) -> String {
@@ -19,74 +41,128 @@ pub fn user_agent(device: Device, major: &str) -> String {
             "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) \
              Chrome/{major}.0.0.0 Mobile Safari/537.36"
         ),
-        Device::Desktop | Device::DesktopLg => format!(
-            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
-        ),
+        Device::Desktop | Device::DesktopLg => desktop_user_agent(major),
     }
 }
 
-fn metadata(device: Device, major: &str, full: &str) -> UserAgentMetadata {
-    let brands = vec![
-        UserAgentBrandVersion::new("Chromium", major),
-        UserAgentBrandVersion::new("Not_A Brand", "24"),
-    ];
-    let full_list = vec![
-        UserAgentBrandVersion::new("Chromium", full),
-        UserAgentBrandVersion::new("Not_A Brand", "24.0.0.0"),
-    ];
+/// Flags for a browser we launch: the browser-wide user agent without "Headless", so shared
+/// and service workers (which no per-page override reaches) agree with the pages. Asks the
+/// binary for its version once per process; nothing if it does not answer.
+pub fn launch_args(chromium: &std::path::Path) -> Vec<String> {
+    static MAJOR: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let major = MAJOR.get_or_init(|| {
+        let out = std::process::Command::new(chromium)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "Chromium 156.0.8078.114 built on Debian..." / "Google Chrome 130.0.6723.58"
+        text.split_whitespace()
+            .find(|w| w.split('.').count() == 4 && w.split('.').all(|p| p.parse::<u32>().is_ok()))
+            .and_then(|v| v.split('.').next())
+            .map(str::to_string)
+    });
+    match major {
+        Some(m) => vec![format!("--user-agent={}", desktop_user_agent(m))],
+        None => Vec::new(),
+    }
+}
+
+/// The client hints the browser itself reports (read once per session on `about:blank`,
+/// before any override), so an override changes only what the device must change.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct NativeHints {
+    brands: Vec<Brand>,
+    full_version_list: Vec<Brand>,
+    platform: String,
+    platform_version: String,
+    architecture: String,
+    bitness: String,
+    form_factors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+struct Brand {
+    brand: String,
+    version: String,
+}
+
+const NATIVE_HINTS_JS: &str = "navigator.userAgentData ? navigator.userAgentData.getHighEntropyValues(\
+    ['architecture', 'bitness', 'platformVersion', 'fullVersionList', 'formFactors']) : null";
+
+async fn native_hints(page: &Page) -> NativeHints {
+    let mut params = EvaluateParams::new(NATIVE_HINTS_JS);
+    params.return_by_value = Some(true);
+    params.await_promise = Some(true);
+    match page.execute(params).await {
+        Ok(r) => r
+            .result
+            .result
+            .value
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
+        Err(_) => NativeHints::default(),
+    }
+}
+
+fn metadata(device: Device, major: &str, full: &str, native: &NativeHints) -> UserAgentMetadata {
+    let list = |l: &[Brand]| -> Vec<UserAgentBrandVersion> {
+        l.iter()
+            .map(|b| UserAgentBrandVersion::new(b.brand.clone(), b.version.clone()))
+            .collect()
+    };
+    let (brands, full_list) = if native.brands.is_empty() {
+        (
+            vec![
+                UserAgentBrandVersion::new("Chromium", major),
+                UserAgentBrandVersion::new("Not_A Brand", "24"),
+            ],
+            vec![
+                UserAgentBrandVersion::new("Chromium", full),
+                UserAgentBrandVersion::new("Not_A Brand", "24.0.0.0"),
+            ],
+        )
+    } else {
+        (list(&native.brands), list(&native.full_version_list))
+    };
     let mobile = device == Device::Mobile;
+    let or = |v: &str, d: &str| if v.is_empty() { d.to_string() } else { v.to_string() };
     UserAgentMetadata {
         brands: Some(brands),
         full_version_list: Some(full_list),
-        platform: if mobile { "Android".into() } else { "Linux".into() },
-        platform_version: if mobile { "14.0.0".into() } else { "6.1.0".into() },
-        architecture: if mobile { String::new() } else { "x86".into() },
+        platform: if mobile { "Android".into() } else { or(&native.platform, "Linux") },
+        platform_version: if mobile { "14.0.0".into() } else { native.platform_version.clone() },
+        architecture: if mobile { String::new() } else { or(&native.architecture, "x86") },
         model: if mobile { "Pixel 8".into() } else { String::new() },
         mobile,
-        bitness: Some("64".into()),
+        bitness: Some(or(&native.bitness, "64")),
         wow64: Some(false),
-        form_factors: None,
+        form_factors: Some(if mobile {
+            vec!["Mobile".into()]
+        } else if native.form_factors.is_empty() {
+            vec!["Desktop".into()]
+        } else {
+            native.form_factors.clone()
+        }),
     }
 }
 
-/// Patches the usual automation tells. Runs before any page script in every frame.
-const STEALTH_JS: &str = r#"(() => {
-  const define = (obj, prop, get) => {
-    try { Object.defineProperty(obj, prop, { get, configurable: true, enumerable: true }); } catch (e) {}
-  };
-  const navProto = Object.getPrototypeOf(navigator);
-  define(navProto, 'webdriver', () => false);
-  if (!navigator.languages || navigator.languages.length === 0) {
-    define(navProto, 'languages', () => ['en-US', 'en']);
-  }
-  // Headless windows are smaller than the emulated viewport; a real window never is.
-  if (window.outerWidth < window.innerWidth || window.outerHeight < window.innerHeight) {
-    define(window, 'outerWidth', () => window.innerWidth);
-    define(window, 'outerHeight', () => window.innerHeight + 85);
-  }
-  if (!window.chrome) {
-    Object.defineProperty(window, 'chrome', {
-      value: { app: { isInstalled: false }, runtime: {}, csi() {}, loadTimes() {} },
-      configurable: true, writable: true,
-    });
-  }
-  const patchGl = (proto) => {
-    if (!proto) return;
-    const original = proto.getParameter;
-    proto.getParameter = function (p) {
-      if (p === 37445) return 'Google Inc. (Intel)';
-      if (p === 37446) return 'ANGLE (Intel, Mesa Intel(R) UHD Graphics 630 (CFL GT2), OpenGL 4.6)';
-      return original.call(this, p);
-    };
-  };
-  patchGl(window.WebGLRenderingContext && WebGLRenderingContext.prototype);
-  patchGl(window.WebGL2RenderingContext && WebGL2RenderingContext.prototype);
-  if (navigator.permissions && navigator.permissions.query) {
-    const query = navigator.permissions.query.bind(navigator.permissions);
-    navigator.permissions.query = (p) =>
-      p && p.name === 'notifications' ? Promise.resolve({ state: Notification.permission }) : query(p);
-  }
-})();"#;
+/// The screen a device's viewport sits on, and the outer size of its browser window. A
+/// desktop window has the browser's toolbars above the viewport and fits the screen; a phone's
+/// window is the viewport.
+pub fn screen_and_window(device: Device) -> ((u32, u32), (u32, u32)) {
+    let vp = device.viewport();
+    match device {
+        Device::Desktop => ((1920, 1080), (vp.width, vp.height + 85)),
+        Device::DesktopLg => ((2560, 1440), (vp.width, vp.height + 85)),
+        Device::Mobile => ((vp.width, vp.height), (vp.width, vp.height)),
+    }
+}
 
 /// A visible cursor that follows the mouse, for recordings and the live view. It ignores
 /// pointer events, so it never changes what is clicked.
@@ -121,22 +197,45 @@ pub async fn show_cursor(page: &Page) -> Result<(), BrowserError> {
     Ok(())
 }
 
-/// Applies `device` (and stealth, if asked) to a fresh page.
+/// Applies `device` (and stealth, or its absence) to a fresh page. Returns what the page's
+/// iframes and workers must also get, if anything (see [`crate::contexts`]).
 pub async fn apply(
     page: &Page,
     device: Device,
     stealth: bool,
     chrome_version: &str,
-) -> Result<(), BrowserError> {
+    browser_user_agent: &str,
+) -> Result<Option<Overrides>, BrowserError> {
     let vp = device.viewport();
     let major = chrome_version.split('.').next().unwrap_or("130");
-    page.execute(SetDeviceMetricsOverrideParams::new(
+    let ((screen_w, screen_h), (outer_w, outer_h)) = screen_and_window(device);
+    let mut metrics = SetDeviceMetricsOverrideParams::new(
         i64::from(vp.width),
         i64::from(vp.height),
         vp.device_scale_factor,
         vp.mobile,
-    ))
-    .await?;
+    );
+    metrics.screen_width = Some(i64::from(screen_w));
+    metrics.screen_height = Some(i64::from(screen_h));
+    page.execute(metrics).await?;
+    // The window's outer size: the emulated viewport does not change it, and headless
+    // windows start at 780x580, smaller than the viewport. A browser we do not own may refuse.
+    if let Ok(win) = page
+        .execute(GetWindowForTargetParams::builder().target_id(page.target_id().clone()).build())
+        .await
+    {
+        let bounds = Bounds {
+            width: Some(i64::from(outer_w)),
+            height: Some(i64::from(outer_h)),
+            ..Default::default()
+        };
+        if let Err(e) = page
+            .execute(SetWindowBoundsParams::new(win.result.window_id.clone(), bounds))
+            .await
+        {
+            tracing::debug!(error = %e, "cannot size the browser window");
+        }
+    }
     page.execute(SetTouchEmulationEnabledParams {
         enabled: vp.touch,
         max_touch_points: vp.touch.then_some(5),
@@ -149,24 +248,23 @@ pub async fn apply(
         })
         .await?;
     }
-    // Always override the user agent: the default one says "HeadlessChrome".
-    let mut ua = SetUserAgentOverrideParams::new(user_agent(device, major));
-    ua.accept_language = Some("en-US,en;q=0.9".into());
-    ua.platform = Some(if vp.mobile {
-        "Linux armv81".into()
-    } else {
-        "Linux x86_64".into()
-    });
-    ua.user_agent_metadata = Some(metadata(device, major, chrome_version));
-    page.execute(ua).await?;
-    if stealth {
-        page.execute(AddScriptToEvaluateOnNewDocumentParams {
-            source: STEALTH_JS.into(),
-            world_name: None,
-            include_command_line_api: None,
-            run_immediately: None,
-        })
-        .await?;
+    // The user agent: the browser's own when it already says what the device needs (a desktop
+    // device under stealth, on a browser launched with [`launch_args`]); otherwise an override
+    // that changes only the device (and, without stealth, says "HeadlessChrome").
+    let mut ua = user_agent(device, major);
+    if !stealth {
+        ua = ua.replace(" Chrome/", " HeadlessChrome/");
     }
-    Ok(())
+    if ua == browser_user_agent && stealth {
+        return Ok(None);
+    }
+    let native = native_hints(page).await;
+    let mut params = SetUserAgentOverrideParams::new(ua);
+    params.user_agent_metadata = Some(metadata(device, major, chrome_version, &native));
+    let children = serde_json::to_value(&params).map_err(|e| BrowserError::Cdp(e.to_string()))?;
+    page.execute(params).await?;
+    Ok(Some(Overrides {
+        user_agent: Some(children),
+        automation: !stealth,
+    }))
 }

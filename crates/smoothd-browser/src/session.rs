@@ -18,6 +18,7 @@ use smoothd_core::urlpattern::{UrlPattern, allowed};
 use std::sync::Mutex;
 
 use crate::adblock::Blocker;
+use crate::contexts;
 use crate::emulation;
 use crate::error::BrowserError;
 use crate::launch::BrowserProcess;
@@ -60,6 +61,8 @@ pub struct BrowserSession {
     opts: SessionOptions,
     interceptor: Option<tokio::task::JoinHandle<()>>,
     seen: Arc<Mutex<Seen>>,
+    /// Overrides the page's iframes and workers (when the page has any to pass on).
+    _children: Option<contexts::ChildOverrides>,
 }
 
 impl Drop for BrowserSession {
@@ -133,7 +136,26 @@ impl BrowserSession {
         page.execute(SetBypassCspParams::new(true))
             .await
             .map_err(|e| crashed(&process, e))?;
-        emulation::apply(&page, opts.device, opts.stealth, &chrome_version).await?;
+        let children = emulation::apply(
+            &page,
+            opts.device,
+            opts.stealth,
+            &chrome_version,
+            &version.user_agent,
+        )
+        .await?;
+        // Iframes in other processes and workers get the page's overrides before they run.
+        let children = match children {
+            Some(overrides) => Some(
+                contexts::watch(
+                    process.browser.websocket_address(),
+                    page.target_id().as_ref(),
+                    overrides,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         if opts.show_cursor {
             emulation::show_cursor(&page).await?;
         }
@@ -152,6 +174,7 @@ impl BrowserSession {
             opts,
             interceptor,
             seen,
+            _children: children,
         })
     }
 
