@@ -4,7 +4,10 @@
 //! attach every new child target (out-of-process iframes, dedicated, shared and service
 //! workers) paused before its first script runs; each gets the page's overrides, and then runs.
 //! Service workers do not take a user agent override (Chromium answers, and never starts the
-//! worker); they are resumed untouched and keep the browser-wide identity.
+//! worker); they are resumed untouched and keep the browser-wide identity. Resuming them matters
+//! on its own: chromiumoxide detaches from a service worker that waits for its debugger without
+//! resuming it, which leaves it waiting, and the site's `navigator.serviceWorker.register`
+//! never settles.
 
 use std::time::Duration;
 

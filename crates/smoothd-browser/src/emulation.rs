@@ -11,8 +11,9 @@
 //!   window >= viewport) and touch.
 //! - A mobile device overrides the user agent and client hints on the page, and (through
 //!   [`crate::contexts`]) on its iframes and dedicated workers before they run.
-//! - Without stealth the browser says what it is: "HeadlessChrome" in the user agent and
-//!   `navigator.webdriver` true.
+//! - Without stealth the browser says it is automated the standard way: `navigator.webdriver`
+//!   is true (Chromium's automation flag, in the page and its iframes). Everything else is the
+//!   same, so nothing disagrees with anything.
 
 use chromiumoxide::Page;
 use chromiumoxide::cdp::browser_protocol::browser::{Bounds, GetWindowForTargetParams, SetWindowBoundsParams};
@@ -21,7 +22,6 @@ use chromiumoxide::cdp::browser_protocol::emulation::{
     SetUserAgentOverrideParams, UserAgentBrandVersion, UserAgentMetadata,
 };
 use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
-use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use smoothd_core::Device;
 
 use crate::contexts::Overrides;
@@ -70,85 +70,46 @@ pub fn launch_args(chromium: &std::path::Path) -> Vec<String> {
     }
 }
 
-/// The client hints the browser itself reports (read once per session on `about:blank`,
-/// before any override), so an override changes only what the device must change.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-struct NativeHints {
-    brands: Vec<Brand>,
-    full_version_list: Vec<Brand>,
-    platform: String,
-    platform_version: String,
-    architecture: String,
-    bitness: String,
-    form_factors: Vec<String>,
+/// Chromium's own brand list for a major version (its GREASE algorithm, as
+/// components/embedder_support/user_agent_utils.cc has it): a made-up brand whose punctuation,
+/// version and position follow from the major version, and "Chromium". An override that used
+/// other brands would disagree with the workers no override reaches.
+fn brands(major: &str, full: &str) -> (Vec<UserAgentBrandVersion>, Vec<UserAgentBrandVersion>) {
+    const CHARS: [&str; 11] = [" ", "(", ":", "-", ".", "/", ")", ";", "=", "?", "_"];
+    const VERSIONS: [&str; 3] = ["8", "99", "24"];
+    let seed: usize = major.parse().unwrap_or(0);
+    let grease = format!(
+        "Not{}A{}Brand",
+        CHARS[seed % CHARS.len()],
+        CHARS[(seed + 1) % CHARS.len()]
+    );
+    let grease_version = VERSIONS[seed % VERSIONS.len()];
+    let mut short = vec![
+        UserAgentBrandVersion::new("Chromium", major),
+        UserAgentBrandVersion::new("Chromium", major),
+    ];
+    let mut long = short.clone();
+    short[seed % 2] = UserAgentBrandVersion::new(grease.clone(), grease_version);
+    short[(seed + 1) % 2] = UserAgentBrandVersion::new("Chromium", major);
+    long[seed % 2] = UserAgentBrandVersion::new(grease, format!("{grease_version}.0.0.0"));
+    long[(seed + 1) % 2] = UserAgentBrandVersion::new("Chromium", full);
+    (short, long)
 }
 
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(default)]
-struct Brand {
-    brand: String,
-    version: String,
-}
-
-const NATIVE_HINTS_JS: &str = "navigator.userAgentData ? navigator.userAgentData.getHighEntropyValues(\
-    ['architecture', 'bitness', 'platformVersion', 'fullVersionList', 'formFactors']) : null";
-
-async fn native_hints(page: &Page) -> NativeHints {
-    let mut params = EvaluateParams::new(NATIVE_HINTS_JS);
-    params.return_by_value = Some(true);
-    params.await_promise = Some(true);
-    match page.execute(params).await {
-        Ok(r) => r
-            .result
-            .result
-            .value
-            .clone()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default(),
-        Err(_) => NativeHints::default(),
-    }
-}
-
-fn metadata(device: Device, major: &str, full: &str, native: &NativeHints) -> UserAgentMetadata {
-    let list = |l: &[Brand]| -> Vec<UserAgentBrandVersion> {
-        l.iter()
-            .map(|b| UserAgentBrandVersion::new(b.brand.clone(), b.version.clone()))
-            .collect()
-    };
-    let (brands, full_list) = if native.brands.is_empty() {
-        (
-            vec![
-                UserAgentBrandVersion::new("Chromium", major),
-                UserAgentBrandVersion::new("Not_A Brand", "24"),
-            ],
-            vec![
-                UserAgentBrandVersion::new("Chromium", full),
-                UserAgentBrandVersion::new("Not_A Brand", "24.0.0.0"),
-            ],
-        )
-    } else {
-        (list(&native.brands), list(&native.full_version_list))
-    };
+fn metadata(device: Device, major: &str, full: &str) -> UserAgentMetadata {
+    let (brands, full_list) = brands(major, full);
     let mobile = device == Device::Mobile;
-    let or = |v: &str, d: &str| if v.is_empty() { d.to_string() } else { v.to_string() };
     UserAgentMetadata {
         brands: Some(brands),
         full_version_list: Some(full_list),
-        platform: if mobile { "Android".into() } else { or(&native.platform, "Linux") },
-        platform_version: if mobile { "14.0.0".into() } else { native.platform_version.clone() },
-        architecture: if mobile { String::new() } else { or(&native.architecture, "x86") },
+        platform: if mobile { "Android".into() } else { "Linux".into() },
+        platform_version: if mobile { "14.0.0".into() } else { String::new() },
+        architecture: if mobile { String::new() } else { "x86".into() },
         model: if mobile { "Pixel 8".into() } else { String::new() },
         mobile,
-        bitness: Some(or(&native.bitness, "64")),
+        bitness: Some("64".into()),
         wow64: Some(false),
-        form_factors: Some(if mobile {
-            vec!["Mobile".into()]
-        } else if native.form_factors.is_empty() {
-            vec!["Desktop".into()]
-        } else {
-            native.form_factors.clone()
-        }),
+        form_factors: Some(vec![if mobile { "Mobile".into() } else { "Desktop".into() }]),
     }
 }
 
@@ -198,14 +159,14 @@ pub async fn show_cursor(page: &Page) -> Result<(), BrowserError> {
 }
 
 /// Applies `device` (and stealth, or its absence) to a fresh page. Returns what the page's
-/// iframes and workers must also get, if anything (see [`crate::contexts`]).
+/// iframes and workers must also get (see [`crate::contexts`]).
 pub async fn apply(
     page: &Page,
     device: Device,
     stealth: bool,
     chrome_version: &str,
     browser_user_agent: &str,
-) -> Result<Option<Overrides>, BrowserError> {
+) -> Result<Overrides, BrowserError> {
     let vp = device.viewport();
     let major = chrome_version.split('.').next().unwrap_or("130");
     let ((screen_w, screen_h), (outer_w, outer_h)) = screen_and_window(device);
@@ -249,22 +210,48 @@ pub async fn apply(
         .await?;
     }
     // The user agent: the browser's own when it already says what the device needs (a desktop
-    // device under stealth, on a browser launched with [`launch_args`]); otherwise an override
-    // that changes only the device (and, without stealth, says "HeadlessChrome").
-    let mut ua = user_agent(device, major);
-    if !stealth {
-        ua = ua.replace(" Chrome/", " HeadlessChrome/");
+    // device, on a browser launched with [`launch_args`]); otherwise an override that changes
+    // only the device.
+    let ua = user_agent(device, major);
+    if ua == browser_user_agent {
+        return Ok(Overrides {
+            user_agent: None,
+            automation: !stealth,
+        });
     }
-    if ua == browser_user_agent && stealth {
-        return Ok(None);
-    }
-    let native = native_hints(page).await;
     let mut params = SetUserAgentOverrideParams::new(ua);
-    params.user_agent_metadata = Some(metadata(device, major, chrome_version, &native));
+    params.user_agent_metadata = Some(metadata(device, major, chrome_version));
     let children = serde_json::to_value(&params).map_err(|e| BrowserError::Cdp(e.to_string()))?;
     page.execute(params).await?;
-    Ok(Some(Overrides {
+    Ok(Overrides {
         user_agent: Some(children),
         automation: !stealth,
-    }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brands_follow_chromium_grease() {
+        // What Chromium 156 itself reports in navigator.userAgentData.brands.
+        let (short, long) = brands("156", "156.0.8078.114");
+        let names: Vec<_> = short.iter().map(|b| format!("{}/{}", b.brand, b.version)).collect();
+        assert_eq!(names, ["Not:A-Brand/8", "Chromium/156"]);
+        assert_eq!(long[1].version, "156.0.8078.114");
+        assert_eq!(long[0].version, "8.0.0.0");
+        let (short, _) = brands("131", "131.0.0.0");
+        assert_eq!(short[1].brand, "Not_A Brand");
+        assert_eq!(short[1].version, "24");
+    }
+
+    #[test]
+    fn screens_hold_their_windows_and_windows_their_viewports() {
+        for d in [Device::Desktop, Device::DesktopLg, Device::Mobile] {
+            let vp = d.viewport();
+            let ((sw, sh), (ow, oh)) = screen_and_window(d);
+            assert!(sw >= ow && sh >= oh && ow >= vp.width && oh >= vp.height, "{d:?}");
+        }
+    }
 }

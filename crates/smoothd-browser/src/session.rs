@@ -61,8 +61,8 @@ pub struct BrowserSession {
     opts: SessionOptions,
     interceptor: Option<tokio::task::JoinHandle<()>>,
     seen: Arc<Mutex<Seen>>,
-    /// Overrides the page's iframes and workers (when the page has any to pass on).
-    _children: Option<contexts::ChildOverrides>,
+    /// Overrides the page's iframes and workers, and starts them.
+    _children: contexts::ChildOverrides,
 }
 
 impl Drop for BrowserSession {
@@ -136,7 +136,7 @@ impl BrowserSession {
         page.execute(SetBypassCspParams::new(true))
             .await
             .map_err(|e| crashed(&process, e))?;
-        let children = emulation::apply(
+        let overrides = emulation::apply(
             &page,
             opts.device,
             opts.stealth,
@@ -144,18 +144,14 @@ impl BrowserSession {
             &version.user_agent,
         )
         .await?;
-        // Iframes in other processes and workers get the page's overrides before they run.
-        let children = match children {
-            Some(overrides) => Some(
-                contexts::watch(
-                    process.browser.websocket_address(),
-                    page.target_id().as_ref(),
-                    overrides,
-                )
-                .await?,
-            ),
-            None => None,
-        };
+        // Iframes in other processes and workers get the page's overrides before they run, and
+        // service workers get started at all (chromiumoxide detaches from them while they wait).
+        let children = contexts::watch(
+            process.browser.websocket_address(),
+            page.target_id().as_ref(),
+            overrides,
+        )
+        .await?;
         if opts.show_cursor {
             emulation::show_cursor(&page).await?;
         }
