@@ -45,7 +45,11 @@ fn auto_attach() -> Value {
 }
 
 /// Attaches to page `target_id` over `ws_url` and overrides its children from now on.
-pub async fn watch(ws_url: &str, target_id: &str, overrides: Overrides) -> Result<ChildOverrides, BrowserError> {
+pub async fn watch(
+    ws_url: &str,
+    target_id: &str,
+    overrides: Overrides,
+) -> Result<ChildOverrides, BrowserError> {
     let (ws, _) = tokio::time::timeout(CONNECT_LIMIT, tokio_tungstenite::connect_async(ws_url))
         .await
         .map_err(|_| BrowserError::Cdp("the browser's DevTools endpoint did not answer".into()))?

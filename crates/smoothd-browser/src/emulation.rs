@@ -16,7 +16,9 @@
 //!   same, so nothing disagrees with anything.
 
 use chromiumoxide::Page;
-use chromiumoxide::cdp::browser_protocol::browser::{Bounds, GetWindowForTargetParams, SetWindowBoundsParams};
+use chromiumoxide::cdp::browser_protocol::browser::{
+    Bounds, GetWindowForTargetParams, SetWindowBoundsParams,
+};
 use chromiumoxide::cdp::browser_protocol::emulation::{
     SetDeviceMetricsOverrideParams, SetEmitTouchEventsForMouseParams, SetTouchEmulationEnabledParams,
     SetUserAgentOverrideParams, UserAgentBrandVersion, UserAgentMetadata,
@@ -182,7 +184,11 @@ pub async fn apply(
     // The window's outer size: the emulated viewport does not change it, and headless
     // windows start at 780x580, smaller than the viewport. A browser we do not own may refuse.
     if let Ok(win) = page
-        .execute(GetWindowForTargetParams::builder().target_id(page.target_id().clone()).build())
+        .execute(
+            GetWindowForTargetParams::builder()
+                .target_id(page.target_id().clone())
+                .build(),
+        )
         .await
     {
         let bounds = Bounds {
@@ -191,7 +197,7 @@ pub async fn apply(
             ..Default::default()
         };
         if let Err(e) = page
-            .execute(SetWindowBoundsParams::new(win.result.window_id.clone(), bounds))
+            .execute(SetWindowBoundsParams::new(win.result.window_id, bounds))
             .await
         {
             tracing::debug!(error = %e, "cannot size the browser window");
@@ -237,7 +243,10 @@ mod tests {
     fn brands_follow_chromium_grease() {
         // What Chromium 156 itself reports in navigator.userAgentData.brands.
         let (short, long) = brands("156", "156.0.8078.114");
-        let names: Vec<_> = short.iter().map(|b| format!("{}/{}", b.brand, b.version)).collect();
+        let names: Vec<_> = short
+            .iter()
+            .map(|b| format!("{}/{}", b.brand, b.version))
+            .collect();
         assert_eq!(names, ["Not:A-Brand/8", "Chromium/156"]);
         assert_eq!(long[1].version, "156.0.8078.114");
         assert_eq!(long[0].version, "8.0.0.0");
