@@ -50,26 +50,38 @@ pub fn user_agent(device: Device, major: &str) -> String {
 /// Flags for a browser we launch: the browser-wide user agent without "Headless", so shared
 /// and service workers (which no per-page override reaches) agree with the pages. Asks the
 /// binary for its version once per process; nothing if it does not answer.
-pub fn launch_args(chromium: &std::path::Path) -> Vec<String> {
-    static MAJOR: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let major = MAJOR.get_or_init(|| {
-        let out = std::process::Command::new(chromium)
-            .arg("--version")
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
+pub async fn launch_args(chromium: &std::path::Path) -> Vec<String> {
+    static MAJOR: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
+    let major = MAJOR
+        .get_or_init(|| async {
+            let out = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tokio::process::Command::new(chromium)
+                    .arg("--version")
+                    .stdin(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            .ok()?
             .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        // "Chromium 156.0.8078.114 built on Debian..." / "Google Chrome 130.0.6723.58"
-        text.split_whitespace()
-            .find(|w| w.split('.').count() == 4 && w.split('.').all(|p| p.parse::<u32>().is_ok()))
-            .and_then(|v| v.split('.').next())
-            .map(str::to_string)
-    });
+            major_version(&String::from_utf8_lossy(&out.stdout))
+        })
+        .await;
     match major {
         Some(m) => vec![format!("--user-agent={}", desktop_user_agent(m))],
         None => Vec::new(),
     }
+}
+
+/// The major version in `chromium --version`'s answer ("Chromium 156.0.8078.114 built on
+/// Debian...", "Google Chrome 130.0.6723.58").
+fn major_version(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| w.split('.').count() == 4 && w.split('.').all(|p| p.parse::<u32>().is_ok()))
+        .and_then(|v| v.split('.').next())
+        .map(str::to_string)
 }
 
 /// Chromium's own brand list for a major version (its GREASE algorithm, as
@@ -253,6 +265,17 @@ mod tests {
         let (short, _) = brands("131", "131.0.0.0");
         assert_eq!(short[1].brand, "Not_A Brand");
         assert_eq!(short[1].version, "24");
+    }
+
+    #[test]
+    fn major_version_from_version_output() {
+        let debian = "Chromium 156.0.8078.114 built on Debian GNU/Linux 12 (bookworm)\n";
+        assert_eq!(major_version(debian).as_deref(), Some("156"));
+        assert_eq!(
+            major_version("Google Chrome 130.0.6723.58 ").as_deref(),
+            Some("130")
+        );
+        assert_eq!(major_version("not a browser"), None);
     }
 
     #[test]

@@ -205,7 +205,7 @@ impl BrowserProcess {
         // The start page stays last.
         let start = args.pop();
         // The browser-wide user agent without "Headless" (see emulation.rs).
-        args.extend(crate::emulation::launch_args(&cfg.chromium));
+        args.extend(crate::emulation::launch_args(&cfg.chromium).await);
         args.extend(cfg.extra_args.iter().cloned());
         args.extend(extra.iter().cloned());
         args.extend(start);
