@@ -62,7 +62,7 @@ pub struct BrowserSession {
     interceptor: Option<tokio::task::JoinHandle<()>>,
     seen: Arc<Mutex<Seen>>,
     /// Overrides the page's iframes and workers, and starts them.
-    _children: contexts::ChildOverrides,
+    _children: Option<contexts::ChildOverrides>,
 }
 
 impl Drop for BrowserSession {
@@ -146,12 +146,21 @@ impl BrowserSession {
         .await?;
         // Iframes in other processes and workers get the page's overrides before they run, and
         // service workers get started at all (chromiumoxide detaches from them while they wait).
-        let children = contexts::watch(
+        // Without it the page still works (a browser that takes one connection only, say); its
+        // workers and other-process iframes then keep the browser-wide identity.
+        let children = match contexts::watch(
             process.browser.websocket_address(),
             page.target_id().as_ref(),
             overrides,
         )
-        .await?;
+        .await
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the page's workers and frames");
+                None
+            }
+        };
         if opts.show_cursor {
             emulation::show_cursor(&page).await?;
         }
