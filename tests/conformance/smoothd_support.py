@@ -9,6 +9,7 @@ Environment:
 """
 
 import io
+import json
 import os
 
 # Must be set before `smooth` is imported: the SDK reads it at import time.
@@ -405,6 +406,16 @@ class Site:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
+                if self.path.split("?", 1)[0] == "/echo-headers":
+                    # The bot detector (detector/index.html) compares request headers with navigator.
+                    echo = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("access-control-allow-origin", "*")
+                    self.send_header("content-length", str(len(echo)))
+                    self.end_headers()
+                    self.wfile.write(echo)
+                    return
                 body = SITE_PAGES.get(self.path.split("?", 1)[0])
                 data = body.encode() if body is not None else fixture_file(self.path.split("?", 1)[0])
                 if data is None:

@@ -1,8 +1,24 @@
-//! Device emulation and stealth, applied to each page before it loads anything: viewport,
-//! device scale factor, touch, user agent and client hints that match the device and never say
-//! "Headless", and a script that makes the usual automation checks read like a normal browser.
+//! Device emulation and stealth, applied to each page before it loads anything. Nothing here
+//! patches JavaScript: every value is set natively (launch flags and CDP overrides), so no
+//! function or getter differs from the browser's own, and the page, its iframes and its workers
+//! read the same values.
+//!
+//! - The browser-wide user agent (`--user-agent`, see [`launch_args`]) is the desktop one
+//!   without "Headless"; `--disable-blink-features=AutomationControlled` keeps
+//!   `navigator.webdriver` false. Languages, Accept-Language, platform, client hints, hardware,
+//!   timezone and WebGL stay the browser's own, which agree in every context.
+//! - Every session gets its device's viewport, pixel ratio, screen and window size (screen >=
+//!   window >= viewport) and touch.
+//! - A mobile device overrides the user agent and client hints on the page, and (through
+//!   [`crate::contexts`]) on its iframes and dedicated workers before they run.
+//! - Without stealth the browser says it is automated the standard way: `navigator.webdriver`
+//!   is true (Chromium's automation flag, in the page and its iframes). Everything else is the
+//!   same, so nothing disagrees with anything.
 
 use chromiumoxide::Page;
+use chromiumoxide::cdp::browser_protocol::browser::{
+    Bounds, GetWindowForTargetParams, SetWindowBoundsParams,
+};
 use chromiumoxide::cdp::browser_protocol::emulation::{
     SetDeviceMetricsOverrideParams, SetEmitTouchEventsForMouseParams, SetTouchEmulationEnabledParams,
     SetUserAgentOverrideParams, UserAgentBrandVersion, UserAgentMetadata,
@@ -10,7 +26,15 @@ use chromiumoxide::cdp::browser_protocol::emulation::{
 use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
 use smoothd_core::Device;
 
+use crate::contexts::Overrides;
 use crate::error::BrowserError;
+
+/// The desktop user agent of a Chromium major version (what the browser says, minus "Headless").
+pub fn desktop_user_agent(major: &str) -> String {
+    format!(
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
+    )
+}
 
 /// The user agent a device presents, for a Chromium major version.
 pub fn user_agent(device: Device, major: &str) -> String {
@@ -19,74 +43,101 @@ pub fn user_agent(device: Device, major: &str) -> String {
             "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) \
              Chrome/{major}.0.0.0 Mobile Safari/537.36"
         ),
-        Device::Desktop | Device::DesktopLg => format!(
-            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
-        ),
+        Device::Desktop | Device::DesktopLg => desktop_user_agent(major),
     }
 }
 
-fn metadata(device: Device, major: &str, full: &str) -> UserAgentMetadata {
-    let brands = vec![
+/// Flags for a browser we launch: the browser-wide user agent without "Headless", so shared
+/// and service workers (which no per-page override reaches) agree with the pages. Asks the
+/// binary for its version once per process; nothing if it does not answer.
+pub async fn launch_args(chromium: &std::path::Path) -> Vec<String> {
+    static MAJOR: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
+    let major = MAJOR
+        .get_or_init(|| async {
+            let out = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tokio::process::Command::new(chromium)
+                    .arg("--version")
+                    .stdin(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            major_version(&String::from_utf8_lossy(&out.stdout))
+        })
+        .await;
+    match major {
+        Some(m) => vec![format!("--user-agent={}", desktop_user_agent(m))],
+        None => Vec::new(),
+    }
+}
+
+/// The major version in `chromium --version`'s answer ("Chromium 156.0.8078.114 built on
+/// Debian...", "Google Chrome 130.0.6723.58").
+fn major_version(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| w.split('.').count() == 4 && w.split('.').all(|p| p.parse::<u32>().is_ok()))
+        .and_then(|v| v.split('.').next())
+        .map(str::to_string)
+}
+
+/// Chromium's own brand list for a major version (its GREASE algorithm, as
+/// components/embedder_support/user_agent_utils.cc has it): a made-up brand whose punctuation,
+/// version and position follow from the major version, and "Chromium". An override that used
+/// other brands would disagree with the workers no override reaches.
+fn brands(major: &str, full: &str) -> (Vec<UserAgentBrandVersion>, Vec<UserAgentBrandVersion>) {
+    const CHARS: [&str; 11] = [" ", "(", ":", "-", ".", "/", ")", ";", "=", "?", "_"];
+    const VERSIONS: [&str; 3] = ["8", "99", "24"];
+    let seed: usize = major.parse().unwrap_or(0);
+    let grease = format!(
+        "Not{}A{}Brand",
+        CHARS[seed % CHARS.len()],
+        CHARS[(seed + 1) % CHARS.len()]
+    );
+    let grease_version = VERSIONS[seed % VERSIONS.len()];
+    let mut short = vec![
         UserAgentBrandVersion::new("Chromium", major),
-        UserAgentBrandVersion::new("Not_A Brand", "24"),
+        UserAgentBrandVersion::new("Chromium", major),
     ];
-    let full_list = vec![
-        UserAgentBrandVersion::new("Chromium", full),
-        UserAgentBrandVersion::new("Not_A Brand", "24.0.0.0"),
-    ];
+    let mut long = short.clone();
+    short[seed % 2] = UserAgentBrandVersion::new(grease.clone(), grease_version);
+    short[(seed + 1) % 2] = UserAgentBrandVersion::new("Chromium", major);
+    long[seed % 2] = UserAgentBrandVersion::new(grease, format!("{grease_version}.0.0.0"));
+    long[(seed + 1) % 2] = UserAgentBrandVersion::new("Chromium", full);
+    (short, long)
+}
+
+fn metadata(device: Device, major: &str, full: &str) -> UserAgentMetadata {
+    let (brands, full_list) = brands(major, full);
     let mobile = device == Device::Mobile;
     UserAgentMetadata {
         brands: Some(brands),
         full_version_list: Some(full_list),
         platform: if mobile { "Android".into() } else { "Linux".into() },
-        platform_version: if mobile { "14.0.0".into() } else { "6.1.0".into() },
+        platform_version: if mobile { "14.0.0".into() } else { String::new() },
         architecture: if mobile { String::new() } else { "x86".into() },
         model: if mobile { "Pixel 8".into() } else { String::new() },
         mobile,
         bitness: Some("64".into()),
         wow64: Some(false),
-        form_factors: None,
+        form_factors: Some(vec![if mobile { "Mobile".into() } else { "Desktop".into() }]),
     }
 }
 
-/// Patches the usual automation tells. Runs before any page script in every frame.
-const STEALTH_JS: &str = r#"(() => {
-  const define = (obj, prop, get) => {
-    try { Object.defineProperty(obj, prop, { get, configurable: true, enumerable: true }); } catch (e) {}
-  };
-  const navProto = Object.getPrototypeOf(navigator);
-  define(navProto, 'webdriver', () => false);
-  if (!navigator.languages || navigator.languages.length === 0) {
-    define(navProto, 'languages', () => ['en-US', 'en']);
-  }
-  // Headless windows are smaller than the emulated viewport; a real window never is.
-  if (window.outerWidth < window.innerWidth || window.outerHeight < window.innerHeight) {
-    define(window, 'outerWidth', () => window.innerWidth);
-    define(window, 'outerHeight', () => window.innerHeight + 85);
-  }
-  if (!window.chrome) {
-    Object.defineProperty(window, 'chrome', {
-      value: { app: { isInstalled: false }, runtime: {}, csi() {}, loadTimes() {} },
-      configurable: true, writable: true,
-    });
-  }
-  const patchGl = (proto) => {
-    if (!proto) return;
-    const original = proto.getParameter;
-    proto.getParameter = function (p) {
-      if (p === 37445) return 'Google Inc. (Intel)';
-      if (p === 37446) return 'ANGLE (Intel, Mesa Intel(R) UHD Graphics 630 (CFL GT2), OpenGL 4.6)';
-      return original.call(this, p);
-    };
-  };
-  patchGl(window.WebGLRenderingContext && WebGLRenderingContext.prototype);
-  patchGl(window.WebGL2RenderingContext && WebGL2RenderingContext.prototype);
-  if (navigator.permissions && navigator.permissions.query) {
-    const query = navigator.permissions.query.bind(navigator.permissions);
-    navigator.permissions.query = (p) =>
-      p && p.name === 'notifications' ? Promise.resolve({ state: Notification.permission }) : query(p);
-  }
-})();"#;
+/// The screen a device's viewport sits on, and the outer size of its browser window. A
+/// desktop window has the browser's toolbars above the viewport and fits the screen; a phone's
+/// window is the viewport.
+pub fn screen_and_window(device: Device) -> ((u32, u32), (u32, u32)) {
+    let vp = device.viewport();
+    match device {
+        Device::Desktop => ((1920, 1080), (vp.width, vp.height + 85)),
+        Device::DesktopLg => ((2560, 1440), (vp.width, vp.height + 85)),
+        Device::Mobile => ((vp.width, vp.height), (vp.width, vp.height)),
+    }
+}
 
 /// A visible cursor that follows the mouse, for recordings and the live view. It ignores
 /// pointer events, so it never changes what is clicked.
@@ -121,22 +172,49 @@ pub async fn show_cursor(page: &Page) -> Result<(), BrowserError> {
     Ok(())
 }
 
-/// Applies `device` (and stealth, if asked) to a fresh page.
+/// Applies `device` (and stealth, or its absence) to a fresh page. Returns what the page's
+/// iframes and workers must also get (see [`crate::contexts`]).
 pub async fn apply(
     page: &Page,
     device: Device,
     stealth: bool,
     chrome_version: &str,
-) -> Result<(), BrowserError> {
+    browser_user_agent: &str,
+) -> Result<Overrides, BrowserError> {
     let vp = device.viewport();
     let major = chrome_version.split('.').next().unwrap_or("130");
-    page.execute(SetDeviceMetricsOverrideParams::new(
+    let ((screen_w, screen_h), (outer_w, outer_h)) = screen_and_window(device);
+    let mut metrics = SetDeviceMetricsOverrideParams::new(
         i64::from(vp.width),
         i64::from(vp.height),
         vp.device_scale_factor,
         vp.mobile,
-    ))
-    .await?;
+    );
+    metrics.screen_width = Some(i64::from(screen_w));
+    metrics.screen_height = Some(i64::from(screen_h));
+    page.execute(metrics).await?;
+    // The window's outer size: the emulated viewport does not change it, and headless
+    // windows start at 780x580, smaller than the viewport. A browser we do not own may refuse.
+    if let Ok(win) = page
+        .execute(
+            GetWindowForTargetParams::builder()
+                .target_id(page.target_id().clone())
+                .build(),
+        )
+        .await
+    {
+        let bounds = Bounds {
+            width: Some(i64::from(outer_w)),
+            height: Some(i64::from(outer_h)),
+            ..Default::default()
+        };
+        if let Err(e) = page
+            .execute(SetWindowBoundsParams::new(win.result.window_id, bounds))
+            .await
+        {
+            tracing::debug!(error = %e, "cannot size the browser window");
+        }
+    }
     page.execute(SetTouchEmulationEnabledParams {
         enabled: vp.touch,
         max_touch_points: vp.touch.then_some(5),
@@ -149,24 +227,63 @@ pub async fn apply(
         })
         .await?;
     }
-    // Always override the user agent: the default one says "HeadlessChrome".
-    let mut ua = SetUserAgentOverrideParams::new(user_agent(device, major));
-    ua.accept_language = Some("en-US,en;q=0.9".into());
-    ua.platform = Some(if vp.mobile {
-        "Linux armv81".into()
-    } else {
-        "Linux x86_64".into()
-    });
-    ua.user_agent_metadata = Some(metadata(device, major, chrome_version));
-    page.execute(ua).await?;
-    if stealth {
-        page.execute(AddScriptToEvaluateOnNewDocumentParams {
-            source: STEALTH_JS.into(),
-            world_name: None,
-            include_command_line_api: None,
-            run_immediately: None,
-        })
-        .await?;
+    // The user agent: the browser's own when it already says what the device needs (a desktop
+    // device, on a browser launched with [`launch_args`]); otherwise an override that changes
+    // only the device.
+    let ua = user_agent(device, major);
+    if ua == browser_user_agent {
+        return Ok(Overrides {
+            user_agent: None,
+            automation: !stealth,
+        });
     }
-    Ok(())
+    let mut params = SetUserAgentOverrideParams::new(ua);
+    params.user_agent_metadata = Some(metadata(device, major, chrome_version));
+    let children = serde_json::to_value(&params).map_err(|e| BrowserError::Cdp(e.to_string()))?;
+    page.execute(params).await?;
+    Ok(Overrides {
+        user_agent: Some(children),
+        automation: !stealth,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brands_follow_chromium_grease() {
+        // What Chromium 156 itself reports in navigator.userAgentData.brands.
+        let (short, long) = brands("156", "156.0.8078.114");
+        let names: Vec<_> = short
+            .iter()
+            .map(|b| format!("{}/{}", b.brand, b.version))
+            .collect();
+        assert_eq!(names, ["Not:A-Brand/8", "Chromium/156"]);
+        assert_eq!(long[1].version, "156.0.8078.114");
+        assert_eq!(long[0].version, "8.0.0.0");
+        let (short, _) = brands("131", "131.0.0.0");
+        assert_eq!(short[1].brand, "Not_A Brand");
+        assert_eq!(short[1].version, "24");
+    }
+
+    #[test]
+    fn major_version_from_version_output() {
+        let debian = "Chromium 156.0.8078.114 built on Debian GNU/Linux 12 (bookworm)\n";
+        assert_eq!(major_version(debian).as_deref(), Some("156"));
+        assert_eq!(
+            major_version("Google Chrome 130.0.6723.58 ").as_deref(),
+            Some("130")
+        );
+        assert_eq!(major_version("not a browser"), None);
+    }
+
+    #[test]
+    fn screens_hold_their_windows_and_windows_their_viewports() {
+        for d in [Device::Desktop, Device::DesktopLg, Device::Mobile] {
+            let vp = d.viewport();
+            let ((sw, sh), (ow, oh)) = screen_and_window(d);
+            assert!(sw >= ow && sh >= oh && ow >= vp.width && oh >= vp.height, "{d:?}");
+        }
+    }
 }

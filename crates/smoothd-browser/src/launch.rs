@@ -204,6 +204,8 @@ impl BrowserProcess {
         let mut args = base_args(data_dir.path());
         // The start page stays last.
         let start = args.pop();
+        // The browser-wide user agent without "Headless" (see emulation.rs).
+        args.extend(crate::emulation::launch_args(&cfg.chromium).await);
         args.extend(cfg.extra_args.iter().cloned());
         args.extend(extra.iter().cloned());
         args.extend(start);

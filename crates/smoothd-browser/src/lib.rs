@@ -4,6 +4,7 @@
 //! no database: the worker drives this crate.
 
 pub mod adblock;
+mod contexts;
 mod emulation;
 mod error;
 mod launch;

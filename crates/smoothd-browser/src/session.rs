@@ -18,6 +18,7 @@ use smoothd_core::urlpattern::{UrlPattern, allowed};
 use std::sync::Mutex;
 
 use crate::adblock::Blocker;
+use crate::contexts;
 use crate::emulation;
 use crate::error::BrowserError;
 use crate::launch::BrowserProcess;
@@ -60,6 +61,8 @@ pub struct BrowserSession {
     opts: SessionOptions,
     interceptor: Option<tokio::task::JoinHandle<()>>,
     seen: Arc<Mutex<Seen>>,
+    /// Overrides the page's iframes and workers, and starts them.
+    _children: Option<contexts::ChildOverrides>,
 }
 
 impl Drop for BrowserSession {
@@ -133,7 +136,31 @@ impl BrowserSession {
         page.execute(SetBypassCspParams::new(true))
             .await
             .map_err(|e| crashed(&process, e))?;
-        emulation::apply(&page, opts.device, opts.stealth, &chrome_version).await?;
+        let overrides = emulation::apply(
+            &page,
+            opts.device,
+            opts.stealth,
+            &chrome_version,
+            &version.user_agent,
+        )
+        .await?;
+        // Iframes in other processes and workers get the page's overrides before they run, and
+        // service workers get started at all (chromiumoxide detaches from them while they wait).
+        // Without it the page still works (a browser that takes one connection only, say); its
+        // workers and other-process iframes then keep the browser-wide identity.
+        let children = match contexts::watch(
+            process.browser.websocket_address(),
+            page.target_id().as_ref(),
+            overrides,
+        )
+        .await
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the page's workers and frames");
+                None
+            }
+        };
         if opts.show_cursor {
             emulation::show_cursor(&page).await?;
         }
@@ -152,6 +179,7 @@ impl BrowserSession {
             opts,
             interceptor,
             seen,
+            _children: children,
         })
     }
 

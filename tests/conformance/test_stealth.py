@@ -1,0 +1,117 @@
+"""Stealth against what public bot detectors check, through the real SDK: the detector page in
+tests/fixtures/site/detector (rebrowser-bot-detector, sannysoft, fingerprint-scan and CreepJS
+"lies" checks, each named in its source) runs in the page, a same-origin and a cross-origin
+iframe (127.0.0.1 vs localhost), and dedicated, shared and service workers, and reports every
+check as JSON read with evaluate_js.
+
+With `use_stealth` on, every check passes on every device preset, except the ones a preset
+cannot pass natively (stated in KNOWN_LIMITS). With it off, a stated list fails: the control
+that proves the page detects something.
+"""
+
+import json
+
+import pytest
+
+# viewport width, height, device pixel ratio, mobile: the presets of crates/smoothd-core/src/device.rs
+PRESETS = {
+    "desktop": (1280, 800, 1, False),
+    "desktop-lg": (1920, 1080, 1, False),
+    "mobile": (390, 844, 3, True),
+}
+
+# Shared and service workers are not reached by any per-page override (Chromium takes no user
+# agent override for a service worker, and a shared worker's navigator.userAgent is fixed when
+# the browser starts it): they keep the browser-wide desktop identity, which a mobile page does
+# not have. These are the only checks a preset fails with stealth on.
+KNOWN_LIMITS = {
+    "desktop": set(),
+    "desktop-lg": set(),
+    "mobile": {
+        "same in every context: userAgent",
+        "same in every context: clientHints",
+        "same in every context: highEntropyClientHints",
+        "same in every context: userAgentHeader",
+    },
+}
+
+# Without stealth the browser says it is automated, the standard way: navigator.webdriver is
+# true. Nothing else changes, so nothing else fails.
+EXPECTED_WITHOUT_STEALTH = {"navigatorWebdriver"}
+
+# What smoothd's stealth used to do (a JavaScript getter for navigator.webdriver, a wrapped
+# WebGL getParameter): the detector's CreepJS checks must catch it.
+OLD_PATCH = """
+Object.defineProperty(Navigator.prototype, 'webdriver', { get: () => false, configurable: true, enumerable: true });
+const original = WebGLRenderingContext.prototype.getParameter;
+WebGLRenderingContext.prototype.getParameter = function (p) { return original.call(this, p); };
+return true;
+"""
+
+
+def detector_url(site, device: str) -> str:
+    w, h, dpr, mobile = PRESETS[device]
+    port = site.base.rsplit(":", 1)[1]
+    return (
+        f"{site.base}/detector/index.html?w={w}&h={h}&dpr={dpr}&mobile={int(mobile)}"
+        f"&cross=http://localhost:{port}"
+    )
+
+
+def run_detector(client, cleanup_tasks, site, patch: str | None = None, **options) -> tuple[dict, dict | None]:
+    """The detector's report; with `patch`, also the report after running it in the page."""
+    s = client.session(**options)
+    cleanup_tasks.append(s.id())
+    patched = None
+    try:
+        s.goto(detector_url(site, options["device"]))
+        report = s.evaluate_js("detectorResults()").output
+        if patch is not None:
+            assert s.evaluate_js(patch).output is True
+            patched = s.evaluate_js("detectorResults()").output
+    finally:
+        s.close(force=True)
+    assert isinstance(report, dict) and report.get("checks"), report
+    return report, patched
+
+
+def failures(report: dict) -> dict:
+    return {name: c["detail"] for name, c in report["checks"].items() if not c["pass"]}
+
+
+@pytest.mark.parametrize("device", list(PRESETS))
+def test_detector_passes_with_stealth(server, client, cleanup_tasks, browser, site, device):
+    report, _ = run_detector(client, cleanup_tasks, site, device=device, use_stealth=True)
+    checks = report["checks"]
+    # Every kind of check ran, and every context answered.
+    for source in ("rebrowser-bot-detector", "sannysoft", "fingerprint-scan", "CreepJS"):
+        assert any(source in c["source"] for c in checks.values()), source
+    for ctx in ("dedicatedWorker", "sharedWorker", "serviceWorker", "sameOriginIframe", "crossOriginIframe"):
+        assert checks[f"context answered: {ctx}"]["pass"], (ctx, checks[f"context answered: {ctx}"])
+    failed = failures(report)
+    assert set(failed) == KNOWN_LIMITS[device], json.dumps(failed, indent=1)[:4000]
+    w = report["contexts"]["window"]
+    # Languages and Accept-Language agree and are well-formed (no q-value in a tag).
+    assert w["languages"] == ["en-US", "en"], w["languages"]
+    assert w["headers"]["accept-language"].split(",")[0] == "en-US", w["headers"]
+    # The device's own identity.
+    assert ("Mobile" in w["userAgent"]) is PRESETS[device][3], w["userAgent"]
+    assert w["mobile"] is PRESETS[device][3], w
+
+
+def test_detector_control_without_stealth(server, client, cleanup_tasks, browser, site):
+    report, patched = run_detector(client, cleanup_tasks, site, patch=OLD_PATCH, device="desktop", use_stealth=False)
+    failed = failures(report)
+    assert set(failed) == EXPECTED_WITHOUT_STEALTH, json.dumps(failed, indent=1)[:4000]
+    w = report["contexts"]["window"]
+    assert w["webdriver"] is True, w
+    # The iframes say so too (the automation flag reaches them).
+    for frame in ("sameOriginIframe", "crossOriginIframe"):
+        assert report["contexts"][frame]["webdriver"] is True, (frame, report["contexts"][frame])
+    # Sizes and languages are not stealth: they are right either way.
+    assert w["languages"] == ["en-US", "en"], w
+    # A JavaScript patch is a lie the detector sees: toString, name, prototype, receiver checks.
+    patched_failures = failures(patched)
+    assert "lie: Navigator.webdriver" in patched_failures, patched_failures
+    assert "lie: WebGLRenderingContext.getParameter" in patched_failures, patched_failures
+    assert any("toString" in d for d in patched_failures["lie: Navigator.webdriver"]), patched_failures
