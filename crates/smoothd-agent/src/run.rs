@@ -101,6 +101,8 @@ pub struct AgentConfig {
 pub struct Agent {
     pub llm: Llm,
     pub config: AgentConfig,
+    /// The model `agent: "smooth-lite"` tasks use (None: the default model).
+    pub lite_model: Option<String>,
 }
 
 /// One running task's state.
@@ -132,6 +134,18 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 impl Agent {
+    /// The agent a task's `agent` field asks for: `smooth-lite` runs on the lite model when
+    /// one is configured; anything else (validated upstream) on the default model.
+    pub fn for_task(&self, agent: &str) -> Agent {
+        match (&self.lite_model, agent) {
+            (Some(lite), "smooth-lite") => Agent {
+                llm: self.llm.with_model(lite),
+                ..self.clone()
+            },
+            _ => self.clone(),
+        }
+    }
+
     pub fn start(&self, job: Job) -> Run {
         let tools = tools::definitions(
             &job.additional_tools,
@@ -393,6 +407,7 @@ impl Run {
                 Err(e) => {
                     host.record_step(json!({
                         "step": step_no, "url": url, "view_chars": view_text.len(),
+                        "model": self.agent.llm.model(),
                         "error": e.to_string(), "actions": [],
                     }))
                     .await;
@@ -480,6 +495,7 @@ impl Run {
                 "step": step_no,
                 "url": url,
                 "view_chars": view_text.len(),
+                "model": self.agent.llm.model(),
                 "prompt_tokens": reply.usage.prompt,
                 "completion_tokens": reply.usage.completion,
                 "llm_ms": reply.latency.as_millis() as u64,

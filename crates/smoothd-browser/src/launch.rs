@@ -41,12 +41,15 @@ impl LaunchConfig {
     }
 }
 
-/// Looks for Chromium: the configured path, then the usual names on `PATH`.
+/// Looks for Chromium: the configured path, then the usual names on `PATH`. Debian's
+/// `/usr/bin/chromium` is a shell script that sources `/etc/chromium.d/*` (which loads uBlock
+/// Origin, adds flags of its own and exports Google API keys) before it runs the real binary;
+/// that script is skipped for the binary it runs, so the command line is only ours.
 pub fn find_chromium(configured: Option<&str>) -> Result<PathBuf, BrowserError> {
     if let Some(p) = configured {
         let p = PathBuf::from(p);
         return if p.is_file() {
-            Ok(p)
+            Ok(behind_wrapper(p))
         } else {
             Err(BrowserError::Launch(format!(
                 "SMOOTHD_CHROMIUM points at {}, which does not exist",
@@ -64,7 +67,7 @@ pub fn find_chromium(configured: Option<&str>) -> Result<PathBuf, BrowserError> 
         for dir in std::env::split_paths(&path) {
             let candidate = dir.join(name);
             if candidate.is_file() {
-                return Ok(candidate);
+                return Ok(behind_wrapper(candidate));
             }
         }
     }
@@ -72,6 +75,40 @@ pub fn find_chromium(configured: Option<&str>) -> Result<PathBuf, BrowserError> 
         "no Chromium found on PATH; install Debian's `chromium` package or set SMOOTHD_CHROMIUM".into(),
     ))
 }
+
+/// The real binary behind Debian's launcher script (`/usr/lib/chromium/chromium`), or `path`
+/// itself when it is not that script (a binary, or a wrapper of the user's own).
+fn behind_wrapper(path: PathBuf) -> PathBuf {
+    let Ok(head) = std::fs::read(&path).map(|b| b.into_iter().take(64 * 1024).collect::<Vec<u8>>()) else {
+        return path;
+    };
+    let text = String::from_utf8_lossy(&head);
+    if !text.starts_with("#!") || !text.contains("/etc/chromium.d") {
+        return path;
+    }
+    let real = PathBuf::from("/usr/lib/chromium/chromium");
+    if real.is_file() {
+        tracing::debug!(wrapper = %path.display(), binary = %real.display(), "skipping Debian's chromium launcher script");
+        real
+    } else {
+        path
+    }
+}
+
+/// Environment variables a browser inherits from smoothd; everything else (Google API keys,
+/// `CHROME_*`, proxies of the server's own) stays out, and `HOME` is the browser's own folder.
+const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "TMPDIR",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "FONTCONFIG_FILE",
+    "FONTCONFIG_PATH",
+];
 
 /// The flags every browser gets. Background networking and component updates are off: they
 /// are useless to an agent and fail on closed networks.
@@ -118,6 +155,9 @@ pub struct BrowserProcess {
     remote: Option<String>,
     /// The profile folder of a browser we started.
     data_dir: Option<tempfile::TempDir>,
+    /// Its `HOME` (the NSS database with a task's client certificates lives there), removed
+    /// with the process.
+    _home: Option<tempfile::TempDir>,
     handler: tokio::task::JoinHandle<()>,
 }
 
@@ -194,6 +234,25 @@ impl BrowserProcess {
         extra: &[String],
         data_dir: Option<tempfile::TempDir>,
     ) -> Result<Self, BrowserError> {
+        Self::launch_with(cfg, extra, data_dir, None).await
+    }
+
+    /// Starts Chromium on `data_dir` (or a fresh folder) with `home` as its `HOME` (or a fresh
+    /// empty one): Chromium on Linux reads client certificates from `$HOME/.pki/nssdb`, so
+    /// each browser sees only the certificates put there for it.
+    pub async fn launch_with(
+        cfg: &LaunchConfig,
+        extra: &[String],
+        data_dir: Option<tempfile::TempDir>,
+        home: Option<tempfile::TempDir>,
+    ) -> Result<Self, BrowserError> {
+        let home = match home {
+            Some(h) => h,
+            None => tempfile::Builder::new()
+                .prefix("smoothd-home-")
+                .tempdir()
+                .map_err(|e| BrowserError::Launch(format!("cannot create a home folder: {e}")))?,
+        };
         let data_dir = match data_dir {
             Some(d) => d,
             None => tempfile::Builder::new()
@@ -217,6 +276,13 @@ impl BrowserProcess {
             }
             None => Command::new(&cfg.chromium),
         };
+        command.env_clear();
+        for (k, v) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| KEPT_ENV.contains(&k)) {
+                command.env(k, v);
+            }
+        }
+        command.env("HOME", home.path());
         let mut child = command
             .args(&args)
             .stdin(Stdio::null())
@@ -278,6 +344,7 @@ impl BrowserProcess {
             pid,
             remote: None,
             data_dir: Some(data_dir),
+            _home: Some(home),
             handler: handler_task,
         })
     }
@@ -350,6 +417,7 @@ impl BrowserProcess {
             pid: None,
             remote: Some(shown),
             data_dir: None,
+            _home: None,
             handler: handler_task,
         })
     }

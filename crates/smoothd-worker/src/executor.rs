@@ -72,7 +72,10 @@ impl Executor for BasicExecutor {
             return self.run_session(ctx).await;
         }
         match &self.agent {
-            Some(agent) => self.run_agent_task(ctx, agent).await,
+            Some(agent) => {
+                let agent = agent.for_task(&ctx.spec.agent);
+                self.run_agent_task(ctx, &agent).await
+            }
             None => failed(NO_MODEL),
         }
     }
@@ -187,7 +190,7 @@ impl BasicExecutor {
         credits: &mut i64,
     ) -> Reply {
         let started = Instant::now();
-        let Some(agent) = &self.agent else {
+        let Some(agent) = self.agent.as_ref().map(|a| a.for_task(&ctx.spec.agent)) else {
             return Reply::internal(NO_MODEL);
         };
         let Some(prepared) = browser else {
@@ -377,7 +380,7 @@ impl BasicExecutor {
                 }
             }
             ("browser_action", "extract") => {
-                let Some(agent) = &self.agent else {
+                let Some(agent) = self.agent.as_ref().map(|a| a.for_task(&ctx.spec.agent)) else {
                     return Reply::internal(NO_MODEL);
                 };
                 let Some(prepared) = browser else {
