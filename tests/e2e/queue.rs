@@ -147,7 +147,9 @@ async fn cuttable_forwarder(target: String) -> (String, tokio_util::sync::Cancel
             let target = target.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { return };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
                 tokio::select! {
                     _ = stop.cancelled() => {}
                     _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}

@@ -408,6 +408,12 @@ impl BrowserSession {
         self.process.is_alive()
     }
 
+    /// Resolves when the browser under this session is gone: its process exited (crashed or
+    /// was killed) or the connection to it ended. Sessions wait on it beside their commands.
+    pub async fn browser_gone(&self) {
+        self.process.exited.cancelled().await;
+    }
+
     /// Runs a CDP call with a timeout, ending at once if the browser process dies.
     async fn guard<T>(
         &self,

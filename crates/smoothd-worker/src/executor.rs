@@ -81,6 +81,10 @@ impl Executor for BasicExecutor {
     }
 }
 
+/// The final error of a task or session whose browser died under it.
+const BROWSER_CRASHED: &str =
+    "the browser crashed (its process exited or the connection to it was lost); the task cannot continue";
+
 const NO_MODEL: &str = "no model configured: set SMOOTHD_LLM_BASE_URL and SMOOTHD_LLM_MODEL (and \
      SMOOTHD_LLM_API_KEY if the endpoint needs one) to run tasks";
 
@@ -168,7 +172,17 @@ impl BasicExecutor {
                 ctx,
                 browser: &prepared,
             };
-            run.run(&mut host, &prepared.session, &stop).await
+            // A browser that dies while the model thinks ends the task now, not at its next
+            // action.
+            tokio::select! {
+                f = run.run(&mut host, &prepared.session, &stop) => Some(f),
+                () = prepared.session.browser_gone() => None,
+            }
+        };
+        let Some(finish) = finish else {
+            tracing::warn!(task.id = %ctx.id(), "the browser crashed under an agent task");
+            prepared.finish(ctx, &self.blobs).await;
+            return failed(BROWSER_CRASHED);
         };
         tracing::info!(
             task.id = %ctx.id(), steps = finish.steps, prompt_tokens = finish.usage.prompt,
@@ -261,7 +275,20 @@ impl BasicExecutor {
         }
         let mut credits = 0;
         loop {
-            let Some(event) = ctx.next_client_event(self.session_idle).await else {
+            // An idle session whose browser dies ends now (the pool notices the crash at
+            // once; the session must too, not at its next command or idle timeout).
+            let next = match browser {
+                Some(b) => tokio::select! {
+                    e = ctx.next_client_event(self.session_idle) => Some(e),
+                    () = b.session.browser_gone() => None,
+                },
+                None => Some(ctx.next_client_event(self.session_idle).await),
+            };
+            let Some(next) = next else {
+                tracing::warn!(task.id = %ctx.id(), "the browser crashed under an idle session");
+                return failed(BROWSER_CRASHED);
+            };
+            let Some(event) = next else {
                 if ctx.stop_reason().is_some() {
                     return Outcome::Stopped;
                 }
@@ -310,7 +337,7 @@ impl BasicExecutor {
                 // As with close: the SDK never reads the events of the first final response,
                 // so the 500 answer must be read while the session still reads running.
                 ctx.wait_acked(sent.timestamp, self.close_grace).await;
-                return failed("the browser crashed; the session cannot continue");
+                return failed(BROWSER_CRASHED);
             }
         }
     }
