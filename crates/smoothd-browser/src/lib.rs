@@ -4,6 +4,7 @@
 //! no database: the worker drives this crate.
 
 pub mod adblock;
+pub mod certs;
 mod emulation;
 mod error;
 mod launch;
@@ -14,6 +15,7 @@ mod session;
 pub mod storage;
 
 pub use adblock::Blocker;
+pub use certs::ClientCertificate;
 pub use error::BrowserError;
 pub use launch::{BrowserProcess, LaunchConfig, find_chromium};
 pub use media::{Frame, MediaOptions, PageMedia, ViewerInput};

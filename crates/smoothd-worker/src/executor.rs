@@ -256,15 +256,6 @@ impl BasicExecutor {
     }
 
     async fn session_loop(&self, ctx: &mut TaskContext, browser: Option<&Prepared>) -> Outcome {
-        // Accepted but not applied: say so rather than pretend (see the README).
-        if !ctx.spec.certificates.is_empty() {
-            let _ = ctx
-                .notify(
-                    "notice",
-                    json!({"message": "client certificates are validated but not yet applied by smoothd"}),
-                )
-                .await;
-        }
         if let (Some(b), Some(url)) = (browser, ctx.spec.url.clone()) {
             if ctx.mark_effects().await.is_err() {
                 return Outcome::Stopped;
