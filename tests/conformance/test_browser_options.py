@@ -173,6 +173,26 @@ def test_proxy_with_a_wrong_password_is_explained(server, client, cleanup_tasks,
     s.close(force=True)
 
 
+@pytest.mark.parametrize("page_407", [True, False], ids=["407-page", "empty-407"])
+def test_a_proxy_refusing_the_credentials_fails_goto_with_407(server, client, cleanup_tasks, browser, site, page_407):
+    """Even when the proxy's 407 carries a page (squid, tinyproxy), goto does not succeed on
+    that page: it fails saying the proxy refused the credentials (407)."""
+    p = AuthProxy("alice", "s3cret", page_407=page_407)
+    try:
+        s = opened(client, cleanup_tasks, proxy_server=p.url, proxy_username="alice", proxy_password="wrong")
+        with pytest.raises(ToolCallError) as ei:
+            s.goto(site.url("/index.html"))
+        msg = str(ei.value)
+        assert "proxy refused the credentials" in msg and "407" in msg, msg
+        assert p.refused > 0 and p.forwarded == []
+        # Still refused on a second try, not shown the proxy's page.
+        with pytest.raises(ToolCallError, match="proxy refused the credentials"):
+            s.goto(site.url("/adblock.html"))
+        s.close(force=True)
+    finally:
+        p.close()
+
+
 def test_self_proxy_is_refused(server, client, cleanup_tasks):
     before = set()
     r = server.request("GET", "/v1/task", params={"l": 128})
