@@ -709,6 +709,15 @@ mod tests {
         );
         assert_eq!(err(json!({"task": ""})).field, "task");
         assert_eq!(err(json!([1])).field, "body");
+        assert_eq!(err(json!({"task": "x", "agent": "smooth-max"})).field, "agent");
+    }
+
+    #[test]
+    fn both_smooth_agents_are_accepted() {
+        for agent in ["smooth", "smooth-lite"] {
+            let s = TaskSpec::from_json(&json!({"task": "x", "agent": agent})).unwrap();
+            assert_eq!(s.agent, agent);
+        }
     }
 
     #[test]

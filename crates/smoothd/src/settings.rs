@@ -603,6 +603,38 @@ mod tests {
     }
 
     #[test]
+    fn db_acquire_timeout_and_lite_model_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.db_acquire_timeout_seconds, 3,
+                "short enough for a client's retry"
+            );
+            jail.set_env("SMOOTHD_DB_ACQUIRE_TIMEOUT_SECONDS", "1");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.db_acquire_timeout_seconds, 1);
+            jail.set_env("SMOOTHD_DB_ACQUIRE_TIMEOUT_SECONDS", "0");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("db_acquire_timeout_seconds (SMOOTHD_DB_ACQUIRE_TIMEOUT_SECONDS)"),
+                "{err}"
+            );
+            jail.set_env("SMOOTHD_DB_ACQUIRE_TIMEOUT_SECONDS", "3");
+            jail.set_env("SMOOTHD_LLM_LITE_MODEL", "small");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("llm_lite_model (SMOOTHD_LLM_LITE_MODEL)"), "{err}");
+            jail.set_env("SMOOTHD_LLM_BASE_URL", "http://127.0.0.1:11434/v1");
+            jail.set_env("SMOOTHD_LLM_MODEL", "big");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            let agent = s.agent().map_err(|e| e.to_string())?.ok_or("no agent")?;
+            assert_eq!(agent.lite_model.as_deref(), Some("small"));
+            assert_eq!(agent.for_task("smooth-lite").llm.model(), "small");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn metrics_settings_from_the_environment() {
         figment::Jail::expect_with(|jail| {
             // The test command itself runs with SMOOTHD_TEST_* variables set.
