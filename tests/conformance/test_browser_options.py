@@ -419,6 +419,30 @@ def test_smooth_cli_drives_a_session(server, cleanup_tasks, browser, site):
 # --- a browser that dies ---
 
 
+def test_an_idle_session_whose_chromium_dies_fails_within_seconds(server, client, cleanup_tasks, browser, site):
+    """No command follows the crash: the session still ends, naming it, with its recording."""
+    s = opened(client, cleanup_tasks, enable_recording=True)
+    s.goto(site.url("/index.html"))
+    time.sleep(1)
+    pids = chromium_browser_pids(server.proc.pid)
+    assert pids, f"no Chromium browser process is a child of smoothd (pid {server.proc.pid})"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    res = s._handle.result(timeout=30)
+    took = time.monotonic() - killed
+    assert res.status == "failed" and "browser crashed" in (res.error or ""), res
+    # Well before any idle timeout (15 minutes by default).
+    assert took < 20, f"the session noticed after {took:.1f}s"
+    final = wait_final(server, s.id(), timeout=10)
+    assert final.get("recording_url"), f"the recording was not finalised: {final}"
+
+    fresh = opened(client, cleanup_tasks)
+    fresh.goto(site.url("/second.html"))
+    assert fresh.evaluate_js("document.title").output == "Second page"
+    fresh.close(force=True)
+
+
 def test_a_killed_chromium_fails_its_session_and_the_next_one_works(server, client, cleanup_tasks, browser, site):
     s = opened(client, cleanup_tasks)
     s.goto(site.url("/index.html"))

@@ -81,6 +81,9 @@ impl Executor for BasicExecutor {
     }
 }
 
+/// How long a session whose browser died waits for a command already on its way.
+const CRASH_GRACE: Duration = Duration::from_secs(3);
+
 /// The final error of a task or session whose browser died under it.
 const BROWSER_CRASHED: &str =
     "the browser crashed (its process exited or the connection to it was lost); the task cannot continue";
@@ -265,23 +268,32 @@ impl BasicExecutor {
             }
         }
         let mut credits = 0;
+        // Set once the browser is gone: the session then waits only CRASH_GRACE for a command
+        // already on its way (answered 500, "the browser crashed", which the client reads
+        // better than a call cancelled by the final state), then fails.
+        let mut dead = false;
         loop {
-            // An idle session whose browser dies ends now (the pool notices the crash at
-            // once; the session must too, not at its next command or idle timeout).
+            // An idle session whose browser dies ends within moments (the pool notices the
+            // crash at once; the session must too, not at its next command or idle timeout).
             let next = match browser {
-                Some(b) => tokio::select! {
+                Some(b) if !dead => tokio::select! {
                     e = ctx.next_client_event(self.session_idle) => Some(e),
                     () = b.session.browser_gone() => None,
                 },
-                None => Some(ctx.next_client_event(self.session_idle).await),
+                _ if dead => Some(ctx.next_client_event(CRASH_GRACE).await),
+                _ => Some(ctx.next_client_event(self.session_idle).await),
             };
             let Some(next) = next else {
                 tracing::warn!(task.id = %ctx.id(), "the browser crashed under an idle session");
-                return failed(BROWSER_CRASHED);
+                dead = true;
+                continue;
             };
             let Some(event) = next else {
                 if ctx.stop_reason().is_some() {
                     return Outcome::Stopped;
+                }
+                if dead {
+                    return failed(BROWSER_CRASHED);
                 }
                 return failed(format!(
                     "session closed after {} s without a command (idle timeout)",
@@ -305,6 +317,9 @@ impl BasicExecutor {
                 ctx.wait_acked(sent.timestamp, self.close_grace).await;
                 if ctx.stop_reason() == Some(StopReason::LeaseLost) {
                     return Outcome::Stopped;
+                }
+                if browser.is_some_and(|b| !b.session.browser_alive()) {
+                    return failed(BROWSER_CRASHED);
                 }
                 return Outcome::Done {
                     output: Value::Null,
