@@ -10,8 +10,10 @@ up by smoothd_support.llm_env: a 3 s model timeout, 3 retries, a price table, vi
 import io
 import json
 import math
+import os
 import re
 import secrets
+import signal
 import time
 import zipfile
 
@@ -31,6 +33,7 @@ from smoothd_support import (
     AuthProxy,
     Server,
     Site,
+    chromium_browser_pids,
     get_task,
     llm_env,
     named,
@@ -782,3 +785,32 @@ def test_a_proxy_refusing_the_credentials_is_observed_and_named_in_the_final_err
         assert proxy.refused > 0 and proxy.forwarded == []
     finally:
         proxy.close()
+
+
+# --- a browser that dies ---
+
+
+def test_an_agent_task_whose_browser_dies_while_the_model_thinks_fails_at_once(server, client, site, llm):
+    """The crash ends the task then, not at the agent's next action."""
+    marker = llm.script(
+        "crash-thinking",
+        [
+            [{"fault": "timeout", "seconds": 2.5, "times": 1}, {"op": "scroll", "direction": "down"}],
+            [{"op": "done", "output": "never"}],
+        ],
+    )
+    handle = client.run(f"Think slowly {marker}", url=site.url("/agent/slow.html"), max_steps=5)
+    deadline = time.monotonic() + 60
+    while not llm.requests(marker):
+        assert time.monotonic() < deadline, "the model was never asked"
+        time.sleep(0.05)
+    pids = chromium_browser_pids(server.proc.pid)
+    assert pids, "no browser to kill"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    res = handle.result(timeout=RESULT_TIMEOUT)
+    assert res.status == "failed", res
+    error = task_json(server, handle.id()).get("error") or ""
+    # This task's own crash message (not the one of an action that met a dead browser).
+    assert "the browser crashed (its process exited" in error, error
+    assert len(llm.requests(marker)) == 1, "the loop went on after the crash"
