@@ -451,9 +451,11 @@ class AuthProxy:
     """A small authenticating HTTP proxy on 127.0.0.1 for plain-http targets (absolute-form GET
     only). Without the right `Proxy-Authorization` it answers 407 with `Proxy-Authenticate`;
     with it, it forwards the request in origin form with `Connection: close` and relays the
-    answer. `forwarded` lists the absolute URLs it forwarded, in order."""
+    answer. `forwarded` lists the absolute URLs it forwarded, in order. `page_407`: the 407
+    carries an HTML page saying so, as squid's and tinyproxy's do (a browser that gives up
+    on the challenge shows that page)."""
 
-    def __init__(self, user: str, password: str) -> None:
+    def __init__(self, user: str, password: str, page_407: bool = False) -> None:
         import base64
         import http.client
         import http.server
@@ -469,19 +471,25 @@ class AuthProxy:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _close_with(self, code: int, headers: dict[str, str]) -> None:
+            def _close_with(self, code: int, headers: dict[str, str], body: bytes = b"") -> None:
                 self.send_response(code)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(body)))
                 self.send_header("Connection", "close")
                 self.end_headers()
+                self.wfile.write(body)
                 self.close_connection = True
 
             def do_GET(self):  # noqa: N802
                 if (self.headers.get("Proxy-Authorization") or "").strip() != expected:
                     proxy.refused += 1
-                    self._close_with(407, {"Proxy-Authenticate": 'Basic realm="t"'})
+                    page = b""
+                    headers = {"Proxy-Authenticate": 'Basic realm="t"'}
+                    if page_407:
+                        page = b"<html><body><h1>407 Proxy Authentication Required</h1></body></html>"
+                        headers["Content-Type"] = "text/html"
+                    self._close_with(407, headers, page)
                     return
                 target = _split(self.path)
                 if target.scheme != "http" or not target.hostname:

@@ -10,8 +10,10 @@ up by smoothd_support.llm_env: a 3 s model timeout, 3 retries, a price table, vi
 import io
 import json
 import math
+import os
 import re
 import secrets
+import signal
 import time
 import zipfile
 
@@ -24,11 +26,14 @@ from smooth.models import Secret
 
 from scripted_llm import ScriptedLLM, content_text, tool_names, tool_results
 from smoothd_support import (
+    LLM_MODEL,
     LLM_PRICE_IN,
     LLM_PRICE_OUT,
     STOP_TIMEOUT,
+    AuthProxy,
     Server,
     Site,
+    chromium_browser_pids,
     get_task,
     llm_env,
     named,
@@ -37,6 +42,8 @@ from smoothd_support import (
 )
 
 RESULT_TIMEOUT = 120
+# The model `agent: "smooth-lite"` tasks run on (SMOOTHD_LLM_LITE_MODEL).
+LITE_MODEL = "scripted-lite"
 BASE_TOOLS = {
     "goto",
     "click",
@@ -61,7 +68,7 @@ def llm():
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request, llm):
-    srv = Server(request.param, extra_env=llm_env(llm.base_url))
+    srv = Server(request.param, extra_env=llm_env(llm.base_url, SMOOTHD_LLM_LITE_MODEL=LITE_MODEL))
     try:
         srv.start()
         yield srv
@@ -724,3 +731,86 @@ def test_unknown_additional_tool_is_refused_at_submit(server, client):
     assert "teleport" in str(e.value), e.value
     r = server.request("POST", "/v1/task", json={"task": "x", "additional_tools": {"teleport": None}})
     assert 400 <= r.status_code < 500 and "additional_tools" in r.json()["detail"], r.text
+
+
+# --- agents and models ---
+
+
+def test_smooth_lite_runs_on_the_lite_model_and_the_trace_says_so(server, client, site, llm):
+    lite = llm.script("lite", [[{"op": "scroll", "direction": "down"}], [{"op": "done", "output": "quick"}]])
+    handle = client.run(f"Be quick {lite}", url=site.url("/agent/slow.html"), agent="smooth-lite", max_steps=5)
+    res = handle.result(timeout=RESULT_TIMEOUT)
+    assert res.status == "done" and res.output == "quick", res
+    assert [r["model"] for r in llm.requests(lite)] == [LITE_MODEL, LITE_MODEL]
+    assert [s["model"] for s in steps_of(server, handle.id())] == [LITE_MODEL, LITE_MODEL]
+    # The default agent stays on the default model.
+    full = llm.script("full", [[{"op": "done", "output": "thorough"}]])
+    handle = client.run(f"Be thorough {full}", url=site.url("/agent/slow.html"), agent="smooth", max_steps=5)
+    assert handle.result(timeout=RESULT_TIMEOUT).status == "done"
+    assert [r["model"] for r in llm.requests(full)] == [LLM_MODEL]
+    assert [s["model"] for s in steps_of(server, handle.id())] == [LLM_MODEL]
+    # Anything else is refused at submit, naming the field.
+    r = server.request("POST", "/v1/task", json={"task": "x", "agent": "smooth-max"})
+    assert r.status_code == 422 and "agent" in r.json()["detail"], r.text
+
+
+# --- proxies ---
+
+
+def test_a_proxy_refusing_the_credentials_is_observed_and_named_in_the_final_error(server, client, site, llm):
+    proxy = AuthProxy("alice", "s3cret", page_407=True)
+    try:
+        marker = llm.script(
+            "proxy407",
+            [
+                [{"op": "goto", "url": site.url("/agent/slow.html"), "expect_error": True}],
+                [{"op": "done", "output": "the page would not open", "success": False}],
+            ],
+        )
+        handle = client.run(
+            f"Open the slow page {marker}",
+            proxy_server=proxy.url,
+            proxy_username="alice",
+            proxy_password="wrong",
+            max_steps=4,
+        )
+        res = handle.result(timeout=RESULT_TIMEOUT)
+        assert res.status == "failed", res
+        # The model saw the refusal as the result of its goto...
+        results = all_results(llm, marker)
+        assert any("proxy refused the credentials" in r and "407" in r for r in results), results
+        # ...and the final error says what stopped it.
+        error = task_json(server, handle.id()).get("error") or ""
+        assert "proxy refused the credentials" in error and "407" in error, error
+        assert proxy.refused > 0 and proxy.forwarded == []
+    finally:
+        proxy.close()
+
+
+# --- a browser that dies ---
+
+
+def test_an_agent_task_whose_browser_dies_while_the_model_thinks_fails_at_once(server, client, site, llm):
+    """The crash ends the task then, not at the agent's next action."""
+    marker = llm.script(
+        "crash-thinking",
+        [
+            [{"fault": "timeout", "seconds": 2.5, "times": 1}, {"op": "scroll", "direction": "down"}],
+            [{"op": "done", "output": "never"}],
+        ],
+    )
+    handle = client.run(f"Think slowly {marker}", url=site.url("/agent/slow.html"), max_steps=5)
+    deadline = time.monotonic() + 60
+    while not llm.requests(marker):
+        assert time.monotonic() < deadline, "the model was never asked"
+        time.sleep(0.05)
+    pids = chromium_browser_pids(server.proc.pid)
+    assert pids, "no browser to kill"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    res = handle.result(timeout=RESULT_TIMEOUT)
+    assert res.status == "failed", res
+    error = task_json(server, handle.id()).get("error") or ""
+    # This task's own crash message (not the one of an action that met a dead browser).
+    assert "the browser crashed (its process exited" in error, error
+    assert len(llm.requests(marker)) == 1, "the loop went on after the crash"

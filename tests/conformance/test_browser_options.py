@@ -173,6 +173,26 @@ def test_proxy_with_a_wrong_password_is_explained(server, client, cleanup_tasks,
     s.close(force=True)
 
 
+@pytest.mark.parametrize("page_407", [True, False], ids=["407-page", "empty-407"])
+def test_a_proxy_refusing_the_credentials_fails_goto_with_407(server, client, cleanup_tasks, browser, site, page_407):
+    """Even when the proxy's 407 carries a page (squid, tinyproxy), goto does not succeed on
+    that page: it fails saying the proxy refused the credentials (407)."""
+    p = AuthProxy("alice", "s3cret", page_407=page_407)
+    try:
+        s = opened(client, cleanup_tasks, proxy_server=p.url, proxy_username="alice", proxy_password="wrong")
+        with pytest.raises(ToolCallError) as ei:
+            s.goto(site.url("/index.html"))
+        msg = str(ei.value)
+        assert "proxy refused the credentials" in msg and "407" in msg, msg
+        assert p.refused > 0 and p.forwarded == []
+        # Still refused on a second try, not shown the proxy's page.
+        with pytest.raises(ToolCallError, match="proxy refused the credentials"):
+            s.goto(site.url("/adblock.html"))
+        s.close(force=True)
+    finally:
+        p.close()
+
+
 def test_self_proxy_is_refused(server, client, cleanup_tasks):
     before = set()
     r = server.request("GET", "/v1/task", params={"l": 128})
@@ -397,6 +417,30 @@ def test_smooth_cli_drives_a_session(server, cleanup_tasks, browser, site):
 
 
 # --- a browser that dies ---
+
+
+def test_an_idle_session_whose_chromium_dies_fails_within_seconds(server, client, cleanup_tasks, browser, site):
+    """No command follows the crash: the session still ends, naming it, with its recording."""
+    s = opened(client, cleanup_tasks, enable_recording=True)
+    s.goto(site.url("/index.html"))
+    time.sleep(1)
+    pids = chromium_browser_pids(server.proc.pid)
+    assert pids, f"no Chromium browser process is a child of smoothd (pid {server.proc.pid})"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    res = s._handle.result(timeout=30)
+    took = time.monotonic() - killed
+    assert res.status == "failed" and "browser crashed" in (res.error or ""), res
+    # Well before any idle timeout (15 minutes by default).
+    assert took < 20, f"the session noticed after {took:.1f}s"
+    final = wait_final(server, s.id(), timeout=10)
+    assert final.get("recording_url"), f"the recording was not finalised: {final}"
+
+    fresh = opened(client, cleanup_tasks)
+    fresh.goto(site.url("/second.html"))
+    assert fresh.evaluate_js("document.title").output == "Second page"
+    fresh.close(force=True)
 
 
 def test_a_killed_chromium_fails_its_session_and_the_next_one_works(server, client, cleanup_tasks, browser, site):

@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.usefixtures("browser"), pytest.mark.timeout(600)]
 
 LEASE_SECONDS = 20
 HEARTBEAT_SECONDS = 2
-# Longer than the pool's 10 s acquire deadline, so some requests must give up with a 503;
+# Longer than the pool's acquire deadline (set to 10 s below), so some requests must give up with a 503;
 # shorter than the lease, so running tasks ride it out.
 OUTAGE_SECONDS = 12
 # Idle workers re-check the queue this rarely: after the restart only NOTIFY wakes them fast.
@@ -242,6 +242,7 @@ def cluster_env(pg: PrivatePostgres, key: str, lease: int, heartbeat: int) -> di
         SMOOTHD_LEASE_SECONDS=str(lease),
         SMOOTHD_HEARTBEAT_SECONDS=str(heartbeat),
         SMOOTHD_QUEUE_POLL_SECONDS=str(QUEUE_POLL_SECONDS),
+        SMOOTHD_DB_ACQUIRE_TIMEOUT_SECONDS=str(ACQUIRE_DEADLINE),
         SMOOTHD_LOG="info",
         SMOOTHD_CHROMIUM_ARGS='["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"]',
     )

@@ -103,6 +103,15 @@ async fn both_prefixes_envelope_and_auth(b: Backend) {
             );
         }
     }
+    // `agent` is Smooth's enum.
+    assert_eq!(
+        doc["components"]["schemas"]["AgentName"]["enum"],
+        json!(["smooth", "smooth-lite"]),
+        "{}",
+        doc["components"]["schemas"]["TaskRequest"]["properties"]["agent"]
+    );
+    let agent = doc["components"]["schemas"]["TaskRequest"]["properties"]["agent"].to_string();
+    assert!(agent.contains("#/components/schemas/AgentName"), "{agent}");
     s.stop().await;
 }
 

@@ -216,6 +216,122 @@ async fn a_killed_browser_fails_its_session_and_the_pool_heals() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_session_whose_browser_dies_fails_within_seconds_with_its_recording() {
+    let site = fixture_site().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let marker = format!("--smoothd-test-marker={}", smoothd_core::ids::random_token(12));
+    let mut settings = smoothd_tests::test_settings(&db);
+    settings.chromium_args.push(marker.clone());
+    let s = TestServer::all_in_one(settings).await;
+    let a = Session::open(&s, json!({"enable_recording": true})).await;
+    assert_eq!(a.goto(&format!("{site}/index.html")).await.0, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pids = chromium_pids(&marker);
+    assert!(!pids.is_empty(), "a browser is running");
+    let killed = std::time::Instant::now();
+    for pid in &pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    // No command follows: the session must notice by itself, well before any idle timeout.
+    let r = s.wait_final(&a.id, Duration::from_secs(20)).await;
+    let took = killed.elapsed();
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("browser crashed"), "{r}");
+    eprintln!("the session ended {took:?} after its browser was killed");
+    // The recording was finalised: a playable MP4 of what was seen before the crash.
+    let rec = r["recording_url"].as_str().unwrap_or("").to_string();
+    assert!(!rec.is_empty(), "no recording: {r}");
+    let video = reqwest::get(&rec).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&video[4..8], b"ftyp", "not an MP4");
+    // The next session works.
+    let b = Session::open(&s, json!({})).await;
+    assert_eq!(b.goto(&format!("{site}/index.html")).await.0, 200);
+    assert_eq!(b.eval("document.title").await, "Fixture home");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_browser_runs_with_our_flags_and_environment_only() {
+    let site = fixture_site().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let marker = format!("--smoothd-test-marker={}", smoothd_core::ids::random_token(12));
+    let mut settings = smoothd_tests::test_settings(&db);
+    settings.chromium_args.push(marker.clone());
+    // What a user would write: Debian's launcher script.
+    settings.chromium = Some("/usr/bin/chromium".into());
+    let s = TestServer::all_in_one(settings).await;
+    let a = Session::open(&s, json!({})).await;
+    assert_eq!(a.goto(&format!("{site}/index.html")).await.0, 200);
+    let pids = chromium_pids(&marker);
+    assert_eq!(pids.len(), 1, "one browser process: {pids:?}");
+    let pid = pids[0];
+    let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    eprintln!("browser {}: {}", exe.display(), argv.join(" "));
+    assert_eq!(exe, std::path::PathBuf::from("/usr/lib/chromium/chromium"));
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ] {
+        assert!(argv.iter().any(|a| a == flag), "{flag} missing: {argv:?}");
+    }
+    assert!(argv.iter().any(|a| a.starts_with("--user-data-dir=")), "{argv:?}");
+    // Nothing from /etc/chromium.d: no uBlock, no flags of Debian's.
+    for added in [
+        "--load-extension",
+        "--disable-extensions-except",
+        "--enable-remote-extensions",
+        "--show-component-extension-options",
+        "--enable-gpu-rasterization",
+        "--disable-pings",
+        "--media-router",
+    ] {
+        assert!(
+            !argv.iter().any(|a| a.starts_with(added)),
+            "{added} present: {argv:?}"
+        );
+    }
+    assert!(!argv.iter().any(|a| a.contains("ublock")), "{argv:?}");
+    let environ: Vec<String> = std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    for var in [
+        "GOOGLE_API_KEY",
+        "GOOGLE_DEFAULT_CLIENT_ID",
+        "GOOGLE_DEFAULT_CLIENT_SECRET",
+        "CHROME_WRAPPER",
+        "CHROME_DESKTOP",
+        "CHROMIUM_FLAGS",
+    ] {
+        assert!(
+            !environ.iter().any(|e| e.starts_with(&format!("{var}="))),
+            "{var} in the browser's environment: {environ:?}"
+        );
+    }
+    // Its own HOME (where NSS keeps client certificates), not the server's.
+    let home = environ.iter().find_map(|e| e.strip_prefix("HOME=")).unwrap();
+    assert!(home.contains("smoothd-home-"), "HOME={home}");
+    assert_ne!(Some(home.to_string()), std::env::var("HOME").ok());
+    s.stop().await;
+}
+
 /// Browser processes started by smoothd with `marker` among their flags, owned by this test
 /// process (renderers and helpers have `--type=`; killing the browser takes them down).
 fn chromium_pids(marker: &str) -> Vec<u32> {

@@ -10,7 +10,8 @@ backend_tests!(
     workers_wake_on_new_work_across_processes,
     task_without_model_fails_clearly,
     shutdown_gives_sessions_a_final_state,
-    idle_sessions_end_with_a_clear_state
+    idle_sessions_end_with_a_clear_state,
+    api_only_processes_reap_lost_tasks
 );
 
 async fn workers_wake_on_new_work_across_processes(b: Backend) {
@@ -112,4 +113,76 @@ async fn idle_sessions_end_with_a_clear_state(b: Backend) {
     assert_eq!(r["status"], "failed");
     assert!(r["error"].as_str().unwrap().contains("idle timeout"), "{r}");
     s.stop().await;
+}
+
+async fn api_only_processes_reap_lost_tasks(b: Backend) {
+    let db = TestDb::new(b).await;
+    let api = TestServer::api_only(test_settings(&db)).await;
+    let (_, t) = api.post("/v1/task", json!({"task": null})).await;
+    let id = t["r"]["id"].as_str().unwrap().to_string();
+    // A worker (this test) claims it, acts in the browser, and dies: its lease runs out and
+    // no worker process is up to reap it.
+    let store = db.store().await;
+    let claim = store.claim("doomed-worker", 200).await.unwrap().unwrap().task;
+    assert_eq!(claim.id, id);
+    assert!(store.mark_effects(&id, claim.attempt).await.unwrap());
+    let r = api.wait_final(&id, Duration::from_secs(40)).await;
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(r["error"].as_str().unwrap().starts_with("worker lost"), "{r}");
+    api.stop().await;
+}
+
+/// A TCP forwarder to `target` that can be cut (listener closed, open connections dropped).
+async fn cuttable_forwarder(target: String) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cut = tokio_util::sync::CancellationToken::new();
+    let stop = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = tokio::select! {
+                _ = stop.cancelled() => return,
+                c = listener.accept() => match c { Ok(c) => c, Err(_) => return },
+            };
+            let target = target.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
+
+/// PostgreSQL only: a local SQLite file has no outage to wait through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn db_acquire_timeout_is_a_setting() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let (fwd, cut) = cuttable_forwarder(target).await;
+    let (host, port) = fwd.rsplit_once(':').unwrap();
+    url.set_host(Some(host)).unwrap();
+    url.set_port(Some(port.parse().unwrap())).unwrap();
+    let mut settings = test_settings(&db);
+    settings.database_url = Some(url.to_string());
+    settings.db_acquire_timeout_seconds = 1;
+    let api = TestServer::api_only(settings).await;
+    let (code, _) = api.get("/v1/task/nonexistent").await;
+    assert_eq!(code, 404);
+    cut.cancel();
+    let started = Instant::now();
+    let (code, body) = api.get("/v1/task/nonexistent").await;
+    let waited = started.elapsed();
+    assert_eq!(code, 503, "{body}");
+    assert!(body["detail"].as_str().is_some(), "{body}");
+    // Before this was a setting, every request waited the fixed 10 s.
+    assert!(waited < Duration::from_secs(6), "the 503 came after {waited:?}");
+    api.shutdown.cancel();
 }

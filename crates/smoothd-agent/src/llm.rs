@@ -115,6 +115,18 @@ impl Llm {
         Ok(Self { client, config })
     }
 
+    /// The same endpoint and settings with another model (`agent: "smooth-lite"`).
+    pub fn with_model(&self, model: &str) -> Self {
+        let mut other = self.clone();
+        other.config.model = model.to_string();
+        other
+    }
+
+    /// The model this client asks.
+    pub fn model(&self) -> &str {
+        &self.config.model
+    }
+
     /// The model's price, if the table names it.
     pub fn price(&self) -> Option<Price> {
         self.config.prices.get(&self.config.model).copied()

@@ -101,6 +101,8 @@ pub struct AgentConfig {
 pub struct Agent {
     pub llm: Llm,
     pub config: AgentConfig,
+    /// The model `agent: "smooth-lite"` tasks use (None: the default model).
+    pub lite_model: Option<String>,
 }
 
 /// One running task's state.
@@ -119,7 +121,13 @@ pub struct Run {
     started: Instant,
     /// From the start of the run (the claim) to the first model request going out.
     first_request: Option<Duration>,
+    /// An obstacle the agent met and has not got past since (the proxy refusing the
+    /// credentials): a failed run's final error says so.
+    obstacle: Option<String>,
 }
+
+/// Action errors that stop the agent whatever it does, and belong in the final error.
+const OBSTACLES: &[&str] = &["the proxy refused the credentials"];
 
 fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -132,6 +140,18 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 impl Agent {
+    /// The agent a task's `agent` field asks for: `smooth-lite` runs on the lite model when
+    /// one is configured; anything else (validated upstream) on the default model.
+    pub fn for_task(&self, agent: &str) -> Agent {
+        match (&self.lite_model, agent) {
+            (Some(lite), "smooth-lite") => Agent {
+                llm: self.llm.with_model(lite),
+                ..self.clone()
+            },
+            _ => self.clone(),
+        }
+    }
+
     pub fn start(&self, job: Job) -> Run {
         let tools = tools::definitions(
             &job.additional_tools,
@@ -158,6 +178,7 @@ impl Agent {
             usage: Usage::default(),
             retries: 0,
             prefetched: None,
+            obstacle: None,
             best_output: None,
             started: Instant::now(),
             first_request: None,
@@ -294,6 +315,13 @@ impl Run {
     }
 
     fn finish(&self, end: End, steps: u32) -> Finish {
+        let end = match (end, &self.obstacle) {
+            (End::Failed { error, output }, Some(why)) if !error.contains(why.as_str()) => End::Failed {
+                error: format!("{error} (it could not get past: {why})"),
+                output,
+            },
+            (end, _) => end,
+        };
         Finish {
             end,
             usage: self.usage,
@@ -393,6 +421,7 @@ impl Run {
                 Err(e) => {
                     host.record_step(json!({
                         "step": step_no, "url": url, "view_chars": view_text.len(),
+                        "model": self.agent.llm.model(),
                         "error": e.to_string(), "actions": [],
                     }))
                     .await;
@@ -453,6 +482,9 @@ impl Run {
                                 match self.act(host, &mut driver, action, stop, &mut pending_shot).await {
                                     Step::Result(Ok(effect)) => {
                                         page_changed = effect.navigated;
+                                        if effect.navigated {
+                                            self.obstacle = None;
+                                        }
                                         if effect.note.is_empty() {
                                             "ok".into()
                                         } else {
@@ -460,7 +492,13 @@ impl Run {
                                         }
                                     }
                                     Step::Result(Err(e)) if e.is_fatal() => return self.crashed(&e, n),
-                                    Step::Result(Err(e)) => format!("error: {e}"),
+                                    Step::Result(Err(e)) => {
+                                        let text = e.to_string();
+                                        if OBSTACLES.iter().any(|o| text.contains(o)) {
+                                            self.obstacle = Some(text.clone());
+                                        }
+                                        format!("error: {text}")
+                                    }
                                     Step::Text(t) => t,
                                     Step::End(end) => {
                                         outcome = Some(end);
@@ -480,6 +518,7 @@ impl Run {
                 "step": step_no,
                 "url": url,
                 "view_chars": view_text.len(),
+                "model": self.agent.llm.model(),
                 "prompt_tokens": reply.usage.prompt,
                 "completion_tokens": reply.usage.completion,
                 "llm_ms": reply.latency.as_millis() as u64,
@@ -677,4 +716,38 @@ enum Step {
     Result(Result<Effect, ActError>),
     Text(String),
     End(End),
+}
+
+#[cfg(test)]
+mod agent_choice_tests {
+    use super::*;
+
+    fn agent(lite: Option<&str>) -> Agent {
+        let llm = Llm::new(llm::LlmConfig {
+            base_url: "http://127.0.0.1:9/v1".into(),
+            api_key: None,
+            model: "big".into(),
+            timeout: Duration::from_secs(1),
+            max_retries: 0,
+            retry_base: Duration::from_millis(1),
+            max_completion_tokens: 16,
+            prices: std::collections::HashMap::new(),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        Agent {
+            llm,
+            config: AgentConfig {
+                vision: Vision::Off,
+                custom_tool_timeout: Duration::from_secs(1),
+            },
+            lite_model: lite.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn smooth_lite_runs_on_the_lite_model_or_else_the_default_one() {
+        assert_eq!(agent(Some("small")).for_task("smooth-lite").llm.model(), "small");
+        assert_eq!(agent(Some("small")).for_task("smooth").llm.model(), "big");
+        assert_eq!(agent(None).for_task("smooth-lite").llm.model(), "big");
+    }
 }

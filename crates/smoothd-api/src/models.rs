@@ -125,6 +125,16 @@ impl TaskResponse {
     }
 }
 
+/// Which agent runs a task (Smooth's enum): `smooth-lite` runs on the server's lite model
+/// (`llm_lite_model`), or on the default model when none is configured.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code)]
+pub enum AgentName {
+    Smooth,
+    SmoothLite,
+}
+
 /// `POST /v1/task` body. Unknown extra fields are accepted and ignored.
 #[derive(Debug, Deserialize, ToSchema)]
 #[expect(dead_code, reason = "an OpenAPI mirror of what the handler parses by hand")]
@@ -141,7 +151,8 @@ pub struct TaskRequest {
     pub metadata: Option<Value>,
     /// Uploaded file ids.
     pub files: Option<Vec<String>>,
-    /// Only "smooth".
+    /// "smooth" (default) or "smooth-lite" (the server's lite model, `llm_lite_model`).
+    #[schema(value_type = Option<AgentName>)]
     pub agent: Option<String>,
     /// 2..=128, default 32.
     pub max_steps: Option<i64>,

@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use crate::binary::{KEPT_ENV, setpriv};
 use crate::error::BrowserError;
 
 /// How to start Chromium.
@@ -39,38 +40,6 @@ impl LaunchConfig {
             launch_timeout: Duration::from_secs(20),
         }
     }
-}
-
-/// Looks for Chromium: the configured path, then the usual names on `PATH`.
-pub fn find_chromium(configured: Option<&str>) -> Result<PathBuf, BrowserError> {
-    if let Some(p) = configured {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(BrowserError::Launch(format!(
-                "SMOOTHD_CHROMIUM points at {}, which does not exist",
-                p.display()
-            )))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for name in [
-        "chromium",
-        "chromium-browser",
-        "google-chrome",
-        "google-chrome-stable",
-    ] {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    Err(BrowserError::Launch(
-        "no Chromium found on PATH; install Debian's `chromium` package or set SMOOTHD_CHROMIUM".into(),
-    ))
 }
 
 /// The flags every browser gets. Background networking and component updates are off: they
@@ -118,6 +87,9 @@ pub struct BrowserProcess {
     remote: Option<String>,
     /// The profile folder of a browser we started.
     data_dir: Option<tempfile::TempDir>,
+    /// Its `HOME` (the NSS database with a task's client certificates lives there), removed
+    /// with the process.
+    _home: Option<tempfile::TempDir>,
     handler: tokio::task::JoinHandle<()>,
 }
 
@@ -194,6 +166,25 @@ impl BrowserProcess {
         extra: &[String],
         data_dir: Option<tempfile::TempDir>,
     ) -> Result<Self, BrowserError> {
+        Self::launch_with(cfg, extra, data_dir, None).await
+    }
+
+    /// Starts Chromium on `data_dir` (or a fresh folder) with `home` as its `HOME` (or a fresh
+    /// empty one): Chromium on Linux reads client certificates from `$HOME/.pki/nssdb`, so
+    /// each browser sees only the certificates put there for it.
+    pub async fn launch_with(
+        cfg: &LaunchConfig,
+        extra: &[String],
+        data_dir: Option<tempfile::TempDir>,
+        home: Option<tempfile::TempDir>,
+    ) -> Result<Self, BrowserError> {
+        let home = match home {
+            Some(h) => h,
+            None => tempfile::Builder::new()
+                .prefix("smoothd-home-")
+                .tempdir()
+                .map_err(|e| BrowserError::Launch(format!("cannot create a home folder: {e}")))?,
+        };
         let data_dir = match data_dir {
             Some(d) => d,
             None => tempfile::Builder::new()
@@ -219,6 +210,13 @@ impl BrowserProcess {
             }
             None => Command::new(&cfg.chromium),
         };
+        command.env_clear();
+        for (k, v) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| KEPT_ENV.contains(&k)) {
+                command.env(k, v);
+            }
+        }
+        command.env("HOME", home.path());
         let mut child = command
             .args(&args)
             .stdin(Stdio::null())
@@ -280,6 +278,7 @@ impl BrowserProcess {
             pid,
             remote: None,
             data_dir: Some(data_dir),
+            _home: Some(home),
             handler: handler_task,
         })
     }
@@ -352,6 +351,7 @@ impl BrowserProcess {
             pid: None,
             remote: Some(shown),
             data_dir: None,
+            _home: None,
             handler: handler_task,
         })
     }
@@ -532,26 +532,6 @@ async fn http_get(url: &url::Url) -> Result<Vec<u8>, String> {
         .await
         .map(|b| b.to_vec())
         .map_err(|e| format!("cannot read the answer: {e}"))
-}
-
-/// util-linux's `setpriv`, when it is installed and knows `--pdeathsig` (util-linux 2.33+).
-fn setpriv() -> Option<&'static std::path::Path> {
-    static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    FOUND
-        .get_or_init(|| {
-            ["/usr/bin/setpriv", "/bin/setpriv"]
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| {
-                    std::process::Command::new(p)
-                        .args(["--pdeathsig", "KILL", "--", "true"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
-                })
-        })
-        .as_deref()
 }
 
 /// Reads Chromium's stderr until it prints `DevTools listening on ws://...`, then keeps

@@ -4,6 +4,8 @@
 //! no database: the worker drives this crate.
 
 pub mod adblock;
+mod binary;
+pub mod certs;
 mod contexts;
 mod emulation;
 mod error;
@@ -15,8 +17,10 @@ mod session;
 pub mod storage;
 
 pub use adblock::Blocker;
+pub use binary::find_chromium;
+pub use certs::ClientCertificate;
 pub use error::BrowserError;
-pub use launch::{BrowserProcess, LaunchConfig, find_chromium};
+pub use launch::{BrowserProcess, LaunchConfig};
 pub use media::{Frame, MediaOptions, PageMedia, ViewerInput};
 pub use pool::BrowserPool;
 pub use session::{BrowserSession, SessionOptions, Tab};

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::network::{EventResponseReceived, ResourceType};
 use chromiumoxide::cdp::browser_protocol::page::{EventLoadEventFired, NavigateParams, SetBypassCspParams};
 use chromiumoxide::cdp::browser_protocol::target::{CreateBrowserContextParams, CreateTargetParams};
 use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use smoothd_core::Device;
 use smoothd_core::urlpattern::{UrlPattern, allowed};
@@ -209,6 +210,14 @@ impl BrowserSession {
             .event_listener::<EventLoadEventFired>()
             .await
             .map_err(|e| self.fail(e))?;
+        let mut responses = page
+            .event_listener::<EventResponseReceived>()
+            .await
+            .map_err(|e| self.fail(e))?;
+        // Refusals are counted per navigation.
+        if let Ok(mut s) = self.seen.lock() {
+            s.proxy_auth_failed = false;
+        }
         let nav = self
             .guard(NAVIGATION_TIMEOUT, page.execute(NavigateParams::new(url.clone())))
             .await
@@ -231,9 +240,7 @@ impl BrowserSession {
                 })
                 .unwrap_or((false, None));
             return Err(BrowserError::Navigation(match seen {
-                (true, _) => format!(
-                    "cannot open {url}: the proxy refused the credentials (check proxy_username and proxy_password)"
-                ),
+                (true, _) => proxy_refused(&url),
                 (_, Some(why)) => format!("cannot open {url}: blocked ({why})"),
                 _ if err.contains("ERR_PROXY") || err.contains("ERR_TUNNEL") => {
                     format!("cannot open {url} through the proxy: {err}")
@@ -244,6 +251,21 @@ impl BrowserSession {
         // Same-document navigations have no loader and fire no load event.
         if nav.result.loader_id.is_some() {
             let _ = self.guard(NAVIGATION_TIMEOUT, loads.next()).await?;
+        }
+        // A proxy that refuses the credentials may send a page with its 407 (squid, tinyproxy
+        // do); Chromium shows that page as if the navigation had worked. It did not.
+        let mut got_407 = false;
+        while let Some(Some(ev)) = responses.next().now_or_never() {
+            if matches!(ev.r#type, ResourceType::Document)
+                && ev.response.status == 407
+                && nav.result.loader_id.as_ref() == Some(&ev.loader_id)
+            {
+                got_407 = true;
+            }
+        }
+        let refused = self.seen.lock().map(|s| s.proxy_auth_failed).unwrap_or(false);
+        if got_407 || refused {
+            return Err(BrowserError::Navigation(proxy_refused(&url)));
         }
         Ok(())
     }
@@ -436,6 +458,12 @@ impl BrowserSession {
         self.process.is_alive()
     }
 
+    /// Resolves when the browser under this session is gone: its process exited (crashed or
+    /// was killed) or the connection to it ended. Sessions wait on it beside their commands.
+    pub async fn browser_gone(&self) {
+        self.process.exited.cancelled().await;
+    }
+
     /// Runs a CDP call with a timeout, ending at once if the browser process dies.
     async fn guard<T>(
         &self,
@@ -451,6 +479,13 @@ impl BrowserSession {
     fn fail(&self, e: chromiumoxide::error::CdpError) -> BrowserError {
         crashed(&self.process, e)
     }
+}
+
+/// The error of a navigation the proxy refused.
+fn proxy_refused(url: &str) -> String {
+    format!(
+        "cannot open {url}: the proxy refused the credentials (407 Proxy Authentication Required; check proxy_username and proxy_password)"
+    )
 }
 
 /// Turns a CDP failure into `Crashed` when the connection is gone.

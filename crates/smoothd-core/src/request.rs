@@ -21,6 +21,9 @@ pub const MAX_STEPS_RANGE: std::ops::RangeInclusive<i64> = 2..=128;
 pub const DEFAULT_MAX_STEPS: u32 = 32;
 /// Smooth's documented extra tools.
 pub const ADDITIONAL_TOOLS: [&str; 4] = ["screenshot", "hover", "print_page", "drag_drop"];
+/// The `agent` values accepted: `smooth-lite` runs on the lite model when one is configured.
+pub const AGENTS: &[&str] = &["smooth", "smooth-lite"];
+
 /// Names the agent's own actions use; a custom tool may not take one.
 pub const RESERVED_TOOL_NAMES: [&str; 16] = [
     "goto",
@@ -181,10 +184,10 @@ impl TaskSpec {
         };
 
         let agent = f.opt_str("agent")?.unwrap_or_else(|| "smooth".into());
-        if agent != "smooth" {
+        if !AGENTS.contains(&agent.as_str()) {
             return Err(ValidationError::invalid(
                 "agent",
-                format!("unknown agent {agent:?}; only \"smooth\" is available"),
+                format!("unknown agent {agent:?}; expected \"smooth\" or \"smooth-lite\""),
             ));
         }
 
@@ -707,6 +710,15 @@ mod tests {
         );
         assert_eq!(err(json!({"task": ""})).field, "task");
         assert_eq!(err(json!([1])).field, "body");
+        assert_eq!(err(json!({"task": "x", "agent": "smooth-max"})).field, "agent");
+    }
+
+    #[test]
+    fn both_smooth_agents_are_accepted() {
+        for agent in ["smooth", "smooth-lite"] {
+            let s = TaskSpec::from_json(&json!({"task": "x", "agent": agent})).unwrap();
+            assert_eq!(s.agent, agent);
+        }
     }
 
     #[test]

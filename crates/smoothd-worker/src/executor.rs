@@ -72,11 +72,21 @@ impl Executor for BasicExecutor {
             return self.run_session(ctx).await;
         }
         match &self.agent {
-            Some(agent) => self.run_agent_task(ctx, agent).await,
+            Some(agent) => {
+                let agent = agent.for_task(&ctx.spec.agent);
+                self.run_agent_task(ctx, &agent).await
+            }
             None => failed(NO_MODEL),
         }
     }
 }
+
+/// How long a session whose browser died waits for a command already on its way.
+const CRASH_GRACE: Duration = Duration::from_secs(3);
+
+/// The final error of a task or session whose browser died under it.
+const BROWSER_CRASHED: &str =
+    "the browser crashed (its process exited or the connection to it was lost); the task cannot continue";
 
 const NO_MODEL: &str = "no model configured: set SMOOTHD_LLM_BASE_URL and SMOOTHD_LLM_MODEL (and \
      SMOOTHD_LLM_API_KEY if the endpoint needs one) to run tasks";
@@ -165,7 +175,17 @@ impl BasicExecutor {
                 ctx,
                 browser: &prepared,
             };
-            run.run(&mut host, &prepared.session, &stop).await
+            // A browser that dies while the model thinks ends the task now, not at its next
+            // action.
+            tokio::select! {
+                f = run.run(&mut host, &prepared.session, &stop) => Some(f),
+                () = prepared.session.browser_gone() => None,
+            }
+        };
+        let Some(finish) = finish else {
+            tracing::warn!(task.id = %ctx.id(), "the browser crashed under an agent task");
+            prepared.finish(ctx, &self.blobs).await;
+            return failed(BROWSER_CRASHED);
         };
         tracing::info!(
             task.id = %ctx.id(), steps = finish.steps, prompt_tokens = finish.usage.prompt,
@@ -187,7 +207,7 @@ impl BasicExecutor {
         credits: &mut i64,
     ) -> Reply {
         let started = Instant::now();
-        let Some(agent) = &self.agent else {
+        let Some(agent) = self.agent.as_ref().map(|a| a.for_task(&ctx.spec.agent)) else {
             return Reply::internal(NO_MODEL);
         };
         let Some(prepared) = browser else {
@@ -247,15 +267,6 @@ impl BasicExecutor {
     }
 
     async fn session_loop(&self, ctx: &mut TaskContext, browser: Option<&Prepared>) -> Outcome {
-        // Accepted but not applied: say so rather than pretend (see the README).
-        if !ctx.spec.certificates.is_empty() {
-            let _ = ctx
-                .notify(
-                    "notice",
-                    json!({"message": "client certificates are validated but not yet applied by smoothd"}),
-                )
-                .await;
-        }
         if let (Some(b), Some(url)) = (browser, ctx.spec.url.clone()) {
             if ctx.mark_effects().await.is_err() {
                 return Outcome::Stopped;
@@ -265,10 +276,32 @@ impl BasicExecutor {
             }
         }
         let mut credits = 0;
+        // Set once the browser is gone: the session then waits only CRASH_GRACE for a command
+        // already on its way (answered 500, "the browser crashed", which the client reads
+        // better than a call cancelled by the final state), then fails.
+        let mut dead = false;
         loop {
-            let Some(event) = ctx.next_client_event(self.session_idle).await else {
+            // An idle session whose browser dies ends within moments (the pool notices the
+            // crash at once; the session must too, not at its next command or idle timeout).
+            let next = match browser {
+                Some(b) if !dead => tokio::select! {
+                    e = ctx.next_client_event(self.session_idle) => Some(e),
+                    () = b.session.browser_gone() => None,
+                },
+                _ if dead => Some(ctx.next_client_event(CRASH_GRACE).await),
+                _ => Some(ctx.next_client_event(self.session_idle).await),
+            };
+            let Some(next) = next else {
+                tracing::warn!(task.id = %ctx.id(), "the browser crashed under an idle session");
+                dead = true;
+                continue;
+            };
+            let Some(event) = next else {
                 if ctx.stop_reason().is_some() {
                     return Outcome::Stopped;
+                }
+                if dead {
+                    return failed(BROWSER_CRASHED);
                 }
                 return failed(format!(
                     "session closed after {} s without a command (idle timeout)",
@@ -293,6 +326,9 @@ impl BasicExecutor {
                 if ctx.stop_reason() == Some(StopReason::LeaseLost) {
                     return Outcome::Stopped;
                 }
+                if browser.is_some_and(|b| !b.session.browser_alive()) {
+                    return failed(BROWSER_CRASHED);
+                }
                 return Outcome::Done {
                     output: Value::Null,
                     credits_used: credits,
@@ -315,7 +351,7 @@ impl BasicExecutor {
                 // As with close: the SDK never reads the events of the first final response,
                 // so the 500 answer must be read while the session still reads running.
                 ctx.wait_acked(sent.timestamp, self.close_grace).await;
-                return failed("the browser crashed; the session cannot continue");
+                return failed(BROWSER_CRASHED);
             }
         }
     }
@@ -385,7 +421,7 @@ impl BasicExecutor {
                 }
             }
             ("browser_action", "extract") => {
-                let Some(agent) = &self.agent else {
+                let Some(agent) = self.agent.as_ref().map(|a| a.for_task(&ctx.spec.agent)) else {
                     return Reply::internal(NO_MODEL);
                 };
                 let Some(prepared) = browser else {

@@ -14,6 +14,6 @@ pub use context::{LeaseLost, StopReason, TaskContext};
 pub use executor::{BasicExecutor, Executor, Outcome};
 pub use live::LiveServer;
 pub use media::{MediaConfig, MediaServices, TaskMedia};
-pub use pool::{WorkerConfig, WorkerPool};
+pub use pool::{WorkerConfig, WorkerPool, reap_loop};
 pub use setup::Prepared;
 pub use smoothd_browser::{Blocker, BrowserPool, LaunchConfig, MediaOptions, find_chromium};

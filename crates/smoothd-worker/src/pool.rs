@@ -286,8 +286,9 @@ impl WorkerPool {
     }
 }
 
-/// Finishes tasks whose workers were lost, every `every`, until `stop`.
-async fn reap_loop(store: Store, every: Duration, stop: CancellationToken) {
+/// Finishes tasks whose workers were lost, every `every`, until `stop`. Worker pools run it,
+/// and so do API-only processes (the reap is one fenced statement, safe from many processes).
+pub async fn reap_loop(store: Store, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -1,6 +1,8 @@
 //! Getting a task its browser: a fresh context in the shared warm Chromium, or, when the task
-//! needs state of its own (a profile, extensions), a dedicated Chromium on a restored profile
-//! folder with the extensions unpacked and loaded. At the end a writable profile is saved back
+//! needs state of its own (a profile, extensions, client certificates), a dedicated Chromium on
+//! a restored profile folder with the extensions unpacked and loaded and, for certificates, a
+//! `HOME` of its own whose NSS database holds only this task's certificates (removed with the
+//! process). At the end a writable profile is saved back
 //! through the artifact store and its lock released.
 //!
 //! Profile locking: a writable profile is held by one running task at a time (a database
@@ -62,7 +64,7 @@ pub async fn prepare(
     let spec = &ctx.spec;
     let owner = ctx.task.owner.clone();
     let (files, files_dir) = place_files(ctx, blobs).await?;
-    if spec.profile_id.is_none() && spec.extensions.is_empty() {
+    if spec.profile_id.is_none() && spec.extensions.is_empty() && spec.certificates.is_empty() {
         let process = pool.shared().await.map_err(|e| e.to_string())?;
         let session = BrowserSession::open(process, opts)
             .await
@@ -84,6 +86,7 @@ pub async fn prepare(
     // command line), which a worker on a remote browser cannot start.
     let Some(launch) = pool.config() else {
         let needs = match (spec.profile_id.is_some(), spec.extensions.is_empty()) {
+            _ if !spec.certificates.is_empty() => "certificates need",
             (true, false) => "profile_id and extensions need",
             (true, true) => "profile_id needs",
             _ => "extensions need",
@@ -94,6 +97,8 @@ pub async fn prepare(
             pool.remote_endpoint().unwrap_or_default()
         ));
     };
+    // Before the profile lock: a certificate that cannot be imported fails the task at once.
+    let home = certificate_home(spec).await?;
     let data_dir = temp("smoothd-chromium-")?;
     let mut save_profile = None;
     if let Some(profile) = &spec.profile_id {
@@ -157,7 +162,13 @@ pub async fn prepare(
         args.push(format!("--proxy-server={proxy}"));
         args.push("--proxy-bypass-list=<-loopback>".into());
     }
-    let process = match BrowserProcess::launch_in(launch, &args, Some(data_dir)).await {
+    if home.is_some()
+        && let Err(e) = smoothd_browser::certs::auto_select_certificates(data_dir.path())
+    {
+        release(ctx, &owner, save_profile.as_deref()).await;
+        return Err(e.to_string());
+    }
+    let process = match BrowserProcess::launch_with(launch, &args, Some(data_dir), home).await {
         Ok(p) => Arc::new(p),
         Err(e) => {
             release(ctx, &owner, save_profile.as_deref()).await;
@@ -183,6 +194,28 @@ pub async fn prepare(
             Err(format!("cannot open a browser: {e}"))
         }
     }
+}
+
+/// A `HOME` whose NSS database holds the task's client certificates, or None without any.
+async fn certificate_home(spec: &smoothd_core::TaskSpec) -> Result<Option<TempDir>, String> {
+    use base64::Engine as _;
+    if spec.certificates.is_empty() {
+        return Ok(None);
+    }
+    let mut certs = Vec::with_capacity(spec.certificates.len());
+    for (i, c) in spec.certificates.iter().enumerate() {
+        let p12 = base64::engine::general_purpose::STANDARD
+            .decode(c.file.trim())
+            .map_err(|e| format!("certificates[{i}].file: not valid base64: {e}"))?;
+        certs.push(smoothd_browser::ClientCertificate {
+            p12,
+            password: c.password.clone().unwrap_or_default(),
+        });
+    }
+    smoothd_browser::certs::nss_home(&certs)
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Copies the task's uploaded files into a folder of their own, under their original names.

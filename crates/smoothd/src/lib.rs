@@ -31,7 +31,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
     let opts = StoreOptions {
         max_connections: settings.db_max_connections,
-        ..Default::default()
+        acquire_timeout: Settings::secs(settings.db_acquire_timeout_seconds),
     };
     let store = Store::connect(&settings.database_url(), &opts)
         .await
@@ -311,7 +311,17 @@ pub async fn run(
         }
         None => None,
     };
-    let workers = if roles.workers && settings.workers > 0 {
+    let runs_workers = roles.workers && settings.workers > 0;
+    if !runs_workers {
+        // An API-only deployment still finishes tasks whose worker died (the worker pools do
+        // it where they run).
+        tokio::spawn(smoothd_worker::reap_loop(
+            store.clone(),
+            worker_config(&settings).reap_every,
+            background.clone(),
+        ));
+    }
+    let workers = if runs_workers {
         let browsers = browser_pool(&settings);
         match &browsers {
             Ok(pool) => {

@@ -53,6 +53,9 @@ pub struct Settings {
     pub llm_api_key: Option<String>,
     /// Model name.
     pub llm_model: Option<String>,
+    /// Model for `agent: "smooth-lite"` tasks (a smaller, faster one) on the same endpoint;
+    /// unset: `llm_model`.
+    pub llm_lite_model: Option<String>,
     /// One model request's limit, in seconds.
     pub llm_timeout_seconds: u64,
     /// Further attempts after a failed model request (429, 5xx, timeout, unreadable reply).
@@ -90,6 +93,9 @@ pub struct Settings {
     pub drain_seconds: u64,
     /// Database pool size.
     pub db_max_connections: u32,
+    /// How long a request waits for a database connection before it gets a 503 (during an
+    /// outage: the client retries after this long).
+    pub db_acquire_timeout_seconds: u64,
     /// ffmpeg binary for recordings (found on `PATH` when unset; without one, no recordings).
     pub ffmpeg: Option<String>,
     /// Frames per second of recordings (the latest frame is repeated while the page is still).
@@ -142,6 +148,7 @@ impl Default for Settings {
             llm_base_url: None,
             llm_api_key: None,
             llm_model: None,
+            llm_lite_model: None,
             llm_timeout_seconds: 60,
             llm_max_retries: 3,
             llm_retry_base_ms: 500,
@@ -160,6 +167,7 @@ impl Default for Settings {
             close_grace_seconds: 5,
             drain_seconds: 30,
             db_max_connections: 16,
+            db_acquire_timeout_seconds: 3,
             ffmpeg: None,
             recording_fps: 5,
             live_listen: "127.0.0.1:0".into(),
@@ -198,6 +206,7 @@ impl std::fmt::Debug for Settings {
             .field("llm_base_url", &self.llm_base_url)
             .field("llm_api_key", &hide(&self.llm_api_key))
             .field("llm_model", &self.llm_model)
+            .field("llm_lite_model", &self.llm_lite_model)
             .field("llm_timeout_seconds", &self.llm_timeout_seconds)
             .field("llm_max_retries", &self.llm_max_retries)
             .field("llm_vision", &self.llm_vision)
@@ -213,6 +222,7 @@ impl std::fmt::Debug for Settings {
             .field("close_grace_seconds", &self.close_grace_seconds)
             .field("drain_seconds", &self.drain_seconds)
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout_seconds", &self.db_acquire_timeout_seconds)
             .field("ffmpeg", &self.ffmpeg)
             .field("recording_fps", &self.recording_fps)
             .field("live_listen", &self.live_listen)
@@ -325,6 +335,12 @@ impl Settings {
                 self.lease_seconds
             );
         }
+        if !(1..=60).contains(&self.db_acquire_timeout_seconds) {
+            bail!(
+                "db_acquire_timeout_seconds (SMOOTHD_DB_ACQUIRE_TIMEOUT_SECONDS): between 1 and 60, got {}",
+                self.db_acquire_timeout_seconds
+            );
+        }
         if self.max_attempts < 1 {
             bail!("max_attempts (SMOOTHD_MAX_ATTEMPTS): at least 1");
         }
@@ -365,6 +381,11 @@ impl Settings {
         if self.llm_base_url.is_some() != self.llm_model.is_some() {
             bail!(
                 "llm_base_url (SMOOTHD_LLM_BASE_URL) and llm_model (SMOOTHD_LLM_MODEL) go together: set both or neither"
+            );
+        }
+        if self.llm_lite_model.is_some() && self.llm_model.is_none() {
+            bail!(
+                "llm_lite_model (SMOOTHD_LLM_LITE_MODEL) needs llm_base_url and llm_model: the lite model runs on the same endpoint"
             );
         }
         self.vision()?;
@@ -537,6 +558,7 @@ impl Settings {
                 vision: self.vision()?,
                 custom_tool_timeout: Duration::from_secs(self.custom_tool_timeout_seconds),
             },
+            lite_model: self.llm_lite_model.clone(),
         }))
     }
 
@@ -576,6 +598,38 @@ mod tests {
             jail.set_env("SMOOTHD_LLM_VISION", "sometimes");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.contains("llm_vision (SMOOTHD_LLM_VISION)"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn db_acquire_timeout_and_lite_model_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.db_acquire_timeout_seconds, 3,
+                "short enough for a client's retry"
+            );
+            jail.set_env("SMOOTHD_DB_ACQUIRE_TIMEOUT_SECONDS", "1");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.db_acquire_timeout_seconds, 1);
+            jail.set_env("SMOOTHD_DB_ACQUIRE_TIMEOUT_SECONDS", "0");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("db_acquire_timeout_seconds (SMOOTHD_DB_ACQUIRE_TIMEOUT_SECONDS)"),
+                "{err}"
+            );
+            jail.set_env("SMOOTHD_DB_ACQUIRE_TIMEOUT_SECONDS", "3");
+            jail.set_env("SMOOTHD_LLM_LITE_MODEL", "small");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("llm_lite_model (SMOOTHD_LLM_LITE_MODEL)"), "{err}");
+            jail.set_env("SMOOTHD_LLM_BASE_URL", "http://127.0.0.1:11434/v1");
+            jail.set_env("SMOOTHD_LLM_MODEL", "big");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            let agent = s.agent().map_err(|e| e.to_string())?.ok_or("no agent")?;
+            assert_eq!(agent.lite_model.as_deref(), Some("small"));
+            assert_eq!(agent.for_task("smooth-lite").llm.model(), "small");
             Ok(())
         });
     }
