@@ -26,6 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use error::ApiError;
 pub use limits::RateLimiter;
 pub use links::Links;
+pub use routes::tunnel::StoreSessions;
 
 /// API settings.
 #[derive(Debug, Clone)]
@@ -145,6 +146,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(move || async move { axum::Json(doc.clone()) }),
         )
         .route("/metrics", axum::routing::get(metrics::metrics))
+        .route(smoothd_tunnel::ws::FRP_PATH, axum::routing::get(routes::tunnel::frp_socket))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

@@ -82,6 +82,14 @@ pub struct Proxy {
     pub password: Option<String>,
 }
 
+impl Proxy {
+    /// `proxy_server: "self"`: the browser's traffic goes through the caller's frpc tunnel,
+    /// which logs in with `password`.
+    pub fn is_self(&self) -> bool {
+        self.server == "self"
+    }
+}
+
 /// A client certificate (PKCS#12), as sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Certificate {
@@ -235,6 +243,12 @@ impl TaskSpec {
         }
 
         let proxy = validate_proxy(&f)?;
+        if task.is_some() && proxy.as_ref().is_some_and(Proxy::is_self) {
+            return Err(ValidationError::invalid(
+                "proxy_server",
+                "\"self\" (the tunnel through your machine) works with sessions only, not tasks",
+            ));
+        }
         let certificates = validate_certificates(f.get("certificates"))?;
         let additional_tools = validate_additional_tools(f.get("additional_tools"))?;
         let custom_tools = validate_custom_tools(f.get("custom_tools"))?;
@@ -423,11 +437,18 @@ fn validate_proxy(f: &Fields<'_>) -> Result<Option<Proxy>, ValidationError> {
         return Ok(None);
     };
     if server == "self" {
-        return Err(ValidationError::invalid(
-            "proxy_server",
-            "\"self\" (the hosted service's tunnel through your machine) is not supported by smoothd: give a proxy \
-             URL, or none (the smooth CLI: start-session --no-proxy)",
-        ));
+        // The smooth SDK's tunnel: frpc on the caller's machine logs in with the password.
+        if password.as_deref().is_none_or(str::is_empty) {
+            return Err(ValidationError::invalid(
+                "proxy_password",
+                "required with proxy_server \"self\" (it is the tunnel's token; the smooth SDK makes one)",
+            ));
+        }
+        return Ok(Some(Proxy {
+            server,
+            username,
+            password,
+        }));
     }
     let candidate = if server.contains("://") {
         server.clone()
