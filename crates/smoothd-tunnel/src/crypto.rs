@@ -1,11 +1,14 @@
 //! FRP's control-connection cipher and token checks. After the login exchange both sides wrap
 //! the control stream in AES-128-CFB (golib `crypto`): the key is PBKDF2-HMAC-SHA1 of the token
-//! with salt `"crypto"`, 64 rounds, 16 bytes; each direction starts with its own random 16-byte
+//! with salt `"frp"` (frpc and frps set golib's `DefaultSalt` so), 64 rounds, 16 bytes; each direction starts with its own random 16-byte
 //! IV sent in the clear. The login's `privilege_key` is `hex(md5(token + timestamp))`.
 
 use aes::Aes128;
 use aes::cipher::KeyIvInit;
 use md5::{Digest, Md5};
+
+/// The PBKDF2 salt: frp overrides golib's default `"crypto"` with `"frp"` at start.
+const SALT: &[u8] = b"frp";
 
 type Enc = cfb_mode::BufEncryptor<Aes128>;
 type Dec = cfb_mode::BufDecryptor<Aes128>;
@@ -13,7 +16,7 @@ type Dec = cfb_mode::BufDecryptor<Aes128>;
 /// The AES key frp derives from a token.
 pub fn derive_key(token: &str) -> [u8; 16] {
     let mut key = [0u8; 16];
-    pbkdf2::pbkdf2_hmac::<sha1::Sha1>(token.as_bytes(), b"crypto", 64, &mut key);
+    pbkdf2::pbkdf2_hmac::<sha1::Sha1>(token.as_bytes(), SALT, 64, &mut key);
     key
 }
 
