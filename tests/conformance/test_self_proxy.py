@@ -122,11 +122,121 @@ def test_cli_start_session_with_no_flags_goes_through_the_tunnel(tserver, site):
             run_cli(tserver, home, "goto", sid, site.url("/index.html"))
             out = run_cli(tserver, home, "evaluate-js", sid, "document.title")
             assert out["result"] == "Conformance home", out
-            # The page really went through frpc: its tunnel serves this session.
-            assert "tunnel connected" in tserver.stderr_tail() or "tunnel login accepted" in Path(
-                tserver.stderr_path
-            ).read_text(errors="replace")
+            # The session's frpc logged in and its tunnel reached the worker.
+            log = Path(tserver.stderr_path).read_text(errors="replace")
+            assert f"socks5_tunnel_{sid}" in log and "tunnel connected" in log, tserver.stderr_tail()
             run_cli(tserver, home, "close-session", sid)
         finally:
             tserver.request("DELETE", f"/v1/task/{sid}")
     assert wait_final(tserver, sid, timeout=30)["status"] == "done"
+
+
+def frpc(ip: str, token: str, session_id: str) -> smooth._proxy.FRPProxy:
+    """A real frpc with the SDK's own configuration (needs `sdk_home`)."""
+    p = smooth._proxy.FRPProxy(smooth._proxy.ProxyConfig(server_url=ip, token=token, session_id=session_id))
+    p.start()
+    return p
+
+
+def wait_log(p: smooth._proxy.FRPProxy, pattern: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = "\n".join(p._state.log_tail)
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"frpc never logged {pattern!r}; its output:\n" + "\n".join(p._state.log_tail))
+
+
+def self_session(client, password: str):
+    s = client.session(proxy_server="self", proxy_password=password)
+    return s
+
+
+def test_wrong_token_is_refused_and_the_tunnel_ends_with_the_session(tserver, tclient, sdk_home, site):
+    s = self_session(tclient, "right-token-1")
+    sid = s.id()
+    try:
+        s.goto(site.url("/index.html"))
+        assert s.evaluate_js("document.title").output == "Conformance home"
+        bad = frpc(tserver.tunnel_ip, "wrong-token", sid)
+        try:
+            wait_log(bad, r"matches no waiting or running session")
+            assert "start proxy success" not in "\n".join(bad._state.log_tail)
+        finally:
+            bad.stop()
+        s.close(force=False)
+        assert wait_final(tserver, sid, timeout=30)["status"] == "done"
+        # The ended session's token opens nothing any more.
+        late = frpc(tserver.tunnel_ip, "right-token-1", sid)
+        try:
+            wait_log(late, r"matches no waiting or running session")
+        finally:
+            late.stop()
+    finally:
+        tserver.request("DELETE", f"/v1/task/{sid}")
+
+
+def test_dropped_tunnel_fails_actions_and_a_reconnecting_frpc_resumes(tserver, tclient, sdk_home, site):
+    s = self_session(tclient, "drop-token-2")
+    sid = s.id()
+    try:
+        s.goto(site.url("/index.html"))
+        # Drop the tunnel: the next action waits SMOOTHD_TUNNEL_WAIT_SECONDS (5), then fails saying why.
+        s._async_handle._stop_proxy()
+        started = time.monotonic()
+        with pytest.raises(Exception) as ei:
+            s.goto(site.url("/index.html?again"))
+        assert "tunnel" in str(ei.value) and "not connected" in str(ei.value), ei.value
+        assert time.monotonic() - started >= 4, "the action did not wait for the tunnel"
+        assert wait_status(tserver, sid, ("running",), timeout=5)["status"] == "running"
+        # Navigation before frpc connects waits: frpc comes back while goto is waiting.
+        import threading
+
+        def reconnect():
+            time.sleep(1.5)
+            s._start_proxy(tserver.tunnel_ip, "drop-token-2")
+
+        t = threading.Thread(target=reconnect)
+        t.start()
+        s.goto(site.url("/index.html?resumed"))
+        t.join()
+        assert s.evaluate_js("location.search").output == "?resumed"
+        s.close(force=False)
+        assert wait_final(tserver, sid, timeout=30)["status"] == "done"
+    finally:
+        tserver.request("DELETE", f"/v1/task/{sid}")
+
+
+def test_a_session_tunnel_is_not_usable_by_another_session_or_key(tserver, tclient, sdk_home, site):
+    other = make_client(tserver.base + "/", tserver.other_key)
+    a = self_session(tclient, "token-a-3")
+    b = self_session(other, "token-b-3")
+    try:
+        a.goto(site.url("/index.html?a"))
+        b.goto(site.url("/index.html?b"))
+        # A's token cannot carry B's proxy (nor any name but A's).
+        thief = frpc(tserver.tunnel_ip, "token-a-3", b.id())
+        try:
+            wait_log(thief, r"is not socks5_tunnel_<id> of a session this token opens")
+        finally:
+            thief.stop()
+        # Each session still goes through its own tunnel.
+        assert a.evaluate_js("location.search").output == "?a"
+        b.goto(site.url("/index.html?b2"))
+        assert b.evaluate_js("location.search").output == "?b2"
+        # B's tunnel dropped: A is unaffected, B fails saying so.
+        b._async_handle._stop_proxy()
+        a.goto(site.url("/index.html?a2"))
+        with pytest.raises(Exception) as ei:
+            b.goto(site.url("/index.html?b3"))
+        assert "tunnel" in str(ei.value), ei.value
+    finally:
+        for h in (a, b):
+            try:
+                h.close(force=True)
+            except Exception:
+                pass
+        tserver.request("DELETE", f"/v1/task/{a.id()}")
+        tserver.request("DELETE", f"/v1/task/{b.id()}", key=tserver.other_key)
+        close_client(other)
