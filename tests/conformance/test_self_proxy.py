@@ -240,3 +240,122 @@ def test_a_session_tunnel_is_not_usable_by_another_session_or_key(tserver, tclie
         tserver.request("DELETE", f"/v1/task/{a.id()}")
         tserver.request("DELETE", f"/v1/task/{b.id()}", key=tserver.other_key)
         close_client(other)
+
+
+# --- the caller in a network namespace of its own ---
+
+CALLER = r"""
+import http.server, json, os, sys, threading
+os.environ["SMOOTH_TELEMETRY"] = "off"
+from smooth import SmoothClient
+
+marker, base, key, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+peers = []
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        peers.append(self.client_address[0])
+        body = f"<title>caller</title><p id=m>CALLER PAGE {marker}</p>".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+c = SmoothClient(api_key=key, base_url=base)
+s = c.session(proxy_server="self")
+s.goto(f"http://127.0.0.1:{port}/")
+text = s.evaluate_js("document.getElementById('m') ? document.getElementById('m').innerText : document.body.innerText").output
+s.close(force=False)
+print(json.dumps({"text": text, "peers": peers, "session": s.id()}))
+"""
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def caller_ns():
+    """A network namespace joined to this one by a veth pair: (namespace, host-side IP)."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    r = random.randint(1000, 9999)
+    ns, vh, vc = f"smdcall{r}", f"smdh{r}", f"smdc{r}"
+    a, b = random.randint(100, 250), random.randint(1, 250)
+    host_ip, caller_ip = f"10.{a}.{b}.1", f"10.{a}.{b}.2"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "link", "add", vh, "type", "veth", "peer", "name", vc)
+        sh("ip", "link", "set", vc, "netns", ns)
+        sh("ip", "addr", "add", f"{host_ip}/30", "dev", vh)
+        sh("ip", "link", "set", vh, "up")
+        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{caller_ip}/30", "dev", vc)
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", vc, "up")
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        yield ns, host_ip
+    finally:
+        subprocess.run(["ip", "link", "del", vh], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_the_browser_reaches_the_callers_own_localhost_through_the_tunnel(caller_ns, site):
+    ns, host_ip = caller_ns
+    port = random.randint(20000, 40000)
+    srv = Server(
+        "sqlite",
+        extra_env={
+            "SMOOTHD_TUNNEL_LISTEN": f"{host_ip}:443",
+            "SMOOTHD_TUNNEL_HOST": host_ip,
+        },
+    )
+    srv.base = f"http://{host_ip}:{srv.port}"
+    srv.extra_env.update(SMOOTHD_LISTEN=f"{host_ip}:{srv.port}", SMOOTHD_PUBLIC_URL=srv.base)
+    # A decoy on this side's 127.0.0.1 at the same port: a browser that went direct would get it.
+    import http.server
+    import threading
+
+    class Decoy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = b"<p id=m>HOST DECOY</p>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    decoy = http.server.ThreadingHTTPServer(("127.0.0.1", port), Decoy)
+    threading.Thread(target=decoy.serve_forever, daemon=True).start()
+    try:
+        srv.start()
+        with tempfile.TemporaryDirectory(prefix="smooth-caller-") as d:
+            home = make_home(Path(d))
+            script = Path(d) / "caller.py"
+            script.write_text(CALLER)
+            marker = f"m{random.randint(10**6, 10**7)}"
+            env = {**os.environ, "HOME": str(home), "SMOOTH_TELEMETRY": "off"}
+            r = subprocess.run(
+                ["ip", "netns", "exec", ns, sys.executable, str(script), marker, srv.base + "/", srv.key, str(port)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=180,
+            )
+            assert r.returncode == 0, f"caller failed: {r.stdout}\n{r.stderr}\nsmoothd:\n{srv.stderr_tail()}"
+            import json
+
+            out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert out["text"] == f"CALLER PAGE {marker}", out
+        # The caller's server saw the browser's connection arrive on the caller's own loopback.
+        assert out["peers"] and set(out["peers"]) == {"127.0.0.1"}, out
+        assert wait_final(srv, out["session"], timeout=30)["status"] == "done"
+        assert srv.stop() == 0, srv.stderr_tail()
+    finally:
+        decoy.shutdown()
+        srv.cleanup()
