@@ -359,3 +359,46 @@ def test_the_browser_reaches_the_callers_own_localhost_through_the_tunnel(caller
     finally:
         decoy.shutdown()
         srv.cleanup()
+
+
+# --- API and worker processes apart, on PostgreSQL ---
+
+
+def test_frpc_on_the_api_process_feeds_the_browser_on_a_worker_process(tmp_path, sdk_home, site):
+    from test_scale_out import Cluster
+
+    ip = tunnel_ip()
+
+    class TunnelCluster(Cluster):
+        def env(self) -> dict[str, str]:
+            env = super().env()
+            env.update(SMOOTHD_TUNNEL_LISTEN=f"{ip}:443", SMOOTHD_TUNNEL_HOST=ip, SMOOTHD_TUNNEL_WAIT_SECONDS="5")
+            return env
+
+    cluster = TunnelCluster(tmp_path)
+    try:
+        api = cluster.start("api", "api")
+        worker = cluster.start("worker", "worker")
+        client = make_client(api.base + "/", cluster.key)
+        try:
+            s = client.session(proxy_server="self")
+            s.goto(site.url("/index.html?split"))
+            assert s.evaluate_js("document.title + location.search").output == "Conformance home?split"
+            sid = s.id()
+            s.close(force=False)
+        finally:
+            close_client(client)
+        final = requests.get(f"{api.base}/v1/task/{sid}", headers={"apikey": cluster.key}, timeout=10).json()["r"]
+        deadline = time.monotonic() + 30
+        while final["status"] in ("waiting", "running") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            final = requests.get(f"{api.base}/v1/task/{sid}", headers={"apikey": cluster.key}, timeout=10).json()["r"]
+        assert final["status"] == "done", final
+        api_log = api.stderr_path.read_text(errors="replace")
+        worker_log = worker.stderr_path.read_text(errors="replace")
+        # frpc logged in to the API process; the tunnel it carried was attached on the worker.
+        assert "tunnel login accepted" in api_log, api.stderr_tail()
+        assert "tunnel login accepted" not in worker_log
+        assert f"socks5_tunnel_{sid}" in worker_log and "tunnel connected" in worker_log, worker.stderr_tail()
+    finally:
+        cluster.close()
