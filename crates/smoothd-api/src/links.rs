@@ -147,4 +147,18 @@ mod tests {
         let old = links.sign("art_1", past);
         assert_eq!(links.verify("art_1", past, &old), Err(LinkError::Expired));
     }
+
+    #[test]
+    fn tunnel_host_survives_the_sdks_rewrite() {
+        use base64::Engine;
+        let links = Links::new("http://h", "s", Duration::from_secs(60)).with_tunnel_host("browser-proxy.example.com");
+        let b = links.tunnel_b.clone().unwrap_or_default();
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b)
+            .unwrap_or_default();
+        let text = String::from_utf8(decoded).unwrap_or_default();
+        // What smooth-py does: keep what follows https://, browser-live -> browser-proxy.
+        let host = text.split("https://").nth(1).unwrap_or_default().replace("browser-live", "browser-proxy");
+        assert_eq!(host, "browser-proxy.example.com");
+    }
 }

@@ -718,6 +718,14 @@ mod tests {
             "proxy_server"
         );
         assert_eq!(
+            err(json!({"task": null, "proxy_server": "self"})).field,
+            "proxy_password"
+        );
+        assert_eq!(
+            err(json!({"task": "x", "proxy_server": "self", "proxy_password": "p"})).field,
+            "proxy_server"
+        );
+        assert_eq!(
             err(json!({"task": "x", "certificates": [{"file": "%%%"}]})).field,
             "certificates[0].file"
         );
@@ -727,6 +735,15 @@ mod tests {
         );
         assert_eq!(err(json!({"task": ""})).field, "task");
         assert_eq!(err(json!([1])).field, "body");
+    }
+
+    #[test]
+    fn self_proxy_sessions_keep_their_token() {
+        let s = TaskSpec::from_json(&json!({"task": null, "proxy_server": "self", "proxy_password": "tok"}))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let p = s.proxy.unwrap_or_else(|| panic!("no proxy"));
+        assert!(p.is_self());
+        assert_eq!(p.password.as_deref(), Some("tok"));
     }
 
     #[test]
