@@ -402,3 +402,89 @@ def test_frpc_on_the_api_process_feeds_the_browser_on_a_worker_process(tmp_path,
         assert f"socks5_tunnel_{sid}" in worker_log and "tunnel connected" in worker_log, worker.stderr_tail()
     finally:
         cluster.close()
+
+
+# --- behind a TLS ingress: frpc reaches the API listener's /~!frp ---
+
+
+class TlsIngress:
+    """A TLS terminator on ip:443 forwarding bytes to a plain HTTP backend (an ingress's job)."""
+
+    def __init__(self, ip: str, backend_port: int, tmp: Path) -> None:
+        import socket
+        import ssl
+        import threading
+
+        cert, key = tmp / "ingress.pem", tmp / "ingress.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={ip}", "-days", "1",
+             "-keyout", str(key), "-out", str(cert)],
+            check=True,
+            capture_output=True,
+        )
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.sock = socket.create_server((ip, 443))
+        self.connections = 0
+
+        def pipe(a, b):
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        def serve():
+            while True:
+                try:
+                    raw, _ = self.sock.accept()
+                except OSError:
+                    return
+                try:
+                    tls = ctx.wrap_socket(raw, server_side=True)
+                except (OSError, ssl.SSLError):
+                    raw.close()
+                    continue
+                self.connections += 1
+                up = socket.create_connection(("127.0.0.1", backend_port))
+                threading.Thread(target=pipe, args=(tls, up), daemon=True).start()
+                threading.Thread(target=pipe, args=(up, tls), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_frpc_through_a_tls_ingress_reaches_the_api_listener(tmp_path, sdk_home, site):
+    ip = tunnel_ip()
+    # No tunnel listener of smoothd's own: only the API's /~!frp, behind the ingress.
+    srv = Server("sqlite", extra_env={"SMOOTHD_TUNNEL_HOST": ip})
+    ingress = None
+    try:
+        srv.start(create_other_key=False)
+        ingress = TlsIngress(ip, srv.port, tmp_path)
+        c = make_client(srv.base + "/", srv.key)
+        try:
+            s = c.session(proxy_server="self")
+            s.goto(site.url("/index.html?ingress"))
+            assert s.evaluate_js("location.search").output == "?ingress"
+            s.close(force=False)
+        finally:
+            close_client(c)
+        assert ingress.connections >= 1
+        assert "tunnel login accepted" in Path(srv.stderr_path).read_text(errors="replace")
+        # Anything but a WebSocket upgrade on /~!frp is a 400 naming what is missing.
+        r = requests.get(srv.base + "/~!frp", timeout=10)
+        assert r.status_code == 400 and "upgrade" in r.json()["detail"], r.text
+    finally:
+        if ingress:
+            ingress.close()
+        srv.stop()
+        srv.cleanup()
