@@ -148,7 +148,11 @@ async fn validation_names_the_field_and_changes_nothing(b: Backend) {
             422,
             "proxy_server",
         ),
-        (json!({"task": null, "proxy_server": "self"}), 422, "proxy_password"),
+        (
+            json!({"task": null, "proxy_server": "self"}),
+            422,
+            "proxy_password",
+        ),
     ];
     for (body, code, field) in cases {
         let (got, resp) = s.post("/v1/task", body.clone()).await;

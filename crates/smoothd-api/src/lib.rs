@@ -146,7 +146,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(move || async move { axum::Json(doc.clone()) }),
         )
         .route("/metrics", axum::routing::get(metrics::metrics))
-        .route(smoothd_tunnel::ws::FRP_PATH, axum::routing::get(routes::tunnel::frp_socket))
+        .route(
+            smoothd_tunnel::ws::FRP_PATH,
+            axum::routing::get(routes::tunnel::frp_socket),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

@@ -151,14 +151,19 @@ mod tests {
     #[test]
     fn tunnel_host_survives_the_sdks_rewrite() {
         use base64::Engine;
-        let links = Links::new("http://h", "s", Duration::from_secs(60)).with_tunnel_host("browser-proxy.example.com");
+        let links = Links::new("http://h", "s", Duration::from_secs(60))
+            .with_tunnel_host("browser-proxy.example.com");
         let b = links.tunnel_b.clone().unwrap_or_default();
         let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(b)
             .unwrap_or_default();
         let text = String::from_utf8(decoded).unwrap_or_default();
         // What smooth-py does: keep what follows https://, browser-live -> browser-proxy.
-        let host = text.split("https://").nth(1).unwrap_or_default().replace("browser-live", "browser-proxy");
+        let host = text
+            .split("https://")
+            .nth(1)
+            .unwrap_or_default()
+            .replace("browser-live", "browser-proxy");
         assert_eq!(host, "browser-proxy.example.com");
     }
 }

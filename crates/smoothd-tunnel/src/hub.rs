@@ -126,7 +126,9 @@ impl Hub {
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let generation = {
-            let Ok(mut c) = self.inner.control.lock() else { return };
+            let Ok(mut c) = self.inner.control.lock() else {
+                return;
+            };
             c.0 += 1;
             c.1 = Some(tx);
             c.0
@@ -207,7 +209,9 @@ impl Hub {
             return None;
         }
         let deadline = tokio::time::Instant::now() + WORK_WAIT;
-        let mut rx = tokio::time::timeout_at(deadline, self.inner.work_rx.lock()).await.ok()?;
+        let mut rx = tokio::time::timeout_at(deadline, self.inner.work_rx.lock())
+            .await
+            .ok()?;
         loop {
             let (generation, io) = tokio::time::timeout_at(deadline, rx.recv()).await.ok()??;
             // One from a previous frpc connection is dead: ask again.

@@ -191,7 +191,12 @@ impl Message {
             b's' => Self::StartWorkConn(serde_json::from_slice(body).map_err(bad)?),
             b'h' => Self::Ping(serde_json::from_slice(body).map_err(bad)?),
             b'4' => Self::Pong(serde_json::from_slice(body).map_err(bad)?),
-            other => return Err(TunnelError::Protocol(format!("unexpected message type {:?}", other as char))),
+            other => {
+                return Err(TunnelError::Protocol(format!(
+                    "unexpected message type {:?}",
+                    other as char
+                )));
+            }
         })
     }
 
@@ -215,7 +220,9 @@ fn body_len(b: &[u8]) -> Result<usize, TunnelError> {
     a.copy_from_slice(b);
     let len = i64::from_be_bytes(a);
     if !(0..=MAX_LEN as i64).contains(&len) {
-        return Err(TunnelError::Protocol(format!("message length {len} out of range")));
+        return Err(TunnelError::Protocol(format!(
+            "message length {len} out of range"
+        )));
     }
     Ok(len as usize)
 }

@@ -232,7 +232,11 @@ impl Control {
                         let error = self.bind(&p, &matching, out.clone());
                         let resp = NewProxyResp {
                             proxy_name: p.proxy_name.clone(),
-                            remote_addr: if error.is_empty() { format!(":{}", p.remote_port) } else { String::new() },
+                            remote_addr: if error.is_empty() {
+                                format!(":{}", p.remote_port)
+                            } else {
+                                String::new()
+                            },
                             error,
                         };
                         let _ = out.send(Message::NewProxyResp(resp));
@@ -314,7 +318,9 @@ impl Control {
                         }
                     }
                 }
-                Err(e) => tracing::info!(task.id = %task_id, %addr, error = %e, "tunnel: worker relay unavailable"),
+                Err(e) => {
+                    tracing::info!(task.id = %task_id, %addr, error = %e, "tunnel: worker relay unavailable")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {}

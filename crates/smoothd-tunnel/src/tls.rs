@@ -20,7 +20,9 @@ use crate::ws;
 pub fn acceptor(cert_key: Option<(&Path, &Path)>, host: &str) -> Result<TlsAcceptor, TunnelError> {
     let (certs, key) = match cert_key {
         Some((cert, key)) => {
-            let read = |p: &Path| std::fs::read(p).map_err(|e| TunnelError::Tls(format!("reading {}: {e}", p.display())));
+            let read = |p: &Path| {
+                std::fs::read(p).map_err(|e| TunnelError::Tls(format!("reading {}: {e}", p.display())))
+            };
             let cert_pem = read(cert)?;
             let key_pem = read(key)?;
             let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
@@ -50,7 +52,12 @@ pub fn acceptor(cert_key: Option<(&Path, &Path)>, host: &str) -> Result<TlsAccep
 }
 
 /// Serves frpc connections on `listener` until `shutdown` fires.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, sessions: Arc<dyn Sessions>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    sessions: Arc<dyn Sessions>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -75,7 +82,9 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, sessions: Arc<d
                 Ok::<_, TunnelError>(tls)
             };
             match tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await {
-                Ok(Ok(tls)) => server::serve(ws::into_stream(tls), sessions, peer.to_string(), shutdown).await,
+                Ok(Ok(tls)) => {
+                    server::serve(ws::into_stream(tls), sessions, peer.to_string(), shutdown).await
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tunnel handshake failed"),
                 Err(_) => tracing::debug!(%peer, "tunnel handshake timed out"),
             }

@@ -64,7 +64,10 @@ pub async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<Head, TunnelEr
 }
 
 /// Answers a WebSocket upgrade request `head` on `io` (already read), or refuses it.
-pub async fn accept_raw<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, head: &Head) -> Result<(), TunnelError> {
+pub async fn accept_raw<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    head: &Head,
+) -> Result<(), TunnelError> {
     let mut parts = head.first_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
@@ -79,7 +82,10 @@ pub async fn accept_raw<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, head: &He
             body.len()
         );
         io.write_all(resp.as_bytes()).await?;
-        return Err(TunnelError::Protocol(format!("not a tunnel request: {}", head.first_line)));
+        return Err(TunnelError::Protocol(format!(
+            "not a tunnel request: {}",
+            head.first_line
+        )));
     };
     let resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
@@ -148,7 +154,9 @@ where
             match op {
                 0x0..=0x2 => inner_wr.write_all(&payload).await?,
                 0x8 => {
-                    let _ = tx.send((0x8, payload.get(..2).unwrap_or_default().to_vec())).await;
+                    let _ = tx
+                        .send((0x8, payload.get(..2).unwrap_or_default().to_vec()))
+                        .await;
                     return Ok(());
                 }
                 0x9 => {
@@ -219,7 +227,10 @@ mod tests {
 
     #[test]
     fn accept_key_matches_rfc_example() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[tokio::test]

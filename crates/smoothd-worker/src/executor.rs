@@ -16,8 +16,8 @@ use smoothd_store::Blobs;
 
 use crate::agent::{self as glue, TaskHost};
 use crate::context::{StopReason, TaskContext};
-use crate::tunnel::SessionTunnel;
 use crate::setup::{self, Prepared};
+use crate::tunnel::SessionTunnel;
 
 /// How a task ended, as its executor reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,7 +119,11 @@ impl Reply {
 }
 
 impl BasicExecutor {
-    async fn open_browser(&self, ctx: &TaskContext, tunnel: Option<&SessionTunnel>) -> Result<Prepared, String> {
+    async fn open_browser(
+        &self,
+        ctx: &TaskContext,
+        tunnel: Option<&SessionTunnel>,
+    ) -> Result<Prepared, String> {
         let pool = self.browsers.as_ref().map_err(Clone::clone)?;
         let spec = &ctx.spec;
         let allowed_urls = spec
@@ -137,14 +141,12 @@ impl BasicExecutor {
                 Some(t) => Some(t.socks_url()),
                 None => spec.proxy.as_ref().map(|p| p.server.clone()),
             },
-            proxy_credentials: spec
-                .proxy
-                .as_ref()
-                .filter(|p| !p.is_self())
-                .and_then(|p| match (&p.username, &p.password) {
+            proxy_credentials: spec.proxy.as_ref().filter(|p| !p.is_self()).and_then(|p| {
+                match (&p.username, &p.password) {
                     (None, None) => None,
                     (u, pw) => Some((u.clone().unwrap_or_default(), pw.clone().unwrap_or_default())),
-                }),
+                }
+            }),
             blocker: if spec.use_adblock {
                 self.blocker.clone()
             } else {

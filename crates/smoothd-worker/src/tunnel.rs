@@ -20,11 +20,18 @@ pub(crate) struct SessionTunnel {
 impl SessionTunnel {
     /// The session's tunnel, if it asked for one.
     pub(crate) async fn open(ctx: &TaskContext, wait: Duration) -> Result<Option<Self>, String> {
-        if !ctx.spec.proxy.as_ref().is_some_and(smoothd_core::request::Proxy::is_self) {
+        if !ctx
+            .spec
+            .proxy
+            .as_ref()
+            .is_some_and(smoothd_core::request::Proxy::is_self)
+        {
             return Ok(None);
         }
         let Some(live) = ctx.media.as_ref().and_then(|m| m.live.clone()) else {
-            return Err("proxy_server \"self\" needs this worker's live listener (live_listen), which is off".into());
+            return Err(
+                "proxy_server \"self\" needs this worker's live listener (live_listen), which is off".into(),
+            );
         };
         let hub = Hub::start(ctx.id(), wait)
             .await

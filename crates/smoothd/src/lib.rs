@@ -225,10 +225,11 @@ async fn start_tunnel_listener(
         )
     })?;
     tracing::info!(%addr, %host, generated_certificate = files.is_none(), "tunnel listening (TLS)");
-    let sessions: Arc<dyn smoothd_tunnel::Sessions> = Arc::new(smoothd_api::StoreSessions {
-        store: store.clone(),
-    });
-    Ok(tokio::spawn(smoothd_tunnel::tls::serve(listener, acceptor, sessions, stop)))
+    let sessions: Arc<dyn smoothd_tunnel::Sessions> =
+        Arc::new(smoothd_api::StoreSessions { store: store.clone() });
+    Ok(tokio::spawn(smoothd_tunnel::tls::serve(
+        listener, acceptor, sessions, stop,
+    )))
 }
 
 /// Deletes recordings and downloads archives older than the retention, now and then.

@@ -434,7 +434,9 @@ impl Settings {
             );
         }
         if self.tunnel_cert_file.is_some() != self.tunnel_key_file.is_some() {
-            bail!("tunnel_cert_file and tunnel_key_file (SMOOTHD_TUNNEL_CERT_FILE, SMOOTHD_TUNNEL_KEY_FILE): set both or neither");
+            bail!(
+                "tunnel_cert_file and tunnel_key_file (SMOOTHD_TUNNEL_CERT_FILE, SMOOTHD_TUNNEL_KEY_FILE): set both or neither"
+            );
         }
         if !(1..=600).contains(&self.tunnel_wait_seconds) {
             bail!(

@@ -28,7 +28,11 @@ pub struct StoreSessions {
 impl Sessions for StoreSessions {
     fn candidates(&self) -> BoxFuture<'_, Result<Vec<Candidate>, String>> {
         async move {
-            let rows = self.store.active_self_sessions().await.map_err(|e| e.to_string())?;
+            let rows = self
+                .store
+                .active_self_sessions()
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(rows
                 .into_iter()
                 .filter_map(|(id, request)| {
@@ -98,7 +102,10 @@ pub async fn frp_socket(State(state): State<AppState>, mut req: Request) -> Resp
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         match on.await {
-            Ok(u) => smoothd_tunnel::server::serve(ws::into_stream(TokioIo::new(u)), sessions, peer, shutdown).await,
+            Ok(u) => {
+                smoothd_tunnel::server::serve(ws::into_stream(TokioIo::new(u)), sessions, peer, shutdown)
+                    .await
+            }
             Err(e) => tracing::debug!(error = %e, "tunnel upgrade failed"),
         }
     });
