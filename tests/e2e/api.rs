@@ -95,6 +95,7 @@ async fn both_prefixes_envelope_and_auth(b: Backend) {
         ("/v1/telemetry", vec!["post"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
+        ("/~!frp", vec!["get"]),
     ] {
         for m in methods {
             assert!(

@@ -114,12 +114,13 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::system::v1_routes())
 }
 
-/// Routes outside `/v1`: health, the live view and signed artifact links (no API key).
+/// Routes outside `/v1`: health, the live view, signed artifact links and the FRP tunnel (no API key).
 fn root_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(routes::system::root_routes())
         .merge(routes::live::routes())
         .merge(routes::artifacts::routes())
+        .merge(routes::tunnel::routes())
 }
 
 /// The OpenAPI document (paths under `/v1`).
@@ -146,10 +147,6 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(move || async move { axum::Json(doc.clone()) }),
         )
         .route("/metrics", axum::routing::get(metrics::metrics))
-        .route(
-            smoothd_tunnel::ws::FRP_PATH,
-            axum::routing::get(routes::tunnel::frp_socket),
-        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

@@ -1,8 +1,7 @@
 //! `/~!frp`: where the smooth SDK's frpc (`transport.protocol: wss`) reaches the tunnel of a
 //! `proxy_server: "self"` session when smoothd sits behind a TLS ingress on port 443. The
-//! request is a WebSocket upgrade; the FRP protocol itself is `smoothd_tunnel::server`. Not in
-//! the OpenAPI document: it is not a REST route and no API key applies (frpc's login carries
-//! the session's `proxy_password`). [`StoreSessions`] is what the tunnel reads from the store,
+//! request is a WebSocket upgrade; the FRP protocol itself is `smoothd_tunnel::server`. No API
+//! key applies: frpc's login carries the session's `proxy_password`. [`StoreSessions`] is what the tunnel reads from the store,
 //! also used by the tunnel's own TLS listener.
 
 use std::sync::Arc;
@@ -15,6 +14,8 @@ use futures::future::BoxFuture;
 use hyper_util::rt::TokioIo;
 use smoothd_store::Store;
 use smoothd_tunnel::{Candidate, Sessions, WorkerLookup, ws};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -71,7 +72,17 @@ impl Sessions for StoreSessions {
     }
 }
 
-/// frpc's WebSocket: upgraded here, then served by the tunnel.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(frp_socket))
+}
+
+/// The FRP tunnel of `proxy_server: "self"` sessions: a WebSocket carrying frpc's multiplexed
+/// connection (frpc logs in with the session's `proxy_password`).
+#[utoipa::path(get, path = "/~!frp", tag = "live", security(()),
+    responses(
+        (status = 101, description = "WebSocket (FRP over yamux)"),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::models::ErrorBody),
+    ))]
 pub async fn frp_socket(State(state): State<AppState>, mut req: Request) -> Response {
     let key = req
         .headers()
