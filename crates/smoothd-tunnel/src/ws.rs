@@ -16,6 +16,10 @@ pub const FRP_PATH: &str = "/~!frp";
 /// Largest frame accepted from a client.
 const MAX_FRAME: u64 = 16 << 20;
 
+/// A connection that sends nothing for this long is dead: frpc's multiplexer pings every 30 s
+/// (`transport.tcpMuxKeepaliveInterval`), so this finds a peer gone without a FIN.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(95);
+
 /// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
 pub fn accept_key(key: &str) -> String {
     let mut h = Sha1::new();
@@ -102,16 +106,23 @@ pub fn into_stream<S>(io: S) -> DuplexStream
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    into_stream_idle(io, IDLE)
+}
+
+fn into_stream_idle<S>(io: S, idle: std::time::Duration) -> DuplexStream
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
     tokio::spawn(async move {
-        if let Err(e) = pump(io, ours).await {
+        if let Err(e) = pump(io, ours, idle).await {
             tracing::debug!(error = %e, "tunnel websocket ended");
         }
     });
     theirs
 }
 
-async fn pump<S>(io: S, inner: DuplexStream) -> Result<(), TunnelError>
+async fn pump<S>(io: S, inner: DuplexStream, idle: std::time::Duration) -> Result<(), TunnelError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -150,7 +161,9 @@ where
     });
     let result = async {
         loop {
-            let (op, payload) = read_frame(&mut rd).await?;
+            let (op, payload) = tokio::time::timeout(idle, read_frame(&mut rd))
+                .await
+                .map_err(|_| TunnelError::Protocol(format!("nothing received for {idle:?}")))??;
             match op {
                 0x0..=0x2 => inner_wr.write_all(&payload).await?,
                 0x8 => {
@@ -252,5 +265,17 @@ mod tests {
         let mut head = [0u8; 6];
         crd.read_exact(&mut head).await.expect("frame");
         assert_eq!(&head, &[0x82, 4, b'b', b'a', b'c', b'k']);
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_is_dropped() {
+        let (_client, server) = tokio::io::duplex(4096);
+        let mut stream = into_stream_idle(server, std::time::Duration::from_millis(200));
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the stream ends once the peer is silent too long")
+            .expect("read");
+        assert_eq!(n, 0);
     }
 }
