@@ -242,6 +242,41 @@ def test_a_session_tunnel_is_not_usable_by_another_session_or_key(tserver, tclie
         close_client(other)
 
 
+
+class HeartbeatFrpc(smooth._proxy.FRPProxy):
+    """The SDK's frpc configuration plus application heartbeats every second (debug log)."""
+
+    def _create_config(self):
+        path = super()._create_config()
+        text = path.read_text().replace('level: "info"', 'level: "debug"')
+        text = text.replace('  protocol: "wss"', '  protocol: "wss"\n  heartbeatInterval: 1\n  heartbeatTimeout: 3')
+        assert "heartbeatInterval: 1" in text, text
+        path.write_text(text)
+        return path
+
+
+def test_heartbeats_are_answered(tserver, tclient, sdk_home, site):
+    s = self_session(tclient, "beat-token-4")
+    sid = s.id()
+    try:
+        s._async_handle._stop_proxy()
+        beat = HeartbeatFrpc(smooth._proxy.ProxyConfig(server_url=tserver.tunnel_ip, token="beat-token-4", session_id=sid))
+        beat.start()
+        try:
+            wait_log(beat, r"start proxy success")
+            # Over 5 s frpc pings every second and closes the session if no Pong comes within 3 s.
+            time.sleep(5)
+            log = "\n".join(beat._state.log_tail)
+            assert len(re.findall(r"receive heartbeat from server", log)) >= 3, log
+            assert "heartbeat timeout" not in log, log
+            s.goto(site.url("/index.html?beat"))
+            assert s.evaluate_js("location.search").output == "?beat"
+        finally:
+            beat.stop()
+        s.close(force=False)
+    finally:
+        tserver.request("DELETE", f"/v1/task/{sid}")
+
 # --- the caller in a network namespace of its own ---
 
 CALLER = r"""
