@@ -46,8 +46,22 @@ def tunnel_ip() -> str:
     return f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
 
 
+def need_port_443(ip: str) -> None:
+    """frpc always dials port 443: binding it needs root or CAP_NET_BIND_SERVICE. Skipped
+    without, except under CI (CI=true), where scripts/test runs as root and this is a failure."""
+    import socket
+
+    try:
+        socket.create_server((ip, 443)).close()
+    except PermissionError:
+        if os.environ.get("CI"):
+            pytest.fail("cannot bind port 443 (CI=true): run the tests as root")
+        pytest.skip("binding port 443 needs root or CAP_NET_BIND_SERVICE")
+
+
 def tunnel_server(backend: str, **extra: str) -> Server:
     ip = tunnel_ip()
+    need_port_443(ip)
     env = {
         "SMOOTHD_TUNNEL_LISTEN": f"{ip}:443",
         "SMOOTHD_TUNNEL_HOST": ip,
@@ -318,6 +332,8 @@ def sh(*args: str) -> None:
 def caller_ns():
     """A network namespace joined to this one by a veth pair: (namespace, host-side IP)."""
     if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("network namespaces need root (CI=true): run the tests as root")
         pytest.skip("network namespaces need root")
     r = random.randint(1000, 9999)
     ns, vh, vc = f"smdcall{r}", f"smdh{r}", f"smdc{r}"
@@ -403,6 +419,7 @@ def test_frpc_on_the_api_process_feeds_the_browser_on_a_worker_process(tmp_path,
     from test_scale_out import Cluster
 
     ip = tunnel_ip()
+    need_port_443(ip)
 
     class TunnelCluster(Cluster):
         def env(self) -> dict[str, str]:
@@ -499,6 +516,7 @@ class TlsIngress:
 
 def test_frpc_through_a_tls_ingress_reaches_the_api_listener(tmp_path, sdk_home, site):
     ip = tunnel_ip()
+    need_port_443(ip)
     # No tunnel listener of smoothd's own: only the API's /~!frp, behind the ingress.
     srv = Server("sqlite", extra_env={"SMOOTHD_TUNNEL_HOST": ip})
     ingress = None
