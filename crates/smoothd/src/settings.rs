@@ -737,6 +737,48 @@ mod tests {
     }
 
     #[test]
+    fn bad_tunnel_settings_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (key, value, expect) in [
+                (
+                    "SMOOTHD_TUNNEL_LISTEN",
+                    "host443",
+                    "tunnel_listen (SMOOTHD_TUNNEL_LISTEN)",
+                ),
+                (
+                    "SMOOTHD_TUNNEL_HOST",
+                    "browser-live.example.com",
+                    "tunnel_host (SMOOTHD_TUNNEL_HOST)",
+                ),
+                (
+                    "SMOOTHD_TUNNEL_HOST",
+                    "example.com:443",
+                    "tunnel_host (SMOOTHD_TUNNEL_HOST)",
+                ),
+                ("SMOOTHD_TUNNEL_CERT_FILE", "/x.pem", "set both or neither"),
+                (
+                    "SMOOTHD_TUNNEL_WAIT_SECONDS",
+                    "0",
+                    "tunnel_wait_seconds (SMOOTHD_TUNNEL_WAIT_SECONDS)",
+                ),
+            ] {
+                jail.clear_env();
+                jail.set_env(key, value);
+                let err = format!("{:#}", Settings::load(None).unwrap_err());
+                assert!(err.contains(expect), "{key}={value:?}: {err}");
+            }
+            jail.clear_env();
+            jail.set_env("SMOOTHD_TUNNEL_LISTEN", "0.0.0.0:443");
+            jail.set_env("SMOOTHD_TUNNEL_HOST", "browser-proxy.example.com");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.tunnel_listen.as_deref(), Some("0.0.0.0:443"));
+            assert_eq!(s.tunnel_wait_seconds, 30);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn limit_and_browser_settings_from_the_environment() {
         figment::Jail::expect_with(|jail| {
             // The test command itself runs with SMOOTHD_TEST_* variables set.
