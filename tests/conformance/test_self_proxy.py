@@ -139,6 +139,16 @@ def test_cli_start_session_with_no_flags_goes_through_the_tunnel(tserver, site):
             # The session's frpc logged in and its tunnel reached the worker.
             log = Path(tserver.stderr_path).read_text(errors="replace")
             assert f"socks5_tunnel_{sid}" in log and "tunnel connected" in log, tserver.stderr_tail()
+            # The remotePort frpc asked for (1080) is open nowhere; smoothd's only new listeners
+            # are the tunnel's (443) and loopback ones (the API, live, the session's SOCKS5).
+            listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+            ours = [line for line in listening.splitlines() if f"pid={tserver.proc.pid}," in line]
+            assert ours, listening
+            for line in ours:
+                local = line.split()[3]
+                host, port = local.rsplit(":", 1)
+                assert port != "1080", line
+                assert port == "443" or host.startswith("127."), line
             run_cli(tserver, home, "close-session", sid)
         finally:
             tserver.request("DELETE", f"/v1/task/{sid}")
