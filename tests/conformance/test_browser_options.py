@@ -193,29 +193,6 @@ def test_a_proxy_refusing_the_credentials_fails_goto_with_407(server, client, cl
         p.close()
 
 
-def test_self_proxy_is_refused(server, client, cleanup_tasks):
-    before = set()
-    r = server.request("GET", "/v1/task", params={"l": 128})
-    if r.status_code == 200:
-        before = {t["id"] for t in r.json()["r"]}
-    with pytest.raises((ApiError, RuntimeError)) as ei:
-        s = client.session(proxy_server="self")
-        cleanup_tasks.append(s.id())
-    err = ei.value
-    if isinstance(err, ApiError):
-        assert err.status_code == 422, err
-        assert "proxy_server" in err.detail, err.detail
-    # The same request by raw HTTP: 422 naming the field, and no task is created.
-    r = server.request("POST", "/v1/task", json={"task": None, "proxy_server": "self", "proxy_password": "x"})
-    assert r.status_code == 422, f"{r.status_code} {r.text}"
-    assert "proxy_server" in detail(r), r.text
-    r = server.request("GET", "/v1/task", params={"l": 128})
-    assert r.status_code == 200, r.text
-    created = {t["id"] for t in r.json()["r"]} - before
-    cleanup_tasks.extend(created)
-    assert not created, f"a refused request created tasks: {created}"
-
-
 # --- profiles ---
 
 STORE = """document.cookie = 'login=alice; max-age=3600; path=/';

@@ -95,6 +95,7 @@ async fn both_prefixes_envelope_and_auth(b: Backend) {
         ("/v1/telemetry", vec!["post"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
+        ("/~!frp", vec!["get"]),
     ] {
         for m in methods {
             assert!(
@@ -152,7 +153,16 @@ async fn validation_names_the_field_and_changes_nothing(b: Backend) {
         ),
         (json!({"task": "x", "profile_id": "nope"}), 400, "profile_id"),
         (json!({"task": "x", "use_stealth": "yes"}), 422, "use_stealth"),
-        (json!({"task": "x", "proxy_server": "self"}), 422, "proxy_server"),
+        (
+            json!({"task": "x", "proxy_server": "self", "proxy_password": "p"}),
+            422,
+            "proxy_server",
+        ),
+        (
+            json!({"task": null, "proxy_server": "self"}),
+            422,
+            "proxy_password",
+        ),
     ];
     for (body, code, field) in cases {
         let (got, resp) = s.post("/v1/task", body.clone()).await;

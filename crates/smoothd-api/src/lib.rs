@@ -26,6 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use error::ApiError;
 pub use limits::RateLimiter;
 pub use links::Links;
+pub use routes::tunnel::StoreSessions;
 
 /// API settings.
 #[derive(Debug, Clone)]
@@ -113,12 +114,13 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::system::v1_routes())
 }
 
-/// Routes outside `/v1`: health, the live view and signed artifact links (no API key).
+/// Routes outside `/v1`: health, the live view, signed artifact links and the FRP tunnel (no API key).
 fn root_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(routes::system::root_routes())
         .merge(routes::live::routes())
         .merge(routes::artifacts::routes())
+        .merge(routes::tunnel::routes())
 }
 
 /// The OpenAPI document (paths under `/v1`).

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use smoothd_core::time::now_ms;
@@ -12,10 +13,21 @@ use smoothd_store::TaskRow;
 
 type HmacSha256 = Hmac<Sha256>;
 
+fn is_self_proxy(task: &TaskRow) -> bool {
+    task.request.contains("\"self\"")
+        && task
+            .spec()
+            .ok()
+            .and_then(|s| s.proxy)
+            .is_some_and(|p| p.is_self())
+}
+
 /// Builds and checks the public links.
 #[derive(Clone)]
 pub struct Links {
     public_url: String,
+    /// The `b` parameter of self-proxy sessions' live URLs (see [`Links::with_tunnel_host`]).
+    tunnel_b: Option<String>,
     secret: Vec<u8>,
     ttl: Duration,
 }
@@ -44,14 +56,29 @@ impl Links {
     pub fn new(public_url: &str, secret: &str, ttl: Duration) -> Self {
         Self {
             public_url: public_url.trim_end_matches('/').to_string(),
+            tunnel_b: None,
             secret: secret.as_bytes().to_vec(),
             ttl,
         }
     }
 
-    /// The live view page of a task.
+    /// Self-proxy sessions' live URLs lead the SDK's frpc to `host` (port 443). The SDK reads
+    /// `b` as URL-safe base64 of `https://{host}` and replaces `browser-live` with
+    /// `browser-proxy` in it, so a host with `browser-proxy` in its name is written with
+    /// `browser-live` to come out right (one with `browser-live` cannot be expressed).
+    pub fn with_tunnel_host(mut self, host: &str) -> Self {
+        let written = format!("https://{}", host.replace("browser-proxy", "browser-live"));
+        self.tunnel_b = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(written));
+        self
+    }
+
+    /// The live view page of a task; a `proxy_server: "self"` session's carries `b`.
     pub fn live_url(&self, task: &TaskRow) -> String {
-        format!("{}/live/{}?token={}", self.public_url, task.id, task.live_token)
+        let base = format!("{}/live/{}?token={}", self.public_url, task.id, task.live_token);
+        match &self.tunnel_b {
+            Some(b) if task.is_session() && is_self_proxy(task) => format!("{base}&b={b}"),
+            _ => base,
+        }
     }
 
     /// A signed link to an artifact, valid for the configured time.
@@ -119,5 +146,24 @@ mod tests {
         let past = 1_000;
         let old = links.sign("art_1", past);
         assert_eq!(links.verify("art_1", past, &old), Err(LinkError::Expired));
+    }
+
+    #[test]
+    fn tunnel_host_survives_the_sdks_rewrite() {
+        use base64::Engine;
+        let links = Links::new("http://h", "s", Duration::from_secs(60))
+            .with_tunnel_host("browser-proxy.example.com");
+        let b = links.tunnel_b.clone().unwrap_or_default();
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b)
+            .unwrap_or_default();
+        let text = String::from_utf8(decoded).unwrap_or_default();
+        // What smooth-py does: keep what follows https://, browser-live -> browser-proxy.
+        let host = text
+            .split("https://")
+            .nth(1)
+            .unwrap_or_default()
+            .replace("browser-live", "browser-proxy");
+        assert_eq!(host, "browser-proxy.example.com");
     }
 }

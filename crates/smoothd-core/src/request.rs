@@ -85,6 +85,14 @@ pub struct Proxy {
     pub password: Option<String>,
 }
 
+impl Proxy {
+    /// `proxy_server: "self"`: the browser's traffic goes through the caller's frpc tunnel,
+    /// which logs in with `password`.
+    pub fn is_self(&self) -> bool {
+        self.server == "self"
+    }
+}
+
 /// A client certificate (PKCS#12), as sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Certificate {
@@ -239,6 +247,12 @@ impl TaskSpec {
         }
 
         let proxy = validate_proxy(&f)?;
+        if task.is_some() && proxy.as_ref().is_some_and(Proxy::is_self) {
+            return Err(ValidationError::invalid(
+                "proxy_server",
+                "\"self\" (the tunnel through your machine) works with sessions only, not tasks",
+            ));
+        }
         let certificates = validate_certificates(f.get("certificates"))?;
         let additional_tools = validate_additional_tools(f.get("additional_tools"))?;
         let custom_tools = validate_custom_tools(f.get("custom_tools"))?;
@@ -427,11 +441,18 @@ fn validate_proxy(f: &Fields<'_>) -> Result<Option<Proxy>, ValidationError> {
         return Ok(None);
     };
     if server == "self" {
-        return Err(ValidationError::invalid(
-            "proxy_server",
-            "\"self\" (the hosted service's tunnel through your machine) is not supported by smoothd: give a proxy \
-             URL, or none (the smooth CLI: start-session --no-proxy)",
-        ));
+        // The smooth SDK's tunnel: frpc on the caller's machine logs in with the password.
+        if password.as_deref().is_none_or(str::is_empty) {
+            return Err(ValidationError::invalid(
+                "proxy_password",
+                "required with proxy_server \"self\" (it is the tunnel's token; the smooth SDK makes one)",
+            ));
+        }
+        return Ok(Some(Proxy {
+            server,
+            username,
+            password,
+        }));
     }
     let candidate = if server.contains("://") {
         server.clone()
@@ -701,6 +722,14 @@ mod tests {
             "proxy_server"
         );
         assert_eq!(
+            err(json!({"task": null, "proxy_server": "self"})).field,
+            "proxy_password"
+        );
+        assert_eq!(
+            err(json!({"task": "x", "proxy_server": "self", "proxy_password": "p"})).field,
+            "proxy_server"
+        );
+        assert_eq!(
             err(json!({"task": "x", "certificates": [{"file": "%%%"}]})).field,
             "certificates[0].file"
         );
@@ -719,6 +748,15 @@ mod tests {
             let s = TaskSpec::from_json(&json!({"task": "x", "agent": agent})).unwrap();
             assert_eq!(s.agent, agent);
         }
+    }
+
+    #[test]
+    fn self_proxy_sessions_keep_their_token() {
+        let s = TaskSpec::from_json(&json!({"task": null, "proxy_server": "self", "proxy_password": "tok"}))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let p = s.proxy.unwrap_or_else(|| panic!("no proxy"));
+        assert!(p.is_self());
+        assert_eq!(p.password.as_deref(), Some("tok"));
     }
 
     #[test]

@@ -224,6 +224,16 @@ impl Store {
         Ok(with_pool!(self, pool => sqlx::query_scalar::<_, i64>(&q).bind(owner).fetch_one(pool).await?))
     }
 
+    /// The ids and requests of waiting or running sessions that asked for `proxy_server:
+    /// "self"` (frpc's login is matched against their `proxy_password`).
+    pub async fn active_self_sessions(&self) -> Result<Vec<(String, String)>> {
+        let q = self.sql(
+            "SELECT id, request FROM tasks WHERE kind = 'session' AND status IN ('waiting', 'running') \
+             AND request LIKE '%\"self\"%'",
+        );
+        Ok(with_pool!(self, pool => sqlx::query_as::<_, (String, String)>(&q).fetch_all(pool).await?))
+    }
+
     /// The owner's task.
     #[tracing::instrument(level = "debug", skip_all, fields(task.id = %id))]
     pub async fn get_task(&self, owner: &str, id: &str) -> Result<Option<TaskRow>> {

@@ -17,6 +17,7 @@ use smoothd_store::Blobs;
 use crate::agent::{self as glue, TaskHost};
 use crate::context::{StopReason, TaskContext};
 use crate::setup::{self, Prepared};
+use crate::tunnel::SessionTunnel;
 
 /// How a task ended, as its executor reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +56,8 @@ pub struct BasicExecutor {
     pub blocker: Option<Arc<Blocker>>,
     /// Artifact bytes: profiles, extensions, uploaded files.
     pub blobs: Blobs,
+    /// How long a `proxy_server: "self"` session's actions wait for the caller's frpc.
+    pub tunnel_wait: Duration,
 }
 
 fn failed(error: impl Into<String>) -> Outcome {
@@ -126,7 +129,11 @@ impl Reply {
 }
 
 impl BasicExecutor {
-    async fn open_browser(&self, ctx: &TaskContext) -> Result<Prepared, String> {
+    async fn open_browser(
+        &self,
+        ctx: &TaskContext,
+        tunnel: Option<&SessionTunnel>,
+    ) -> Result<Prepared, String> {
         let pool = self.browsers.as_ref().map_err(Clone::clone)?;
         let spec = &ctx.spec;
         let allowed_urls = spec
@@ -140,14 +147,16 @@ impl BasicExecutor {
             allowed_urls,
             default_context: false,
             show_cursor: spec.show_cursor,
-            proxy_server: spec.proxy.as_ref().map(|p| p.server.clone()),
-            proxy_credentials: spec
-                .proxy
-                .as_ref()
-                .and_then(|p| match (&p.username, &p.password) {
+            proxy_server: match tunnel {
+                Some(t) => Some(t.socks_url()),
+                None => spec.proxy.as_ref().map(|p| p.server.clone()),
+            },
+            proxy_credentials: spec.proxy.as_ref().filter(|p| !p.is_self()).and_then(|p| {
+                match (&p.username, &p.password) {
                     (None, None) => None,
                     (u, pw) => Some((u.clone().unwrap_or_default(), pw.clone().unwrap_or_default())),
-                }),
+                }
+            }),
             blocker: if spec.use_adblock {
                 self.blocker.clone()
             } else {
@@ -163,7 +172,7 @@ impl BasicExecutor {
         let job = glue::job_for_task(ctx).await;
         let mut run = agent.start(job);
         let stop = ctx.stop_token().clone();
-        let (prepared, ()) = tokio::join!(self.open_browser(ctx), run.prefetch(&stop));
+        let (prepared, ()) = tokio::join!(self.open_browser(ctx, None), run.prefetch(&stop));
         let prepared = match prepared {
             Ok(p) => p,
             Err(e) => return failed(e),
@@ -249,7 +258,11 @@ impl BasicExecutor {
     }
 
     async fn run_session(&self, ctx: &mut TaskContext) -> Outcome {
-        let prepared = match self.open_browser(ctx).await {
+        let tunnel = match SessionTunnel::open(ctx, self.tunnel_wait).await {
+            Ok(t) => t,
+            Err(e) => return failed(e),
+        };
+        let prepared = match self.open_browser(ctx, tunnel.as_ref()).await {
             Ok(b) => Some(b),
             Err(e) if self.browsers.is_err() => {
                 // No browser on this machine: keep the session so close/cancel behave, and
@@ -259,17 +272,29 @@ impl BasicExecutor {
             }
             Err(e) => return failed(e),
         };
-        let outcome = self.session_loop(ctx, prepared.as_ref()).await;
+        let outcome = self.session_loop(ctx, prepared.as_ref(), tunnel.as_ref()).await;
+        drop(tunnel);
         if let Some(p) = prepared {
             p.finish(ctx, &self.blobs).await;
         }
         outcome
     }
 
-    async fn session_loop(&self, ctx: &mut TaskContext, browser: Option<&Prepared>) -> Outcome {
+    async fn session_loop(
+        &self,
+        ctx: &mut TaskContext,
+        browser: Option<&Prepared>,
+        tunnel: Option<&SessionTunnel>,
+    ) -> Outcome {
         if let (Some(b), Some(url)) = (browser, ctx.spec.url.clone()) {
             if ctx.mark_effects().await.is_err() {
                 return Outcome::Stopped;
+            }
+            if let Some(Err(e)) = match tunnel {
+                Some(t) => Some(t.ready().await),
+                None => None,
+            } {
+                return failed(format!("could not open the start URL: {e}"));
             }
             if let Err(e) = b.session.goto(&url).await {
                 return failed(format!("could not open the start URL: {e}"));
@@ -338,7 +363,13 @@ impl BasicExecutor {
             if event.name == "tool_call" {
                 continue;
             }
-            let reply = if event.name == "session_action" && action == "run_task" {
+            let tunnel_down = match tunnel {
+                Some(t) if event.name != "tool_call" => t.ready().await.err(),
+                _ => None,
+            };
+            let reply = if let Some(why) = tunnel_down {
+                Reply::user(why)
+            } else if event.name == "session_action" && action == "run_task" {
                 self.session_run_task(ctx, browser, &event, &mut credits).await
             } else {
                 self.handle(ctx, browser, &event, &action, started).await

@@ -9,6 +9,7 @@ mod live;
 mod media;
 mod pool;
 mod setup;
+mod tunnel;
 
 pub use context::{LeaseLost, StopReason, TaskContext};
 pub use executor::{BasicExecutor, Executor, Outcome};

@@ -13,13 +13,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 use smoothd_browser::{Frame, PageMedia, ViewerInput};
 use smoothd_core::ids::same_secret;
+use smoothd_tunnel::{Hub, relay};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +41,8 @@ pub(crate) struct LiveEntry {
 pub struct LiveServer {
     addr: String,
     entries: Arc<Mutex<HashMap<String, LiveEntry>>>,
+    /// Self-proxy sessions' tunnels, with their live tokens.
+    tunnels: Arc<Mutex<HashMap<String, (String, Hub)>>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -60,9 +64,11 @@ impl LiveServer {
         let server = Self {
             addr: addr.clone(),
             entries: Arc::new(Mutex::new(HashMap::new())),
+            tunnels: Arc::new(Mutex::new(HashMap::new())),
         };
         let app = axum::Router::new()
             .route("/live/{task_id}", axum::routing::get(connect))
+            .route("/tunnel/{task_id}/{kind}", axum::routing::get(tunnel_relay))
             .with_state(server.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app)
@@ -95,6 +101,22 @@ impl LiveServer {
         }
     }
 
+    /// Makes a session's tunnel reachable by API processes (before its address is published).
+    pub(crate) fn register_tunnel(&self, task_id: &str, token: &str, hub: Hub) {
+        if let Ok(mut m) = self.tunnels.lock() {
+            m.insert(task_id.to_string(), (token.to_string(), hub));
+        }
+    }
+
+    /// Ends a session's tunnel.
+    pub(crate) fn unregister_tunnel(&self, task_id: &str) {
+        if let Ok(mut m) = self.tunnels.lock()
+            && let Some((_, hub)) = m.remove(task_id)
+        {
+            hub.close();
+        }
+    }
+
     fn lookup(&self, task_id: &str) -> Option<LiveEntry> {
         self.entries.lock().ok().and_then(|m| m.get(task_id).cloned())
     }
@@ -114,6 +136,51 @@ async fn connect(
     }
     let interactive = matches!(q.interactive.as_deref(), Some("true" | "1"));
     ws.on_upgrade(move |socket| stream(socket, entry, interactive))
+}
+
+/// A relay of a session's tunnel from an API process: checked, then upgraded to raw bytes.
+async fn tunnel_relay(
+    State(server): State<LiveServer>,
+    Path((task_id, kind)): Path<(String, String)>,
+    Query(q): Query<LiveQuery>,
+    mut req: Request,
+) -> Response {
+    let found = server.tunnels.lock().ok().and_then(|m| m.get(&task_id).cloned());
+    let Some((token, hub)) = found else {
+        return (StatusCode::NOT_FOUND, "no tunnel for this task here").into_response();
+    };
+    if !q.token.as_deref().is_some_and(|t| same_secret(t, &token)) {
+        return (StatusCode::FORBIDDEN, "bad live token").into_response();
+    }
+    let wants = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(relay::UPGRADE));
+    if !wants || !matches!(kind.as_str(), "control" | "work") {
+        return (StatusCode::BAD_REQUEST, "expected a tunnel relay upgrade").into_response();
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let io: Box<dyn smoothd_tunnel::hub::Relay> = match upgrade.await {
+            Ok(u) => Box::new(TokioIo::new(u)),
+            Err(e) => {
+                tracing::debug!(error = %e, "tunnel relay upgrade failed");
+                return;
+            }
+        };
+        if kind == "control" {
+            hub.attach_control(io).await;
+        } else {
+            hub.attach_work(io).await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, relay::UPGRADE)
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn meta(url: &str, status: &str, frame: Option<&Frame>) -> Message {

@@ -120,6 +120,7 @@ pub fn executor(
         agent,
         session_idle: Settings::secs(settings.session_idle_seconds),
         close_grace: Settings::secs(settings.close_grace_seconds),
+        tunnel_wait: Settings::secs(settings.tunnel_wait_seconds),
         browsers,
     }))
 }
@@ -191,6 +192,44 @@ pub async fn media_services(
         },
         live: Some(live),
     })
+}
+
+/// The host the SDK's frpc dials for `proxy_server: "self"`: `tunnel_host`, else the public URL's.
+fn tunnel_host(settings: &Settings, public_url: &str) -> String {
+    settings.tunnel_host.clone().unwrap_or_else(|| {
+        url::Url::parse(public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "localhost".into())
+    })
+}
+
+/// The tunnel's own TLS listener (`tunnel_listen`), with the configured or a generated certificate.
+async fn start_tunnel_listener(
+    settings: &Settings,
+    addr: &str,
+    store: &Store,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let files = settings
+        .tunnel_cert_file
+        .as_deref()
+        .zip(settings.tunnel_key_file.as_deref())
+        .map(|(c, k)| (std::path::Path::new(c), std::path::Path::new(k)));
+    let host = tunnel_host(settings, &settings.public_url());
+    let acceptor = smoothd_tunnel::tls::acceptor(files, &host)
+        .context("tunnel_cert_file / tunnel_key_file (SMOOTHD_TUNNEL_CERT_FILE, SMOOTHD_TUNNEL_KEY_FILE)")?;
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "tunnel_listen (SMOOTHD_TUNNEL_LISTEN): cannot listen on {addr} (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        )
+    })?;
+    tracing::info!(%addr, %host, generated_certificate = files.is_none(), "tunnel listening (TLS)");
+    let sessions: Arc<dyn smoothd_tunnel::Sessions> =
+        Arc::new(smoothd_api::StoreSessions { store: store.clone() });
+    Ok(tokio::spawn(smoothd_tunnel::tls::serve(
+        listener, acceptor, sessions, stop,
+    )))
 }
 
 /// Deletes recordings and downloads archives older than the retention, now and then.
@@ -269,7 +308,8 @@ pub async fn run(
                 &public_url,
                 &secret,
                 Settings::secs(settings.artifact_url_seconds),
-            );
+            )
+            .with_tunnel_host(&tunnel_host(&settings, &public_url));
             let state = AppState {
                 store: store.clone(),
                 links: Arc::new(links),
@@ -295,6 +335,10 @@ pub async fn run(
         }
         (true, None) => anyhow::bail!("the API role needs a listener"),
         (false, _) => None,
+    };
+    let tunnel = match (&settings.tunnel_listen, roles.api) {
+        (Some(addr), true) => Some(start_tunnel_listener(&settings, addr, &store, api_stop.clone()).await?),
+        _ => None,
     };
     let metrics = match &settings.metrics_listen {
         Some(addr) => {
@@ -362,6 +406,9 @@ pub async fn run(
         a.await
             .context("API task panicked")?
             .context("API server failed")?;
+    }
+    if let Some(t) = tunnel {
+        let _ = t.await;
     }
     if let Some(m) = metrics
         && let Ok(Err(e)) = m.await

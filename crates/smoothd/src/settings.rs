@@ -104,6 +104,15 @@ pub struct Settings {
     pub live_listen: String,
     /// `host:port` API processes use to reach `live_listen` (default: its bound address).
     pub live_advertise: Option<String>,
+    /// `proxy_server: "self"`: the tunnel's own TLS listener (frpc dials port 443), if any.
+    pub tunnel_listen: Option<String>,
+    /// The host frpc dials on port 443 (the `b` of `live_url`; default: `public_url`'s host).
+    pub tunnel_host: Option<String>,
+    /// PEM certificate chain and key of `tunnel_listen` (default: self-signed at start).
+    pub tunnel_cert_file: Option<String>,
+    pub tunnel_key_file: Option<String>,
+    /// How long a self-proxy session's actions wait for the caller's frpc.
+    pub tunnel_wait_seconds: u64,
     /// Recordings and downloads archives are deleted this long after they are made.
     pub artifact_retention_seconds: u64,
     /// How long a handed-out recording or downloads link works.
@@ -172,6 +181,11 @@ impl Default for Settings {
             recording_fps: 5,
             live_listen: "127.0.0.1:0".into(),
             live_advertise: None,
+            tunnel_listen: None,
+            tunnel_host: None,
+            tunnel_cert_file: None,
+            tunnel_key_file: None,
+            tunnel_wait_seconds: 30,
             artifact_retention_seconds: 24 * 60 * 60,
             artifact_url_seconds: 60 * 60,
             log: "info".into(),
@@ -227,6 +241,11 @@ impl std::fmt::Debug for Settings {
             .field("recording_fps", &self.recording_fps)
             .field("live_listen", &self.live_listen)
             .field("live_advertise", &self.live_advertise)
+            .field("tunnel_listen", &self.tunnel_listen)
+            .field("tunnel_host", &self.tunnel_host)
+            .field("tunnel_cert_file", &self.tunnel_cert_file)
+            .field("tunnel_key_file", &self.tunnel_key_file)
+            .field("tunnel_wait_seconds", &self.tunnel_wait_seconds)
             .field("artifact_retention_seconds", &self.artifact_retention_seconds)
             .field("artifact_url_seconds", &self.artifact_url_seconds)
             .field("log", &self.log)
@@ -368,6 +387,7 @@ impl Settings {
         {
             bail!("live_advertise (SMOOTHD_LIVE_ADVERTISE): {a:?} is not host:port");
         }
+        self.validate_tunnel()?;
         if self.artifact_retention_seconds < 60 {
             bail!("artifact_retention_seconds (SMOOTHD_ARTIFACT_RETENTION_SECONDS): at least 60");
         }
@@ -416,6 +436,34 @@ impl Settings {
                     "llm_prices (SMOOTHD_LLM_PRICES): the prices of {model:?} must be non-negative numbers"
                 );
             }
+        }
+        Ok(())
+    }
+
+    fn validate_tunnel(&self) -> anyhow::Result<()> {
+        if let Some(t) = &self.tunnel_listen {
+            t.parse::<SocketAddr>().with_context(|| {
+                format!("tunnel_listen (SMOOTHD_TUNNEL_LISTEN): {t:?} is not an address like 0.0.0.0:443")
+            })?;
+        }
+        if let Some(h) = &self.tunnel_host
+            && (h.is_empty() || h.contains(['/', ':', '?', ' ']) || h.contains("browser-live"))
+        {
+            bail!(
+                "tunnel_host (SMOOTHD_TUNNEL_HOST): a bare host name or IPv4 address without port, not containing \
+                 \"browser-live\" (the SDK rewrites that), got {h:?}"
+            );
+        }
+        if self.tunnel_cert_file.is_some() != self.tunnel_key_file.is_some() {
+            bail!(
+                "tunnel_cert_file and tunnel_key_file (SMOOTHD_TUNNEL_CERT_FILE, SMOOTHD_TUNNEL_KEY_FILE): set both or neither"
+            );
+        }
+        if !(1..=600).contains(&self.tunnel_wait_seconds) {
+            bail!(
+                "tunnel_wait_seconds (SMOOTHD_TUNNEL_WAIT_SECONDS): between 1 and 600, got {}",
+                self.tunnel_wait_seconds
+            );
         }
         Ok(())
     }
@@ -738,6 +786,48 @@ mod tests {
             );
             jail.set_env("SMOOTHD_S3_PREFIX", "a/b");
             Settings::load(None).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_tunnel_settings_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (key, value, expect) in [
+                (
+                    "SMOOTHD_TUNNEL_LISTEN",
+                    "host443",
+                    "tunnel_listen (SMOOTHD_TUNNEL_LISTEN)",
+                ),
+                (
+                    "SMOOTHD_TUNNEL_HOST",
+                    "browser-live.example.com",
+                    "tunnel_host (SMOOTHD_TUNNEL_HOST)",
+                ),
+                (
+                    "SMOOTHD_TUNNEL_HOST",
+                    "example.com:443",
+                    "tunnel_host (SMOOTHD_TUNNEL_HOST)",
+                ),
+                ("SMOOTHD_TUNNEL_CERT_FILE", "/x.pem", "set both or neither"),
+                (
+                    "SMOOTHD_TUNNEL_WAIT_SECONDS",
+                    "0",
+                    "tunnel_wait_seconds (SMOOTHD_TUNNEL_WAIT_SECONDS)",
+                ),
+            ] {
+                jail.clear_env();
+                jail.set_env(key, value);
+                let err = format!("{:#}", Settings::load(None).unwrap_err());
+                assert!(err.contains(expect), "{key}={value:?}: {err}");
+            }
+            jail.clear_env();
+            jail.set_env("SMOOTHD_TUNNEL_LISTEN", "0.0.0.0:443");
+            jail.set_env("SMOOTHD_TUNNEL_HOST", "browser-proxy.example.com");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.tunnel_listen.as_deref(), Some("0.0.0.0:443"));
+            assert_eq!(s.tunnel_wait_seconds, 30);
             Ok(())
         });
     }

@@ -5,6 +5,7 @@ pub mod live;
 pub mod resources;
 pub mod system;
 pub mod task;
+pub mod tunnel;
 
 use std::collections::HashMap;
 

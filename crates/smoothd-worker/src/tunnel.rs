@@ -1,0 +1,71 @@
+//! A `proxy_server: "self"` session's tunnel on this worker: the loopback SOCKS5 endpoint its
+//! browser uses (fed through the caller's frpc, see `smoothd_tunnel::hub`), made reachable for
+//! the API processes' relays on the live listener for as long as the session runs.
+
+use std::time::Duration;
+
+use smoothd_tunnel::Hub;
+
+use crate::context::TaskContext;
+use crate::live::LiveServer;
+
+/// The tunnel of one session; dropping it ends the tunnel.
+pub(crate) struct SessionTunnel {
+    hub: Hub,
+    live: LiveServer,
+    task_id: String,
+    wait: Duration,
+}
+
+impl SessionTunnel {
+    /// The session's tunnel, if it asked for one.
+    pub(crate) async fn open(ctx: &TaskContext, wait: Duration) -> Result<Option<Self>, String> {
+        if !ctx
+            .spec
+            .proxy
+            .as_ref()
+            .is_some_and(smoothd_core::request::Proxy::is_self)
+        {
+            return Ok(None);
+        }
+        let Some(live) = ctx.media.as_ref().and_then(|m| m.live.clone()) else {
+            return Err(
+                "proxy_server \"self\" needs this worker's live listener (live_listen), which is off".into(),
+            );
+        };
+        let hub = Hub::start(ctx.id(), wait)
+            .await
+            .map_err(|e| format!("cannot open the tunnel's proxy endpoint: {e}"))?;
+        live.register_tunnel(ctx.id(), &ctx.task.live_token, hub.clone());
+        Ok(Some(Self {
+            hub,
+            live,
+            task_id: ctx.id().to_string(),
+            wait,
+        }))
+    }
+
+    /// The proxy the session's browser uses.
+    pub(crate) fn socks_url(&self) -> String {
+        self.hub.socks_url().to_string()
+    }
+
+    /// Waits (bounded) for frpc; the error an action answers with when it is not there.
+    pub(crate) async fn ready(&self) -> Result<(), String> {
+        if self.hub.wait_up(self.wait).await {
+            return Ok(());
+        }
+        Err(format!(
+            "the tunnel through your machine (proxy_server \"self\") is not connected: no frpc connection for \
+             this session within {} s (it has not connected yet, or it dropped; the smooth SDK runs it while \
+             the session is open)",
+            self.wait.as_secs()
+        ))
+    }
+}
+
+impl Drop for SessionTunnel {
+    fn drop(&mut self) {
+        self.live.unregister_tunnel(&self.task_id);
+    }
+}
