@@ -127,14 +127,20 @@ fn metadata(device: Device, major: &str, full: &str) -> UserAgentMetadata {
     }
 }
 
+/// How much taller a desktop window is than its page: Chromium's headless window keeps this
+/// much of its outer height for the (invisible) toolbars, so a window this much taller than
+/// the viewport shows exactly the viewport, and the screencast, live view and recording are
+/// the viewport's size (measured on Chromium 156: 85 left a 798-pixel-high view).
+const TOOLBAR_HEIGHT: u32 = 87;
+
 /// The screen a device's viewport sits on, and the outer size of its browser window. A
 /// desktop window has the browser's toolbars above the viewport and fits the screen; a phone's
 /// window is the viewport.
 pub fn screen_and_window(device: Device) -> ((u32, u32), (u32, u32)) {
     let vp = device.viewport();
     match device {
-        Device::Desktop => ((1920, 1080), (vp.width, vp.height + 85)),
-        Device::DesktopLg => ((2560, 1440), (vp.width, vp.height + 85)),
+        Device::Desktop => ((1920, 1080), (vp.width, vp.height + TOOLBAR_HEIGHT)),
+        Device::DesktopLg => ((2560, 1440), (vp.width, vp.height + TOOLBAR_HEIGHT)),
         Device::Mobile => ((vp.width, vp.height), (vp.width, vp.height)),
     }
 }
