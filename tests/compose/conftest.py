@@ -135,6 +135,8 @@ class Stack:
                 last = f"readyz {r.status_code}"
             except requests.RequestException as e:
                 last = str(e)
+            restarts = [self.inspect(c)["RestartCount"] for c in self.compose("ps", "-q").stdout.split()]
+            assert max(restarts, default=0) < 3, f"a container keeps restarting:\n{self.logs()}"
             time.sleep(1)
         raise AssertionError(f"the stack is not ready in {timeout}s ({last}):\n{self.logs()}")
 
@@ -181,18 +183,17 @@ class Stack:
         return f"{PROJECT}_default"
 
 
-def bridge_gateway() -> str:
-    """The address `host-gateway` (host.docker.internal) stands for: the default bridge's gateway."""
-    r = _run(["docker", "network", "inspect", "bridge"])
-    cfg = json.loads(r.stdout)[0]["IPAM"]["Config"]
-    gw = next((c.get("Gateway") for c in cfg if c.get("Gateway")), None)
-    assert gw, f"the default bridge has no gateway: {cfg}"
-    return gw
+def host_gateway(image: str) -> str:
+    """The address `host-gateway` (host.docker.internal) stands for, as a container sees it."""
+    r = _run(["docker", "run", "--rm", "--add-host", "probe:host-gateway", "--entrypoint", "getent", image, "hosts", "probe"])
+    addr = r.stdout.split()[0] if r.stdout.split() else ""
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", addr), f"host-gateway resolved to {r.stdout!r}"
+    return addr
 
 
 @pytest.fixture(scope="session")
 def gateway(images) -> str:
-    return bridge_gateway()
+    return host_gateway(images["SMOOTHD_IMAGE"])
 
 
 @pytest.fixture(scope="session")
