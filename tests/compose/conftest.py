@@ -31,7 +31,7 @@ from scripted_llm import ScriptedLLM  # noqa: E402
 from smoothd_support import Site  # noqa: E402
 
 PROJECT = "smoothd-composetest"
-KEY_RE = re.compile(r"^\s+(smd_[A-Za-z0-9]+)\s*$", re.M)
+KEY_RE = re.compile(r"export CIRCLEMIND_API_KEY=(smd_[A-Za-z0-9]+)")
 UP_TIMEOUT = 240
 
 
