@@ -67,7 +67,11 @@ def wait_status(stack, tid: str, statuses, timeout: float = 60) -> dict:
 
 
 def ended_events(stack, tid: str) -> int:
-    return len(stack.sql(f"SELECT 1 FROM task_events WHERE task_id = '{tid}' AND name = 'task_ended'"))
+    """How many `task_ended` events the task has (through the API): at most one final write."""
+    events = task(stack, tid).get("events") or []
+    ts = [e["timestamp"] for e in events]
+    assert ts == sorted(ts) and len(set(ts)) == len(ts), f"{tid}: timestamps not strictly increasing: {ts}"
+    return sum(1 for e in events if e["name"] == "task_ended")
 
 
 def owners(stack, ids: list[str]) -> dict[str, str]:
@@ -187,7 +191,7 @@ def test_docker_kill_of_a_worker_mid_task(stack, client, site):
     assert idle.close(force=False) is True
     for tid in ids:
         final = wait_status(stack, tid, FINAL)
-        assert ended_events(stack, tid) == 1, (tid, final)
+        assert ended_events(stack, tid) == (1 if tid == acted.id() else 0), (tid, final)
     assert stack.sql("SELECT count(*) FROM tasks WHERE status = 'running'") == [["0"]]
 
     # Back to two replicas.
@@ -226,10 +230,13 @@ def test_partition_of_a_worker_from_the_database(stack, client, site):
     finally:
         _run(["docker", "network", "connect", stack.network(), cut])
     # The cut-off worker comes back and writes late: none of it lands (fenced).
-    time.sleep(8)
+    deadline = time.monotonic() + 30
+    while "lease lost" not in (cut_logs := _run(["docker", "logs", "--since", "1m", cut]).stderr):
+        assert time.monotonic() < deadline, f"the reconnected worker never found its leases gone:\n{cut_logs[-5000:]}"
+        time.sleep(1)
     for tid in ids:
         assert task(stack, tid)["status"] == finals[tid], (tid, finals)
-        assert ended_events(stack, tid) == 1, tid
+        assert ended_events(stack, tid) == (1 if tid == acted.id() else 0), tid
     assert finals[acted.id()] == "failed" and finals[idle.id()] == "done", finals
     assert stack.sql("SELECT count(*) FROM tasks WHERE status = 'running'") == [["0"]]
 
@@ -292,7 +299,7 @@ def test_postgres_restart_under_load(stack, client, llm, site):
     for tid in accepted:
         final = wait_status(stack, tid, FINAL, timeout=180)
         assert final["status"] == "done", final
-        assert ended_events(stack, tid) == 1, tid
+        assert ended_events(stack, tid) <= 1, tid
     stack.wait_ready()
 
 
