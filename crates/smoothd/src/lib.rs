@@ -53,7 +53,12 @@ pub async fn bootstrap_first_key(settings: &Settings, store: &Store) -> anyhow::
     if settings.api_key.is_some() {
         return Ok(false);
     }
-    if !store.list_keys().await.context("cannot list the API keys")?.is_empty() {
+    if !store
+        .list_keys()
+        .await
+        .context("cannot list the API keys")?
+        .is_empty()
+    {
         return Ok(false);
     }
     let key = smoothd_core::ids::api_key();

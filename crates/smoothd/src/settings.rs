@@ -596,7 +596,12 @@ mod tests {
     fn empty_key_and_model_settings_count_as_unset() {
         figment::Jail::expect_with(|jail| {
             jail.clear_env();
-            for k in ["SMOOTHD_API_KEY", "SMOOTHD_LLM_BASE_URL", "SMOOTHD_LLM_API_KEY", "SMOOTHD_LLM_MODEL"] {
+            for k in [
+                "SMOOTHD_API_KEY",
+                "SMOOTHD_LLM_BASE_URL",
+                "SMOOTHD_LLM_API_KEY",
+                "SMOOTHD_LLM_MODEL",
+            ] {
                 jail.set_env(k, "");
             }
             let s = Settings::load(None).map_err(|e| e.to_string())?;
