@@ -4,7 +4,8 @@ the host (reached as host.docker.internal). The scenarios share one compose proj
 order: first start (bootstrap key), a session (goto, evaluate_js, a live view relayed from a
 worker container through the API, a recording, downloads), an agent task with a response_model,
 `docker kill` of a worker mid-task, a partition by `docker network disconnect`, `docker compose
-restart postgres` under load, and `down` then `up` keeping the data.
+restart postgres` under load (then a stop and start, an outage long enough to be answered 503),
+and `down` then `up` keeping the data.
 """
 
 from __future__ import annotations
@@ -255,6 +256,17 @@ def test_partition_of_a_worker_from_the_database(stack, client, site):
             wait_status(stack, s.id(), FINAL)
 
 
+def recovered(codes: list[int]) -> None:
+    """Waits until the last ten answers under load were all successes."""
+    deadline = time.monotonic() + RECOVER_TIMEOUT
+    while time.monotonic() < deadline:
+        tail = codes[-10:]
+        if len(tail) == 10 and all(c in (200, 201) for c in tail):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the API did not recover within {RECOVER_TIMEOUT}s: {codes[-20:]}")
+
+
 def test_postgres_restart_under_load(stack, client, llm, site):
     marker = llm.script("pgload", [[{"op": "done", "output": "ok"}]])
     accepted: list[str] = []
@@ -262,14 +274,18 @@ def test_postgres_restart_under_load(stack, client, llm, site):
     errors: list[str] = []
     stop = threading.Event()
 
-    def load() -> None:
+    def load(post: bool) -> None:
+        # Two clients submit tasks; two more read the task list without pause, so that the
+        # short outage of a restart is seen.
         while not stop.is_set():
             try:
-                r = stack.request(
-                    "POST", "/v1/task", json={"task": f"say ok {marker}", "url": site.url("/index.html")}, timeout=30
-                )
+                if post:
+                    body = {"task": f"say ok {marker}", "url": site.url("/index.html")}
+                    r = stack.request("POST", "/v1/task", json=body, timeout=30)
+                else:
+                    r = stack.request("GET", "/v1/task", timeout=30)
                 codes.append(r.status_code)
-                if r.status_code in (200, 201):
+                if post and r.status_code in (200, 201):
                     accepted.append(r.json()["r"]["id"])
                 assert r.status_code in (200, 201, 503), f"{r.status_code} {r.text}"
                 if r.status_code == 503:
@@ -278,22 +294,30 @@ def test_postgres_restart_under_load(stack, client, llm, site):
                 errors.append(f"hang: {e}")
             except (requests.RequestException, AssertionError, ValueError) as e:
                 errors.append(repr(e))
-            time.sleep(0.2)
+            if post:
+                time.sleep(0.2)
 
-    with ThreadPoolExecutor(2) as pool:
-        futs = [pool.submit(load) for _ in range(2)]
+    with ThreadPoolExecutor(4) as pool:
+        futs = [pool.submit(load, post) for post in (True, True, False, False)]
         time.sleep(3)
+        # A restart is over in about a second: requests may wait it out (the pool's acquire
+        # timeout) or get 503, never hang.
         stack.compose("restart", "postgres")
-        # Load keeps going while the API reconnects.
+        recovered(codes)
+        # A longer outage (stop, then start) must be answered 503.
+        before = len(codes)
+        stack.compose("stop", "postgres")
         deadline = time.monotonic() + RECOVER_TIMEOUT
-        while time.monotonic() < deadline and (not codes or codes[-1] == 503 or len(codes) < 10):
-            time.sleep(0.5)
-        time.sleep(3)
+        while 503 not in codes[before:] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        outage = codes[before:]
+        stack.compose("start", "postgres")
+        recovered(codes)
         stop.set()
         for f in futs:
             f.result()
     assert not errors, errors
-    assert 503 in codes, f"no request saw the outage: {codes}"
+    assert 503 in outage, f"no request saw the outage: {len(outage)} requests, {set(outage)}"
     assert codes[-1] in (200, 201), codes
     assert accepted
     for tid in accepted:
