@@ -115,6 +115,12 @@ DOCKER_BUILDKIT=0 docker build -q -f "$ROOT/docker/Dockerfile" \
     -t "$IMAGE" "$ROOT" >&2
 log "smoothd image ready in $(elapsed "$t")s"
 
+# Stand-ins of an older recipe are not used again: drop their tags (kept while a container uses them).
+for repo_tag in "$BASE" "$PG" "$RUST"; do
+    docker images --format '{{.Repository}}:{{.Tag}}' "${repo_tag%%:*}" | grep -vxF "$repo_tag" |
+        xargs -r docker rmi >/dev/null 2>&1 || true
+done
+
 echo "SMOOTHD_IMAGE=$IMAGE"
 echo "SMOOTHD_POSTGRES_IMAGE=$PG"
 echo "SMOOTHD_RUST_IMAGE=$RUST"
