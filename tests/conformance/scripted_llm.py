@@ -363,7 +363,8 @@ class ScriptedLLM:
 
     MODEL = "scripted"
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", url_host: str | None = None) -> None:
+        """`host` is the address to bind; `url_host` the name `base_url` uses (default `host`)."""
         self._scripts: dict[str, list[Any]] = {}
         self._arrivals: dict[tuple[str, int], int] = {}
         self._log: list[Recorded] = []
@@ -413,10 +414,10 @@ class ScriptedLLM:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.base_url = f"http://{url_host or host}:{self.port}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

@@ -400,7 +400,8 @@ class Site:
     """A tiny HTTP server on 127.0.0.1 serving SITE_PAGES, then the files of tests/fixtures/site
     (e.g. /agent/form.html), so no test needs the internet."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", url_host: str | None = None) -> None:
+        """`host` is the address to bind; `url_host` the name its URLs use (default `host`)."""
         import http.server
         import threading
 
@@ -433,9 +434,9 @@ class Site:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.base = f"http://{url_host or host}:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

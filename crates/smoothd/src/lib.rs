@@ -45,6 +45,41 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// On an API process's first start against an empty key table (no `api_key` setting and no key
+/// ever created, revoked ones included), creates a key named `bootstrap`, stores only its hash,
+/// and prints it once on stderr with how to use it. Two processes starting together race on the
+/// unique name: only the one whose insert wins prints. Returns whether it created one.
+pub async fn bootstrap_first_key(settings: &Settings, store: &Store) -> anyhow::Result<bool> {
+    if settings.api_key.is_some() {
+        return Ok(false);
+    }
+    if !store
+        .list_keys()
+        .await
+        .context("cannot list the API keys")?
+        .is_empty()
+    {
+        return Ok(false);
+    }
+    let key = smoothd_core::ids::api_key();
+    match store.create_key("bootstrap", &key).await {
+        Ok(_) => {}
+        Err(smoothd_store::StoreError::Conflict) => return Ok(false),
+        Err(e) => return Err(e).context("cannot store the bootstrap API key"),
+    }
+    let base = settings.public_url();
+    eprintln!(
+        "\n==== smoothd: no API key existed, so one was created (name \"bootstrap\"). ====\n\
+         It is shown only this once (only its hash is stored); keep it now:\n\n    {key}\n\n\
+         Point a Smooth client at this server:\n\
+         \x20   export SMOOTH_BASE_URL={base}/\n\
+         \x20   export CIRCLEMIND_API_KEY={key}\n\
+         More keys: `smoothd keys create --name NAME`; revoke this one with `smoothd keys revoke bootstrap`.\n"
+    );
+    tracing::warn!("created the bootstrap API key (printed above, once)");
+    Ok(true)
+}
+
 /// The artifact store: the S3 bucket when one is configured, else the data folder. A bucket
 /// that does not answer or refuses the credentials stops the start, naming the setting.
 pub async fn open_blobs(settings: &Settings) -> anyhow::Result<Blobs> {

@@ -114,6 +114,9 @@ async fn async_main(command: Command, settings: Settings) -> anyhow::Result<()> 
 async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     tracing::debug!(?settings, "settings");
     let store = smoothd::open_store(&settings).await?;
+    if roles.api {
+        smoothd::bootstrap_first_key(&settings, &store).await?;
+    }
     let listener = if roles.api {
         Some(
             tokio::net::TcpListener::bind(&settings.listen)

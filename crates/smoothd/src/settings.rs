@@ -309,7 +309,19 @@ impl Settings {
         }
         // SMOOTHD_CONFIG names the file, not a setting.
         fig = fig.merge(Env::prefixed("SMOOTHD_").ignore(&["CONFIG"]).split("__"));
-        let settings: Settings = fig.extract().context("invalid settings")?;
+        let mut settings: Settings = fig.extract().context("invalid settings")?;
+        // An empty key or model setting counts as unset: `docker compose` passes `${VAR:-}`
+        // from a `.env` file that leaves it out as an empty string.
+        for v in [
+            &mut settings.api_key,
+            &mut settings.llm_base_url,
+            &mut settings.llm_api_key,
+            &mut settings.llm_model,
+        ] {
+            if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                *v = None;
+            }
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -678,6 +690,28 @@ mod tests {
             let agent = s.agent().map_err(|e| e.to_string())?.ok_or("no agent")?;
             assert_eq!(agent.lite_model.as_deref(), Some("small"));
             assert_eq!(agent.for_task("smooth-lite").llm.model(), "small");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn empty_key_and_model_settings_count_as_unset() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for k in [
+                "SMOOTHD_API_KEY",
+                "SMOOTHD_LLM_BASE_URL",
+                "SMOOTHD_LLM_API_KEY",
+                "SMOOTHD_LLM_MODEL",
+            ] {
+                jail.set_env(k, "");
+            }
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.api_key, None);
+            assert_eq!((s.llm_base_url, s.llm_api_key, s.llm_model), (None, None, None));
+            jail.set_env("SMOOTHD_LLM_BASE_URL", "http://host.docker.internal:11434/v1");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("go together"), "{err}");
             Ok(())
         });
     }
