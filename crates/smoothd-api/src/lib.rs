@@ -10,6 +10,7 @@ pub mod links;
 mod metrics;
 mod models;
 mod routes;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub struct ApiConfig {
     /// Tasks and sessions one key may have waiting or running at once (0 = no limit),
     /// counted in the database so it holds across API processes.
     pub max_running_per_key: i64,
+    /// Webhook URL checks and delivery.
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +60,7 @@ impl Default for ApiConfig {
             max_attempts: 3,
             metrics_public: false,
             max_running_per_key: 0,
+            webhooks: webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -111,6 +115,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::task::routes())
         .merge(routes::resources::routes())
         .merge(routes::system::v1_routes())
+        .merge(webhooks::routes())
 }
 
 /// Routes outside `/v1`: health, the live view and signed artifact links (no API key).
