@@ -268,13 +268,16 @@ pub async fn run(
         &secret,
         Settings::secs(settings.artifact_url_seconds),
     ));
-    // Every process delivers webhooks (claimed with a lease, so each goes out once per attempt).
-    tokio::spawn(smoothd_api::webhooks::deliver::run(
-        store.clone(),
-        links.clone(),
-        settings.webhooks(),
-        background.clone(),
-    ));
+    // Every process that knows the URL clients use (an API process, or any with `public_url`
+    // set) delivers webhooks, whose bodies carry links; a lease keeps each attempt to one process.
+    if roles.api || settings.public_url.is_some() {
+        tokio::spawn(smoothd_api::webhooks::deliver::run(
+            store.clone(),
+            links.clone(),
+            settings.webhooks(),
+            background.clone(),
+        ));
+    }
     let api = match (roles.api, listener) {
         (true, Some(listener)) => {
             let state = AppState {
