@@ -94,7 +94,12 @@ impl Store {
     }
 
     /// Sets (or clears) the key's default URL.
-    pub async fn set_webhook_url(&self, owner: &str, fresh_secret: &str, url: Option<&str>) -> Result<WebhookKeyRow> {
+    pub async fn set_webhook_url(
+        &self,
+        owner: &str,
+        fresh_secret: &str,
+        url: Option<&str>,
+    ) -> Result<WebhookKeyRow> {
         self.webhook_key(owner, fresh_secret).await?;
         let q = self.sql("UPDATE webhook_keys SET url = $1 WHERE owner = $2");
         with_pool!(self, pool => sqlx::query(&q).bind(url).bind(owner).execute(pool).await.map(|r| r.rows_affected())?);
@@ -226,7 +231,11 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|d| {
-                let mine = attempts.iter().filter(|a| a.delivery_id == d.id).cloned().collect();
+                let mine = attempts
+                    .iter()
+                    .filter(|a| a.delivery_id == d.id)
+                    .cloned()
+                    .collect();
                 (d, mine)
             })
             .collect())

@@ -259,7 +259,10 @@ pub async fn run(
         .context("cannot read the link signing secret")?;
     // Without a configured public URL, links point at the port actually bound (the listen
     // address may say port 0).
-    let public_url = match (&settings.public_url, listener.as_ref().map(TcpListener::local_addr)) {
+    let public_url = match (
+        &settings.public_url,
+        listener.as_ref().map(TcpListener::local_addr),
+    ) {
         (None, Some(Ok(addr))) => format!("http://{addr}"),
         _ => settings.public_url(),
     };

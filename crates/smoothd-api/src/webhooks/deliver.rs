@@ -115,7 +115,8 @@ pub async fn run(store: Store, links: Arc<Links>, config: WebhookConfig, stop: C
         }
         match store.claim_delivery(lease_ms).await {
             Ok(Some(claim)) => {
-                let (store, links, config, http) = (store.clone(), links.clone(), config.clone(), http.clone());
+                let (store, links, config, http) =
+                    (store.clone(), links.clone(), config.clone(), http.clone());
                 tokio::spawn(async move {
                     let id = claim.id.clone();
                     if let Err(e) = attempt(&store, &links, &config, &http, claim).await {
@@ -145,7 +146,10 @@ pub async fn run(store: Store, links: Arc<Links>, config: WebhookConfig, stop: C
 
 /// The body: the task exactly as `GET /v1/task/{id}` answers it.
 pub(crate) async fn render(store: &Store, links: &Links, task_id: &str) -> Result<String, DeliverError> {
-    let task = store.get_task_unscoped(task_id).await?.ok_or(DeliverError::NoTask)?;
+    let task = store
+        .get_task_unscoped(task_id)
+        .await?
+        .ok_or(DeliverError::NoTask)?;
     let events = store
         .events_after(task_id, Direction::Out, 0, crate::routes::task::EVENT_PAGE)
         .await?;
@@ -196,9 +200,15 @@ async fn attempt(
     let outcome = if error.is_none() {
         AttemptOutcome::Delivered
     } else {
-        let finished = store.task_finished_at(&claim.task_id).await?.unwrap_or(started_at);
+        let finished = store
+            .task_finished_at(&claim.task_id)
+            .await?
+            .unwrap_or(started_at);
         let exp = u32::try_from(claim.attempt.saturating_sub(1).min(30)).unwrap_or(30);
-        let delay = config.retry_base.saturating_mul(2u32.saturating_pow(exp)).min(MAX_DELAY);
+        let delay = config
+            .retry_base
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(MAX_DELAY);
         let next = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         let max_age = i64::try_from(config.max_age.as_millis()).unwrap_or(i64::MAX);
         if next > finished.saturating_add(max_age) {
@@ -213,7 +223,9 @@ async fn attempt(
         latency_ms,
         error: error.as_deref(),
     };
-    let held = store.finish_attempt(&claim.id, claim.attempt, &log, outcome).await?;
+    let held = store
+        .finish_attempt(&claim.id, claim.attempt, &log, outcome)
+        .await?;
     tracing::info!(
         webhook.id = %claim.id, task.id = %claim.task_id, attempt = claim.attempt,
         status = ?status_code, latency_ms, ?outcome, lease_held = held, error = error.as_deref().unwrap_or(""),

@@ -232,7 +232,10 @@ async fn put_settings(State(state): State<AppState>, owner: Owner, body: Body) -
             ));
         }
     };
-    let row = state.store.set_webhook_url(&owner.id, &fresh_secret(), url).await?;
+    let row = state
+        .store
+        .set_webhook_url(&owner.id, &fresh_secret(), url)
+        .await?;
     Ok(Json(settings_json(row)))
 }
 
