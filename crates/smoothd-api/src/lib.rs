@@ -7,6 +7,7 @@ mod body;
 mod error;
 pub mod limits;
 pub mod links;
+mod mcp;
 mod metrics;
 mod models;
 mod routes;
@@ -145,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1.clone())
         .nest("/api/v1", v1)
         .merge(root)
+        .merge(mcp::router(state.clone()))
         .route(
             "/openapi.json",
             axum::routing::get(move || async move { axum::Json(doc.clone()) }),

@@ -348,7 +348,7 @@ async fn post_event(
     Ok(Json(json!({"r": {"id": event_id}})))
 }
 
-async fn append_client_event(
+pub(crate) async fn append_client_event(
     state: &AppState,
     owner: &Owner,
     task_id: &str,
