@@ -295,7 +295,12 @@ async fn session_call(
             let ev = TaskEvent::from(answer);
             let code = ev.payload.get("code").and_then(Value::as_i64).unwrap_or(500);
             let output = ev.payload.get("output").cloned().unwrap_or(Value::Null);
-            return if code == 200 { Ok(json!({"result": output})) } else { Err(format!("{code} {output}")) };
+            return match (code, output) {
+                // The SDK's answer: `{"output", "credits_used", "duration"}` (or null for goto).
+                (200, v @ Value::Object(_)) => Ok(v),
+                (200, v) => Ok(json!({"output": v})),
+                (code, v) => Err(format!("{code} {v}")),
+            };
         }
         let task = store.get_task(&owner.id, sid).await.map_err(|e| api_err(e.into()))?;
         if task.is_none_or(|t| t.status().is_final()) {
