@@ -156,3 +156,67 @@ def test_wrong_key_is_refused(server):
     assert r.status_code == 401 and "API key" in r.json()["detail"]
     r = server.request("POST", "/mcp", key=None, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
     assert r.status_code == 401 and "apikey" in r.json()["detail"]
+
+
+def test_cancelling_the_call_cancels_the_task(server, llm, site):
+    # Slow steps (each model reply takes 1 s, under the 3 s model timeout) so the task is still
+    # running when the client gives up on the call.
+    slow = [{"ops": [{"op": "goto", "url": site.url("/index.html")}], "fault": "timeout", "seconds": 1}]
+    marker = llm.script("mcp-cancel", slow * 20 + [[{"op": "done", "output": "too late"}]])
+    first_step = asyncio.Event()
+
+    async def on_progress(p, total, message):
+        first_step.set()
+
+    async def go(session):
+        call = asyncio.create_task(
+            session.call_tool("run_task", {"task": f"Go slowly {marker}", "max_steps": 30}, progress_callback=on_progress)
+        )
+        await asyncio.wait_for(first_step.wait(), 60)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        listed = result_json(await session.call_tool("list_tasks", {"limit": 5}))
+        return [t for t in listed["tasks"] if t["status"] in ("waiting", "running", "cancelled")]
+
+    asyncio.run(with_session(server, server.key, go))
+    r = server.request("GET", "/v1/task", params={"l": 5})
+    newest = r.json()["r"][0]
+    final = wait_final(server, newest["id"], timeout=60)
+    assert final["status"] == "cancelled", final
+    assert final["output"] != "too late"
+
+
+def test_run_task_with_separate_api_and_worker_processes(tmp_path, llm, site):
+    """PostgreSQL, `serve --no-workers` plus a `worker`: the MCP call on the API process
+    submits, the worker runs, progress and the result come back through the database."""
+    from test_scale_out import Cluster
+
+    cluster = Cluster(tmp_path)
+    base_env = cluster.env
+    cluster.env = lambda: {**base_env(), **llm_env(llm.base_url)}
+    try:
+        api = cluster.start("api", "api1")
+        cluster.start("worker", "worker1")
+        marker = llm.script(
+            "mcp-cluster",
+            [[{"op": "goto", "url": site.url("/index.html")}], [{"op": "done", "output": "clustered"}]],
+        )
+        progress = []
+
+        async def on_progress(p, total, message):
+            progress.append(p)
+
+        async def go(session):
+            return await session.call_tool("run_task", {"task": f"Say {marker}"}, progress_callback=on_progress)
+
+        class Api:
+            base = api.base
+
+        out = result_json(asyncio.run(with_session(Api, cluster.key, go)))
+        assert out["status"] == "done" and out["output"] == "clustered", out
+        assert progress == [1.0, 2.0], progress
+        rows = cluster.sql(f"SELECT status, worker_id FROM tasks WHERE id = '{out['id']}'")
+        assert rows[0][0] == "done" and rows[0][1].startswith("wrk_"), rows
+    finally:
+        cluster.close()

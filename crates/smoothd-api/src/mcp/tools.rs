@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use rmcp::RoleServer;
 use rmcp::model::{CallToolResult, ContentBlock, ProgressNotificationParam, Tool};
 use rmcp::service::RequestContext;
-use rmcp::RoleServer;
 use serde_json::{Map, Value, json};
 use smoothd_core::event::Direction;
 use smoothd_core::ids;
@@ -64,23 +64,44 @@ pub(super) fn definitions() -> Vec<Tool> {
         p.remove("task");
     }
     let mut goto = Map::from_iter([session_id_prop()]);
-    goto.insert("url".into(), json!({"type": "string", "description": "The page to open"}));
+    goto.insert(
+        "url".into(),
+        json!({"type": "string", "description": "The page to open"}),
+    );
     let mut js = Map::from_iter([session_id_prop()]);
     js.insert(
         "js".into(),
         json!({"type": "string", "description": "An expression, a function `(args) => ...`, or a body with `return`"}),
     );
-    js.insert("args".into(), json!({"type": "object", "description": "Passed to a function"}));
+    js.insert(
+        "args".into(),
+        json!({"type": "object", "description": "Passed to a function"}),
+    );
     let mut extract = Map::from_iter([session_id_prop()]);
-    extract.insert("schema".into(), json!({"type": "object", "description": "JSON schema of the data"}));
-    extract.insert("prompt".into(), json!({"type": "string", "description": "What to extract"}));
+    extract.insert(
+        "schema".into(),
+        json!({"type": "object", "description": "JSON schema of the data"}),
+    );
+    extract.insert(
+        "prompt".into(),
+        json!({"type": "string", "description": "What to extract"}),
+    );
     let mut session_task = pick(SESSION_TASK_FIELDS);
     session_task.extend([session_id_prop()]);
     let list = Map::from_iter([
-        ("limit".to_string(), json!({"type": "integer", "minimum": 1, "maximum": 128, "description": "Page size, default 32"})),
-        ("before_ms".to_string(), json!({"type": "integer", "description": "Only tasks created before this time (epoch ms)"})),
+        (
+            "limit".to_string(),
+            json!({"type": "integer", "minimum": 1, "maximum": 128, "description": "Page size, default 32"}),
+        ),
+        (
+            "before_ms".to_string(),
+            json!({"type": "integer", "description": "Only tasks created before this time (epoch ms)"}),
+        ),
     ]);
-    let get = Map::from_iter([("id".to_string(), json!({"type": "string", "description": "Task or session id"}))]);
+    let get = Map::from_iter([(
+        "id".to_string(),
+        json!({"type": "string", "description": "Task or session id"}),
+    )]);
     vec![
         Tool::new(
             "run_task",
@@ -93,7 +114,11 @@ pub(super) fn definitions() -> Vec<Tool> {
             "Open an interactive browser session (the options of POST /v1/task). Returns session_id and live_url.",
             open,
         ),
-        Tool::new("goto", "Open a URL in a session.", object(goto, &["session_id", "url"])),
+        Tool::new(
+            "goto",
+            "Open a URL in a session.",
+            object(goto, &["session_id", "url"]),
+        ),
         Tool::new(
             "evaluate_js",
             "Run JavaScript in a session's page; returns its JSON result.",
@@ -109,9 +134,21 @@ pub(super) fn definitions() -> Vec<Tool> {
             "Let the agent do a task in a session's browser, where it is now.",
             object(session_task, &["session_id", "task"]),
         ),
-        Tool::new("close_session", "Close a session.", object(Map::from_iter([session_id_prop()]), &["session_id"])),
-        Tool::new("list_tasks", "The caller's tasks and sessions, newest first.", object(list, &[])),
-        Tool::new("get_task", "A task or session as GET /v1/task/{id} returns it.", object(get, &["id"])),
+        Tool::new(
+            "close_session",
+            "Close a session.",
+            object(Map::from_iter([session_id_prop()]), &["session_id"]),
+        ),
+        Tool::new(
+            "list_tasks",
+            "The caller's tasks and sessions, newest first.",
+            object(list, &[]),
+        ),
+        Tool::new(
+            "get_task",
+            "A task or session as GET /v1/task/{id} returns it.",
+            object(get, &["id"]),
+        ),
     ]
 }
 
@@ -154,7 +191,9 @@ pub(super) async fn call(
         "open_session" => {
             let mut body = args;
             body.insert("task".into(), Value::Null);
-            let spec = validate_request(state, owner, &Value::Object(body)).await.map_err(api_err)?;
+            let spec = validate_request(state, owner, &Value::Object(body))
+                .await
+                .map_err(api_err)?;
             let row = submit(state, owner, spec).await.map_err(api_err)?;
             Ok(json!({"session_id": row.id, "live_url": state.links.live_url(&row)}))
         }
@@ -163,17 +202,32 @@ pub(super) async fn call(
             session_call(state, owner, &args, "browser_action", payload, ctx).await
         }
         "evaluate_js" => {
-            let input = json!({"js": str_arg(&args, "js")?, "args": args.get("args").cloned().unwrap_or(json!({}))});
-            session_call(state, owner, &args, "browser_action", json!({"name": "evaluate_js", "input": input}), ctx)
-                .await
+            let input =
+                json!({"js": str_arg(&args, "js")?, "args": args.get("args").cloned().unwrap_or(json!({}))});
+            session_call(
+                state,
+                owner,
+                &args,
+                "browser_action",
+                json!({"name": "evaluate_js", "input": input}),
+                ctx,
+            )
+            .await
         }
         "extract" => {
             let input = json!({
                 "schema": args.get("schema").cloned().unwrap_or(Value::Null),
                 "prompt": args.get("prompt").cloned().unwrap_or(Value::Null),
             });
-            session_call(state, owner, &args, "browser_action", json!({"name": "extract", "input": input}), ctx)
-                .await
+            session_call(
+                state,
+                owner,
+                &args,
+                "browser_action",
+                json!({"name": "extract", "input": input}),
+                ctx,
+            )
+            .await
         }
         "run_session_task" => {
             let input: Map<String, Value> = args
@@ -182,15 +236,28 @@ pub(super) async fn call(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             str_arg(&args, "task")?;
-            session_call(state, owner, &args, "session_action", json!({"name": "run_task", "input": input}), ctx)
-                .await
+            session_call(
+                state,
+                owner,
+                &args,
+                "session_action",
+                json!({"name": "run_task", "input": input}),
+                ctx,
+            )
+            .await
         }
         "close_session" => {
             let id = str_arg(&args, "session_id")?;
-            let r = state.store.request_cancel(&owner.id, id).await.map_err(|e| api_err(e.into()))?;
+            let r = state
+                .store
+                .request_cancel(&owner.id, id)
+                .await
+                .map_err(|e| api_err(e.into()))?;
             match r {
                 smoothd_store::CancelOutcome::NotFound => Err(format!("404 session {id:?} not found")),
-                smoothd_store::CancelOutcome::AlreadyFinal(s) => Ok(json!({"closed": false, "status": s.as_str()})),
+                smoothd_store::CancelOutcome::AlreadyFinal(s) => {
+                    Ok(json!({"closed": false, "status": s.as_str()}))
+                }
                 _ => Ok(json!({"closed": true})),
             }
         }
@@ -200,16 +267,29 @@ pub(super) async fn call(
                 return Err(format!("limit: must be between 1 and 128, got {limit}"));
             }
             let before = args.get("before_ms").and_then(Value::as_i64).unwrap_or(i64::MAX);
-            let rows = state.store.list_tasks(&owner.id, before, limit).await.map_err(|e| api_err(e.into()))?;
-            let items: Vec<TaskResponse> =
-                rows.iter().map(|t| TaskResponse::from_row(t, None, false, &state.links)).collect();
+            let rows = state
+                .store
+                .list_tasks(&owner.id, before, limit)
+                .await
+                .map_err(|e| api_err(e.into()))?;
+            let items: Vec<TaskResponse> = rows
+                .iter()
+                .map(|t| TaskResponse::from_row(t, None, false, &state.links))
+                .collect();
             Ok(json!({"tasks": items}))
         }
         "get_task" => {
             let id = str_arg(&args, "id")?;
-            let t = state.store.get_task(&owner.id, id).await.map_err(|e| api_err(e.into()))?;
+            let t = state
+                .store
+                .get_task(&owner.id, id)
+                .await
+                .map_err(|e| api_err(e.into()))?;
             let t = t.ok_or_else(|| format!("404 task {id:?} not found"))?;
-            Ok(serde_json::to_value(TaskResponse::from_row(&t, None, true, &state.links)).unwrap_or(Value::Null))
+            Ok(
+                serde_json::to_value(TaskResponse::from_row(&t, None, true, &state.links))
+                    .unwrap_or(Value::Null),
+            )
         }
         other => Err(format!("unknown tool {other:?}")),
     }
@@ -217,26 +297,47 @@ pub(super) async fn call(
 
 /// Submits a task and waits for its end, notifying progress per step; a cancelled call
 /// cancels the task.
-async fn run_task(state: &AppState, owner: &Owner, args: Map<String, Value>, ctx: &RequestContext<RoleServer>) -> ToolResult {
+async fn run_task(
+    state: &AppState,
+    owner: &Owner,
+    args: Map<String, Value>,
+    ctx: &RequestContext<RoleServer>,
+) -> ToolResult {
     let body = Value::Object(args);
     let spec = validate_request(state, owner, &body).await.map_err(api_err)?;
     if spec.is_session() {
         return Err("task: required string (use open_session for a session)".into());
     }
     let row = submit(state, owner, spec).await.map_err(api_err)?;
+    // However the call ends early (a cancel notification, or the client dropping the
+    // request, which drops this future), the task is cancelled.
+    let mut guard = CancelOnDrop {
+        store: state.store.clone(),
+        owner: owner.id.clone(),
+        task: Some(row.id.clone()),
+    };
     let live_url = state.links.live_url(&row);
     let token = ctx.meta.get_progress_token();
     let store = &state.store;
     let mut steps_seen = 0usize;
     let mut watch = store.signals().watch_task(&row.id);
     loop {
-        let task = store.get_task(&owner.id, &row.id).await.map_err(|e| api_err(e.into()))?;
+        let task = store
+            .get_task(&owner.id, &row.id)
+            .await
+            .map_err(|e| api_err(e.into()))?;
         let task = task.ok_or_else(|| "task vanished".to_string())?;
         if let Some(token) = &token {
             let steps = store.steps(&row.id).await.map_err(|e| api_err(e.into()))?;
             for step in steps.iter().skip(steps_seen) {
                 let n = steps_seen + 1;
-                let what = step.get("reasoning").and_then(Value::as_str).unwrap_or("").chars().take(300).collect::<String>();
+                let what = step
+                    .get("reasoning")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .chars()
+                    .take(300)
+                    .collect::<String>();
                 let url = step.get("url").and_then(Value::as_str).unwrap_or("");
                 let msg = format!("step {n} at {url}: {what}");
                 let note = ProgressNotificationParam::new(token.clone(), n as f64).with_message(msg);
@@ -247,6 +348,7 @@ async fn run_task(state: &AppState, owner: &Owner, args: Map<String, Value>, ctx
             }
         }
         if task.status().is_final() {
+            guard.task = None;
             let resp = TaskResponse::from_row(&task, None, true, &state.links);
             return Ok(json!({
                 "id": resp.id, "status": resp.status, "output": resp.output, "error": resp.error,
@@ -255,15 +357,38 @@ async fn run_task(state: &AppState, owner: &Owner, args: Map<String, Value>, ctx
             }));
         }
         tokio::select! {
-            _ = ctx.ct.cancelled() => {
-                let _ = store.request_cancel(&owner.id, &row.id).await;
-                tracing::info!(task.id = %row.id, "MCP request cancelled: task cancelled");
-                return Err("cancelled".into());
+            _ = ctx.ct.cancelled() => return Err("cancelled".into()),
+            _ = state.shutdown.cancelled() => {
+                guard.task = None;
+                return Err("server shutting down; get_task reads the result later".into());
             }
-            _ = state.shutdown.cancelled() => return Err("server shutting down; get_task reads the result later".into()),
             _ = watch.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+/// Cancels a task when dropped while armed (`task` set).
+struct CancelOnDrop {
+    store: smoothd_store::Store,
+    owner: String,
+    task: Option<String>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else { return };
+        let (store, owner) = (self.store.clone(), self.owner.clone());
+        tokio::spawn(async move {
+            match store.request_cancel(&owner, &task).await {
+                Ok(outcome) => {
+                    tracing::info!(task.id = %task, ?outcome, "MCP call ended early: task cancelled")
+                }
+                Err(e) => {
+                    tracing::warn!(task.id = %task, error = %e, "MCP call ended early; cancelling its task failed")
+                }
+            }
+        });
     }
 }
 
@@ -278,12 +403,17 @@ async fn session_call(
 ) -> ToolResult {
     let sid = str_arg(args, "session_id")?;
     let event_id = ids::event_id();
-    append_client_event(state, owner, sid, &event_id, name, &payload).await.map_err(api_err)?;
+    append_client_event(state, owner, sid, &event_id, name, &payload)
+        .await
+        .map_err(api_err)?;
     let store = &state.store;
     let mut watch = store.signals().watch_task(sid);
     let mut after = 0;
     loop {
-        let events = store.events_after(sid, Direction::Out, after, 500).await.map_err(|e| api_err(e.into()))?;
+        let events = store
+            .events_after(sid, Direction::Out, after, 500)
+            .await
+            .map_err(|e| api_err(e.into()))?;
         if let Some(last) = events.last() {
             after = last.timestamp;
         }
@@ -302,7 +432,10 @@ async fn session_call(
                 (code, v) => Err(format!("{code} {v}")),
             };
         }
-        let task = store.get_task(&owner.id, sid).await.map_err(|e| api_err(e.into()))?;
+        let task = store
+            .get_task(&owner.id, sid)
+            .await
+            .map_err(|e| api_err(e.into()))?;
         if task.is_none_or(|t| t.status().is_final()) {
             return Err(format!("session {sid:?} has ended"));
         }
