@@ -75,6 +75,18 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     }
     match state.store.find_key(&key).await {
         Ok(Some(row)) => {
+            // Each MCP request counts against the key's rate limit, like a REST request.
+            if let Err(wait) = state.rate.take(&row.id) {
+                let secs = wait.as_secs_f64().ceil() as u64;
+                return ApiError::too_many_requests(
+                    format!(
+                        "rate_limit_per_minute: this API key may make {} requests a minute; retry in {secs} s",
+                        state.rate.per_minute()
+                    ),
+                    secs,
+                )
+                .into_response();
+            }
             req.extensions_mut().insert(Owner {
                 id: row.id,
                 name: row.name,
