@@ -269,6 +269,84 @@ mod tests {
         assert_ne!(sig, tampered);
     }
 
+    /// A receiver on loopback that answers `answer` to anything and counts requests.
+    async fn loopback_receiver(answer: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        (port, hits)
+    }
+
+    const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn redirects_to_private_addresses_are_not_followed_unless_allowed() {
+        let (inner, inner_hits) = loopback_receiver(NO_CONTENT.into()).await;
+        let redirect = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{inner}/x\r\ncontent-length: 0\r\n\r\n"
+        );
+        let (outer, _) = loopback_receiver(redirect).await;
+        // An address literal skips the resolver (submit refuses it); the redirect must not pass.
+        let strict = client(&WebhookConfig::default()).unwrap();
+        let err = strict
+            .post(format!("http://127.0.0.1:{outer}/hook"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            error_chain(&err).contains("refused redirect"),
+            "{}",
+            error_chain(&err)
+        );
+        assert_eq!(inner_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let open = client(&WebhookConfig {
+            allow_private: true,
+            ..WebhookConfig::default()
+        })
+        .unwrap();
+        let resp = open
+            .post(format!("http://127.0.0.1:{outer}/hook"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204);
+        assert_eq!(inner_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_private_addresses_are_not_reached_unless_allowed() {
+        let (port, hits) = loopback_receiver(NO_CONTENT.into()).await;
+        let url = format!("http://localhost:{port}/hook");
+        let strict = client(&WebhookConfig::default()).unwrap();
+        let err = strict.post(&url).body("{}").send().await.unwrap_err();
+        assert!(
+            error_chain(&err).contains("private addresses"),
+            "{}",
+            error_chain(&err)
+        );
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let open = client(&WebhookConfig {
+            allow_private: true,
+            ..WebhookConfig::default()
+        })
+        .unwrap();
+        let resp = open.post(&url).body("{}").send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 204);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn private_addresses_are_refused_unless_allowed() {
         for bad in [
