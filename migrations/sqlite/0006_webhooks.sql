@@ -1,5 +1,6 @@
--- Webhooks: per API key a signing secret and an optional default URL; per task one delivery,
--- stored with the task and sent once the task is final; every attempt of it.
+-- Webhooks: per API key a signing secret and an optional default URL; per task one `final`
+-- delivery, stored with the task and sent once the task is final, and (with `watch_steps`) one
+-- `step` delivery per agent step; every attempt of each.
 CREATE TABLE webhook_keys (
     owner      TEXT PRIMARY KEY,
     secret     TEXT NOT NULL,
@@ -12,6 +13,10 @@ CREATE TABLE webhook_deliveries (
     task_id          TEXT NOT NULL,
     owner            TEXT NOT NULL,
     url              TEXT NOT NULL,
+    kind             TEXT NOT NULL DEFAULT 'final',
+    step             INTEGER,
+    watch_steps      BOOLEAN NOT NULL DEFAULT 0,
+    steps_sent       INTEGER NOT NULL DEFAULT 0,
     status           TEXT NOT NULL,
     body             TEXT,
     attempts         INTEGER NOT NULL DEFAULT 0,

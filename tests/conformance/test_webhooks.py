@@ -320,3 +320,42 @@ def test_key_default_url_and_separate_api_and_worker_processes(tmp_path, llm, si
     finally:
         rec.close()
         cluster.close()
+
+
+def test_webhook_steps_posts_each_step_then_the_final_task(server, llm, site, receiver, browser):
+    marker = llm.script(
+        "hook-steps",
+        [
+            [{"op": "goto", "url": site.url("/index.html")}],
+            [{"op": "goto", "url": site.url("/second.html")}],
+            [{"op": "done", "output": "stepped"}],
+        ],
+    )
+    r = server.request(
+        "POST",
+        "/v1/task",
+        json={
+            "task": f"Step along {marker}",
+            "experimental_features": {"webhook_url": receiver.url, "webhook_steps": True},
+        },
+    )
+    assert r.status_code == 200, r.text
+    tid = r.json()["r"]["id"]
+    wait_final(server, tid, timeout=RESULT_TIMEOUT)
+    steps = server.request("GET", f"/v1/task/{tid}/steps").json()["r"]
+    reqs = receiver.wait(len(steps) + 1)
+    secret = secret_of(server)
+    assert all(verify(secret, q["headers"], q["body"]) for q in reqs)
+    kinds = sorted((q["headers"]["smoothd-event"], q["headers"]["smoothd-step"]) for q in reqs)
+    assert kinds == sorted([("task.final", "")] + [("task.step", str(i + 1)) for i in range(len(steps))]), kinds
+    assert len({q["headers"]["webhook-id"] for q in reqs}) == len(reqs)
+    final = [q for q in reqs if q["headers"]["smoothd-event"] == "task.final"][0]
+    assert json.loads(final["body"])["r"]["output"] == "stepped"
+    listed = deliveries(server, tid)
+    assert sorted((d["kind"], d["step"]) for d in listed) == sorted(
+        [("final", None)] + [("step", i + 1) for i in range(len(steps))]
+    )
+    r = server.request(
+        "POST", "/v1/task", json={"task": "x", "experimental_features": {"webhook_url": receiver.url, "webhook_steps": "yes"}}
+    )
+    assert r.status_code == 422 and "experimental_features.webhook_steps" in r.json()["detail"], r.text

@@ -24,6 +24,10 @@ pub struct DeliveryClaim {
     pub task_id: String,
     pub owner: String,
     pub url: String,
+    /// `final` (the task ended) or `step` (an agent step).
+    pub kind: String,
+    /// The step's ordinal (1 = first), for `step` deliveries.
+    pub step: Option<i64>,
     /// The body sent, fixed at the first attempt (None before it).
     pub body: Option<String>,
     pub attempt: i64,
@@ -34,6 +38,8 @@ pub struct DeliveryClaim {
 pub struct DeliveryRow {
     pub id: String,
     pub url: String,
+    pub kind: String,
+    pub step: Option<i64>,
     pub status: String,
     pub attempts: i64,
     pub next_attempt_at: i64,
@@ -106,16 +112,64 @@ impl Store {
         self.webhook_key(owner, fresh_secret).await
     }
 
-    /// Stores a delivery for a task about to be inserted (so it exists before the task can end).
-    pub async fn insert_delivery(&self, id: &str, task_id: &str, owner: &str, url: &str) -> Result<()> {
+    /// Stores the final delivery of a task about to be inserted (so it exists before the task
+    /// can end); `watch_steps` asks for a delivery per agent step too.
+    pub async fn insert_delivery(
+        &self,
+        id: &str,
+        task_id: &str,
+        owner: &str,
+        url: &str,
+        watch_steps: bool,
+    ) -> Result<()> {
         let now = now_ms();
         let q = self.sql(
-            "INSERT INTO webhook_deliveries (id, task_id, owner, url, status, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+            "INSERT INTO webhook_deliveries (id, task_id, owner, url, kind, watch_steps, status, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, 'final', $5, 'pending', $6, $6)",
         );
-        with_pool!(self, pool => sqlx::query(&q).bind(id).bind(task_id).bind(owner).bind(url).bind(now)
+        with_pool!(self, pool => sqlx::query(&q).bind(id).bind(task_id).bind(owner).bind(url).bind(watch_steps).bind(now)
             .execute(pool).await.map(|r| r.rows_affected())?);
         Ok(())
+    }
+
+    /// Adds a `step` delivery for every step recorded since the last call, for tasks whose final
+    /// delivery watches steps and is still pending. Each task's counter moves by compare-and-set
+    /// in the same transaction as the inserts, so concurrent processes add each step once.
+    pub async fn enqueue_step_deliveries(&self) -> Result<usize> {
+        let q = "SELECT id, task_id, owner, url, steps_sent, latest FROM ( \
+                   SELECT d.id, d.task_id, d.owner, d.url, d.steps_sent, \
+                     (SELECT COUNT(*) FROM task_steps s WHERE s.task_id = d.task_id) AS latest \
+                   FROM webhook_deliveries d \
+                   WHERE d.kind = 'final' AND d.watch_steps AND d.status = 'pending') x \
+                 WHERE latest > steps_sent";
+        let due: Vec<(String, String, String, String, i64, i64)> =
+            with_pool!(self, pool => sqlx::query_as(q).fetch_all(pool).await?);
+        let mut added = 0;
+        for (id, task_id, owner, url, sent, latest) in due {
+            let now = now_ms();
+            let n = with_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let moved = sqlx::query(&self.sql(
+                    "UPDATE webhook_deliveries SET steps_sent = $1 WHERE id = $2 AND steps_sent = $3",
+                ))
+                .bind(latest).bind(&id).bind(sent).execute(&mut *tx).await?.rows_affected();
+                if moved == 1 {
+                    for step in (sent + 1)..=latest {
+                        sqlx::query(&self.sql(
+                            "INSERT INTO webhook_deliveries (id, task_id, owner, url, kind, step, status, \
+                             next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'step', $5, 'pending', $6, $6)",
+                        ))
+                        .bind(format!("msg_{}", smoothd_core::ids::random_token(24)))
+                        .bind(&task_id).bind(&owner).bind(&url).bind(step).bind(now)
+                        .execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                if moved == 1 { latest - sent } else { 0 }
+            });
+            added += usize::try_from(n).unwrap_or(0);
+        }
+        Ok(added)
     }
 
     /// Removes a delivery whose task was not inserted after all.
@@ -130,7 +184,7 @@ impl Store {
         let now = now_ms();
         let due = "d.status = 'pending' AND d.next_attempt_at <= $1 \
                    AND (d.lease_expires_at IS NULL OR d.lease_expires_at < $1) \
-                   AND t.status IN ('done', 'failed', 'cancelled')";
+                   AND (d.kind = 'step' OR t.status IN ('done', 'failed', 'cancelled'))";
         let claim: Option<DeliveryClaim> = match &self.backend {
             Backend::Postgres(pool) => {
                 let q = format!(
@@ -138,7 +192,7 @@ impl Store {
                        WHERE {due} ORDER BY d.next_attempt_at FOR UPDATE OF d SKIP LOCKED LIMIT 1) \
                      UPDATE webhook_deliveries w SET attempts = w.attempts + 1, lease_expires_at = $2 \
                      FROM c WHERE w.id = c.id \
-                     RETURNING w.id, w.task_id, w.owner, w.url, w.body, w.attempts AS attempt"
+                     RETURNING w.id, w.task_id, w.owner, w.url, w.kind, w.step, w.body, w.attempts AS attempt"
                 );
                 sqlx::query_as(&q)
                     .bind(now)
@@ -152,7 +206,7 @@ impl Store {
                     "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_expires_at = $2 \
                      WHERE id = (SELECT d.id FROM webhook_deliveries d JOIN tasks t ON t.id = d.task_id \
                        WHERE {due} ORDER BY d.next_attempt_at LIMIT 1) \
-                     RETURNING id, task_id, owner, url, body, attempts AS attempt"
+                     RETURNING id, task_id, owner, url, kind, step, body, attempts AS attempt"
                 )
                 .replace('$', "?");
                 sqlx::query_as(&q)
@@ -216,8 +270,8 @@ impl Store {
     /// A task's deliveries, oldest first, with their attempts in order.
     pub async fn deliveries(&self, task_id: &str) -> Result<Vec<(DeliveryRow, Vec<AttemptRow>)>> {
         let q = self.sql(
-            "SELECT id, url, status, attempts, next_attempt_at, created_at, delivered_at \
-             FROM webhook_deliveries WHERE task_id = $1 ORDER BY created_at, id",
+            "SELECT id, url, kind, step, status, attempts, next_attempt_at, created_at, delivered_at \
+             FROM webhook_deliveries WHERE task_id = $1 ORDER BY created_at, kind DESC, step, id",
         );
         let rows: Vec<DeliveryRow> =
             with_pool!(self, pool => sqlx::query_as(&q).bind(task_id).fetch_all(pool).await?);

@@ -75,9 +75,12 @@ pub(crate) async fn submit(state: &AppState, owner: &Owner, spec: TaskSpec) -> A
     // The delivery is stored first, so it exists whenever the task does (a delivery whose
     // task never appears is never due).
     let webhook = match crate::webhooks::target(state, owner, &new.spec).await? {
-        Some(url) => {
+        Some((url, steps)) => {
             let id = format!("msg_{}", ids::random_token(24));
-            state.store.insert_delivery(&id, &new.id, &owner.id, &url).await?;
+            state
+                .store
+                .insert_delivery(&id, &new.id, &owner.id, &url, steps)
+                .await?;
             Some(id)
         }
         None => None,

@@ -113,6 +113,11 @@ pub async fn run(store: Store, links: Arc<Links>, config: WebhookConfig, stop: C
         if stop.is_cancelled() {
             return;
         }
+        // Steps first: a task's steps are all recorded before it is final, so every step
+        // delivery exists before its final one can be claimed.
+        if let Err(e) = store.enqueue_step_deliveries().await {
+            tracing::warn!(error = %e, "cannot add step webhook deliveries");
+        }
         match store.claim_delivery(lease_ms).await {
             Ok(Some(claim)) => {
                 let (store, links, config, http) =
@@ -144,7 +149,8 @@ pub async fn run(store: Store, links: Arc<Links>, config: WebhookConfig, stop: C
     }
 }
 
-/// The body: the task exactly as `GET /v1/task/{id}` answers it.
+/// The body: the task exactly as `GET /v1/task/{id}` answers it (for a step delivery: when
+/// its first attempt is made).
 pub(crate) async fn render(store: &Store, links: &Links, task_id: &str) -> Result<String, DeliverError> {
     let task = store
         .get_task_unscoped(task_id)
@@ -185,6 +191,11 @@ async fn attempt(
         .header("webhook-id", &claim.id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature(&secret, &claim.id, ts, &body))
+        .header("smoothd-event", format!("task.{}", claim.kind))
+        .header(
+            "smoothd-step",
+            claim.step.map(|s| s.to_string()).unwrap_or_default(),
+        )
         .body(body)
         .send()
         .await;

@@ -126,9 +126,28 @@ pub(crate) fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, Stri
     Ok(u)
 }
 
-/// The webhook URL a submit asks for: `experimental_features.webhook_url`, else the key's
-/// default. A bad URL is a 422 naming the field.
-pub(crate) async fn target(state: &AppState, owner: &Owner, spec: &TaskSpec) -> ApiResult<Option<String>> {
+/// The webhook a submit asks for: `experimental_features.webhook_url`, else the key's default,
+/// and whether each step is posted too (`experimental_features.webhook_steps`). A bad value is
+/// a 422 naming the field.
+pub(crate) async fn target(
+    state: &AppState,
+    owner: &Owner,
+    spec: &TaskSpec,
+) -> ApiResult<Option<(String, bool)>> {
+    let steps = match spec.experimental_features.get("webhook_steps") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "experimental_features.webhook_steps: must be true or false",
+            ));
+        }
+    };
+    Ok(url(state, owner, spec).await?.map(|u| (u, steps)))
+}
+
+async fn url(state: &AppState, owner: &Owner, spec: &TaskSpec) -> ApiResult<Option<String>> {
     let allow = state.config.webhooks.allow_private;
     match spec.experimental_features.get("webhook_url") {
         None | Some(Value::Null) => {}
@@ -186,6 +205,10 @@ pub struct WebhookDelivery {
     /// The `webhook-id` header: the same on every attempt, for deduplication.
     pub id: String,
     pub url: String,
+    /// `final` (the task ended) or `step` (an agent step, with `webhook_steps`).
+    pub kind: String,
+    /// The step's ordinal (1 = first), for `step` deliveries.
+    pub step: Option<i64>,
     /// pending, delivered or failed (gave up after `webhook_max_age_seconds`).
     pub status: String,
     /// When the next attempt is due (epoch ms), while pending.
@@ -260,6 +283,8 @@ async fn task_webhooks(
             next_attempt_at_ms: (d.status == "pending").then_some(d.next_attempt_at),
             id: d.id,
             url: d.url,
+            kind: d.kind,
+            step: d.step,
             status: d.status,
             delivered_at_ms: d.delivered_at,
             attempts: attempts
