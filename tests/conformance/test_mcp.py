@@ -220,3 +220,17 @@ def test_run_task_with_separate_api_and_worker_processes(tmp_path, llm, site):
         assert rows[0][0] == "done" and rows[0][1].startswith("wrk_"), rows
     finally:
         cluster.close()
+
+
+def test_mcp_requests_count_against_the_rate_limit():
+    srv = Server("sqlite", extra_env={"SMOOTHD_RATE_LIMIT_PER_MINUTE": "2"})
+    try:
+        srv.start(create_other_key=False)
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        first = [srv.request("POST", "/mcp", json=ping).status_code for _ in range(2)]
+        assert all(c not in (401, 429) for c in first), first
+        r = srv.request("POST", "/mcp", json=ping)
+        assert r.status_code == 429, (r.status_code, r.text)
+        assert r.json()["detail"].startswith("rate_limit_per_minute:") and int(r.headers["retry-after"]) >= 1
+    finally:
+        srv.cleanup()
