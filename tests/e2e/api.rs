@@ -93,6 +93,8 @@ async fn both_prefixes_envelope_and_auth(b: Backend) {
         ("/v1/browser/session", vec!["post"]),
         ("/v1/browser/session/{live_id}", vec!["delete"]),
         ("/v1/telemetry", vec!["post"]),
+        ("/v1/webhook", vec!["get", "put"]),
+        ("/v1/task/{id}/webhooks", vec!["get"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/~!frp", vec!["get"]),

@@ -7,9 +7,11 @@ mod body;
 mod error;
 pub mod limits;
 pub mod links;
+mod mcp;
 mod metrics;
 mod models;
 mod routes;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -46,6 +48,8 @@ pub struct ApiConfig {
     /// Tasks and sessions one key may have waiting or running at once (0 = no limit),
     /// counted in the database so it holds across API processes.
     pub max_running_per_key: i64,
+    /// Webhook URL checks and delivery.
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +62,7 @@ impl Default for ApiConfig {
             max_attempts: 3,
             metrics_public: false,
             max_running_per_key: 0,
+            webhooks: webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -112,6 +117,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::task::routes())
         .merge(routes::resources::routes())
         .merge(routes::system::v1_routes())
+        .merge(webhooks::routes())
 }
 
 /// Routes outside `/v1`: health, the live view, signed artifact links and the FRP tunnel (no API key).
@@ -142,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1.clone())
         .nest("/api/v1", v1)
         .merge(root)
+        .merge(mcp::router(state.clone()))
         .route(
             "/openapi.json",
             axum::routing::get(move || async move { axum::Json(doc.clone()) }),

@@ -12,6 +12,7 @@ pub mod signals;
 mod stats;
 mod steps;
 mod tasks;
+mod webhooks;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -28,6 +29,7 @@ pub use queue::{Claim, Heartbeat, Reaped};
 pub use resources::{ArtifactRow, ExtensionRow, FileRow, ProfileRow};
 pub use signals::Signals;
 pub use tasks::{CancelOutcome, EraseOutcome, EventFence, NewTask, TaskRow};
+pub use webhooks::{AttemptLog, AttemptOutcome, AttemptRow, DeliveryClaim, DeliveryRow, WebhookKeyRow};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

@@ -327,27 +327,42 @@ pub async fn run(
         Settings::secs(settings.artifact_retention_seconds),
         background.clone(),
     ));
+    let secret = store
+        .shared_secret("artifact_url")
+        .await
+        .context("cannot read the link signing secret")?;
+    // Without a configured public URL, links point at the port actually bound (the listen
+    // address may say port 0).
+    let public_url = match (
+        &settings.public_url,
+        listener.as_ref().map(TcpListener::local_addr),
+    ) {
+        (None, Some(Ok(addr))) => format!("http://{addr}"),
+        _ => settings.public_url(),
+    };
+    let links = Arc::new(
+        Links::new(
+            &public_url,
+            &secret,
+            Settings::secs(settings.artifact_url_seconds),
+        )
+        .with_tunnel_host(&tunnel_host(&settings, &public_url)),
+    );
+    // Every process that knows the URL clients use (an API process, or any with `public_url`
+    // set) delivers webhooks, whose bodies carry links; a lease keeps each attempt to one process.
+    if roles.api || settings.public_url.is_some() {
+        tokio::spawn(smoothd_api::webhooks::deliver::run(
+            store.clone(),
+            links.clone(),
+            settings.webhooks(),
+            background.clone(),
+        ));
+    }
     let api = match (roles.api, listener) {
         (true, Some(listener)) => {
-            let secret = store
-                .shared_secret("artifact_url")
-                .await
-                .context("cannot read the link signing secret")?;
-            // Without a configured public URL, links point at the port actually bound (the
-            // listen address may say port 0).
-            let public_url = match (&settings.public_url, listener.local_addr()) {
-                (None, Ok(addr)) => format!("http://{addr}"),
-                _ => settings.public_url(),
-            };
-            let links = Links::new(
-                &public_url,
-                &secret,
-                Settings::secs(settings.artifact_url_seconds),
-            )
-            .with_tunnel_host(&tunnel_host(&settings, &public_url));
             let state = AppState {
                 store: store.clone(),
-                links: Arc::new(links),
+                links,
                 blobs: blobs.clone(),
                 config: ApiConfig {
                     public_url: public_url.clone(),
@@ -357,6 +372,7 @@ pub async fn run(
                     max_attempts: settings.max_attempts,
                     metrics_public: settings.metrics_public,
                     max_running_per_key: i64::from(settings.max_running_per_key),
+                    webhooks: settings.webhooks(),
                 },
                 shutdown: api_stop.clone(),
                 rate: Arc::new(RateLimiter::new(settings.rate_limit_per_minute)),

@@ -134,6 +134,16 @@ pub struct Settings {
     /// `http://host:9222` resolved through `/json/version`) that workers use instead of
     /// launching Chromium.
     pub browser_ws: Option<String>,
+    /// Let webhooks use `http://` and reach private, loopback and link-local addresses
+    /// (self-hosted receivers); off: https:// to public addresses only, redirects included.
+    pub webhook_allow_private: bool,
+    /// Delay before a webhook's second attempt, in milliseconds; doubled per attempt (at most
+    /// an hour between attempts).
+    pub webhook_retry_base_ms: u64,
+    /// Webhooks are retried until this long after their task ended.
+    pub webhook_max_age_seconds: u64,
+    /// One webhook attempt's limit.
+    pub webhook_timeout_seconds: u64,
 }
 
 impl Default for Settings {
@@ -194,6 +204,10 @@ impl Default for Settings {
             rate_limit_per_minute: 0,
             max_running_per_key: 0,
             browser_ws: None,
+            webhook_allow_private: false,
+            webhook_retry_base_ms: 5000,
+            webhook_max_age_seconds: 24 * 60 * 60,
+            webhook_timeout_seconds: 10,
         }
     }
 }
@@ -254,6 +268,10 @@ impl std::fmt::Debug for Settings {
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
             .field("max_running_per_key", &self.max_running_per_key)
             .field("browser_ws", &self.browser_ws.as_deref().map(redact_endpoint))
+            .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
+            .field("webhook_max_age_seconds", &self.webhook_max_age_seconds)
+            .field("webhook_timeout_seconds", &self.webhook_timeout_seconds)
             .finish()
     }
 }
@@ -287,6 +305,16 @@ fn redact_endpoint(u: &str) -> String {
 }
 
 impl Settings {
+    /// Webhook checks and delivery.
+    pub fn webhooks(&self) -> smoothd_api::webhooks::WebhookConfig {
+        smoothd_api::webhooks::WebhookConfig {
+            allow_private: self.webhook_allow_private,
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms),
+            max_age: Self::secs(self.webhook_max_age_seconds),
+            timeout: Self::secs(self.webhook_timeout_seconds),
+        }
+    }
+
     /// Loads and validates: defaults, then the config file, then `SMOOTHD_*` variables.
     pub fn load(config_file: Option<&Path>) -> anyhow::Result<Self> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
@@ -402,6 +430,12 @@ impl Settings {
         self.validate_tunnel()?;
         if self.artifact_retention_seconds < 60 {
             bail!("artifact_retention_seconds (SMOOTHD_ARTIFACT_RETENTION_SECONDS): at least 60");
+        }
+        if self.webhook_retry_base_ms == 0 {
+            bail!("webhook_retry_base_ms (SMOOTHD_WEBHOOK_RETRY_BASE_MS): at least 1");
+        }
+        if self.webhook_timeout_seconds == 0 {
+            bail!("webhook_timeout_seconds (SMOOTHD_WEBHOOK_TIMEOUT_SECONDS): at least 1");
         }
         if self.artifact_url_seconds < 60 {
             bail!("artifact_url_seconds (SMOOTHD_ARTIFACT_URL_SECONDS): at least 60");

@@ -21,7 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::models::{Envelope, ErrorBody, TaskEvent, TaskRequest, TaskResponse};
 
 /// Most events returned by one poll; the client asks again from the last one.
-const EVENT_PAGE: i64 = 500;
+pub(crate) const EVENT_PAGE: i64 = 500;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -75,15 +75,37 @@ pub(crate) async fn submit(state: &AppState, owner: &Owner, spec: TaskSpec) -> A
         live_token: ids::random_token(32),
     };
     tracing::Span::current().record("task.id", new.id.as_str());
+    // The delivery is stored first, so it exists whenever the task does (a delivery whose
+    // task never appears is never due).
+    let webhook = match crate::webhooks::target(state, owner, &new.spec).await? {
+        Some((url, steps)) => {
+            let id = format!("msg_{}", ids::random_token(24));
+            state
+                .store
+                .insert_delivery(&id, &new.id, &owner.id, &url, steps)
+                .await?;
+            Some(id)
+        }
+        None => None,
+    };
     let max = state.config.max_running_per_key;
-    let row = if max > 0 {
+    let inserted = if max > 0 {
         state
             .store
             .insert_task_within(&new, max)
-            .await?
-            .ok_or_else(|| over_concurrency_limit(max))?
+            .await
+            .map_err(ApiError::from)
+            .and_then(|r| r.ok_or_else(|| over_concurrency_limit(max)))
     } else {
-        state.store.insert_task(&new).await?
+        state.store.insert_task(&new).await.map_err(ApiError::from)
+    };
+    let row = match (inserted, webhook) {
+        (Ok(row), _) => row,
+        (Err(e), Some(id)) => {
+            state.store.delete_delivery(&id).await?;
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
     };
     tracing::info!(task.id = %row.id, kind = %row.kind, owner = %owner.name, "task accepted");
     Ok(row)
@@ -340,7 +362,7 @@ async fn post_event(
 }
 
 #[tracing::instrument(skip_all, fields(task.id = %task_id))]
-async fn append_client_event(
+pub(crate) async fn append_client_event(
     state: &AppState,
     owner: &Owner,
     task_id: &str,
