@@ -320,10 +320,20 @@ def test_postgres_restart_under_load(stack, client, llm, site):
     assert 503 in outage, f"no request saw the outage: {len(outage)} requests, {set(outage)}"
     assert codes[-1] in (200, 201), codes
     assert accepted
+    done = 0
     for tid in accepted:
         final = wait_status(stack, tid, FINAL, timeout=180)
-        assert final["status"] == "done", final
+        # One true final state: done, or failed with a reason. A task that was acting in the
+        # browser when the stop/start outage outlasted its lease ends "worker lost" (issue 6's
+        # rule: it is never run twice), so not every task can be done.
+        assert final["status"] in ("done", "failed"), final
+        if final["status"] == "failed":
+            assert final.get("error"), final
+            print(f"{tid}: failed: {final['error']}")
+        else:
+            done += 1
         assert ended_events(stack, tid) <= 1, tid
+    assert done > 0, "no task accepted under load was done"
     stack.wait_ready()
 
 
