@@ -32,12 +32,6 @@ fn hex_lower(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Compares without leaking where the first difference is.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.as_bytes().ct_eq(b.as_bytes()).into()
-}
-
 /// The sending half: the first call returns the IV ahead of the ciphertext.
 pub struct Encryptor {
     iv: Option<[u8; 16]>,

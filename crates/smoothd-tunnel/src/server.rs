@@ -18,9 +18,10 @@ use tokio::sync::mpsc;
 use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::crypto::{Decryptor, Encryptor, auth_key, derive_key, same_secret};
+use crate::crypto::{Decryptor, Encryptor, auth_key, derive_key};
 use crate::msg::{self, LoginResp, Message, NewProxyResp, Pong};
 use crate::relay;
+use smoothd_core::ids::same_secret;
 
 /// The version we answer frpc with.
 const SERVER_VERSION: &str = "0.65.0";
