@@ -1,14 +1,22 @@
-//! Warm browsers. Tasks share one long-lived Chromium and each gets a fresh browser context in
+//! Warm browsers. Tasks share a long-lived Chromium and each gets a fresh browser context in
 //! it, so a task does not pay a launch. The shared browser is one we start, or, with
 //! `browser_ws`, one someone else runs that we connect to. A dead browser (a crashed process,
 //! a lost connection) is noticed on the next acquire (or by the session that hit it) and
 //! replaced: relaunched, or reconnected.
+//!
+//! Browsers we start are shared by the tasks of one device identity only (desktop presets in
+//! one, phones in another, launched on first use): a browser's own user agent is what its
+//! shared and service workers say, whatever a page's override (see [`crate::contexts`]). A
+//! remote browser serves every device, and its phone tasks' shared and service workers keep
+//! its own user agent.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use smoothd_core::Device;
 use tokio::sync::Mutex;
 
+use crate::emulation;
 use crate::error::BrowserError;
 use crate::launch::{BrowserProcess, LaunchConfig, shown_endpoint};
 
@@ -25,7 +33,8 @@ enum Source {
 #[derive(Debug)]
 pub struct BrowserPool {
     source: Source,
-    shared: Mutex<Option<Arc<BrowserProcess>>>,
+    /// The shared browser of each device identity started so far.
+    shared: Mutex<Vec<(Device, Arc<BrowserProcess>)>>,
 }
 
 impl BrowserPool {
@@ -33,7 +42,7 @@ impl BrowserPool {
     pub fn new(config: LaunchConfig) -> Self {
         Self {
             source: Source::Launch(config),
-            shared: Mutex::new(None),
+            shared: Mutex::new(Vec::new()),
         }
     }
 
@@ -44,7 +53,7 @@ impl BrowserPool {
                 endpoint,
                 timeout: Duration::from_secs(20),
             },
-            shared: Mutex::new(None),
+            shared: Mutex::new(Vec::new()),
         }
     }
 
@@ -65,27 +74,38 @@ impl BrowserPool {
         }
     }
 
-    /// Starts (or connects to) the shared browser now, so the first task does not wait.
+    /// Starts (or connects to) the desktop shared browser now, so the first task does not wait.
     pub async fn warm(&self) -> Result<(), BrowserError> {
         self.shared().await.map(|_| ())
     }
 
-    /// The shared browser, launching (or relaunching after a crash) or connecting (again,
-    /// after a lost connection) as needed.
+    /// The desktop shared browser (see [`BrowserPool::shared_for`]).
     pub async fn shared(&self) -> Result<Arc<BrowserProcess>, BrowserError> {
-        let mut slot = self.shared.lock().await;
-        if let Some(p) = slot.as_ref() {
+        self.shared_for(Device::Desktop).await
+    }
+
+    /// The shared browser for `device`'s tasks, launching (or relaunching after a crash) or
+    /// connecting (again, after a lost connection) as needed.
+    pub async fn shared_for(&self, device: Device) -> Result<Arc<BrowserProcess>, BrowserError> {
+        let key = match self.source {
+            Source::Launch(_) => emulation::identity(device),
+            Source::Remote { .. } => Device::Desktop,
+        };
+        let mut slots = self.shared.lock().await;
+        if let Some(i) = slots.iter().position(|(d, _)| *d == key) {
+            let p = &slots[i].1;
             if p.is_alive() {
                 return Ok(p.clone());
             }
             tracing::warn!(pid = ?p.pid(), remote = ?p.remote(), "replacing a dead browser");
             p.kill().await;
+            slots.swap_remove(i);
         }
         let p = Arc::new(match &self.source {
-            Source::Launch(config) => BrowserProcess::launch(config, &[]).await?,
+            Source::Launch(config) => BrowserProcess::launch_for(config, key).await?,
             Source::Remote { endpoint, timeout } => BrowserProcess::connect(endpoint, *timeout).await?,
         });
-        *slot = Some(p.clone());
+        slots.push((key, p.clone()));
         Ok(p)
     }
 }
