@@ -13,6 +13,7 @@ the page detects something.
 import json
 import pathlib
 import re
+import uuid
 
 import pytest
 
@@ -111,3 +112,14 @@ def test_detector_control_without_stealth(server, client, cleanup_tasks, browser
     assert "lie: Navigator.webdriver" in patched_failures, patched_failures
     assert "lie: WebGLRenderingContext.getParameter" in patched_failures, patched_failures
     assert any("toString" in d for d in patched_failures["lie: Navigator.webdriver"]), patched_failures
+
+
+@pytest.mark.parametrize("device", ["mobile", "desktop"])
+def test_detector_passes_in_a_browser_of_its_own(server, client, cleanup_tasks, browser, site, device):
+    # A profile gets the session a dedicated Chromium: it is launched for the device too.
+    pid = f"stealth-{device}-{uuid.uuid4().hex[:8]}"
+    assert client.create_profile(pid).id == pid
+    report, _ = run_detector(client, cleanup_tasks, site, device=device, use_stealth=True, profile_id=pid)
+    failed = failures(report)
+    assert failed == {}, json.dumps(failed, indent=1)[:4000]
+    assert ("Mobile" in report["contexts"]["sharedWorker"]["userAgent"]) is PRESETS[device][3], report["contexts"]
