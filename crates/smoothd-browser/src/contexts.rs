@@ -117,7 +117,7 @@ pub async fn watch_browser(ws_url: &str, user_agent: Value) -> Result<ChildOverr
         .await
         .map_err(|e| BrowserError::Cdp(format!("DevTools connection: {e}")))?;
     let task = tokio::spawn(async move {
-        while let Some((child, kind)) = next_attached(&mut stream).await {
+        'attached: while let Some((child, kind)) = next_attached(&mut stream).await {
             let mut out = Vec::new();
             if kind == "shared_worker" || kind == "service_worker" {
                 out.push(send(
@@ -129,10 +129,11 @@ pub async fn watch_browser(ws_url: &str, user_agent: Value) -> Result<ChildOverr
             out.push(send(Some(&child), "Runtime.runIfWaitingForDebugger", json!({})));
             for m in out {
                 if sink.send(m).await.is_err() {
-                    return;
+                    break 'attached;
                 }
             }
         }
+        tracing::debug!("the connection watching the browser's shared and service workers ended");
     });
     Ok(ChildOverrides { task })
 }

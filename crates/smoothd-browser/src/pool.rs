@@ -33,8 +33,16 @@ enum Source {
 #[derive(Debug)]
 pub struct BrowserPool {
     source: Source,
-    /// The shared browser of each device identity started so far.
-    shared: Mutex<Vec<(Device, Arc<BrowserProcess>)>>,
+    /// The shared browser of each device identity (see [`emulation::identity`]), each behind
+    /// a lock of its own: launching a phone's browser keeps no desktop task waiting.
+    shared: [(Device, Mutex<Option<Arc<BrowserProcess>>>); 2],
+}
+
+fn slots() -> [(Device, Mutex<Option<Arc<BrowserProcess>>>); 2] {
+    [
+        (Device::Desktop, Mutex::new(None)),
+        (Device::Mobile, Mutex::new(None)),
+    ]
 }
 
 impl BrowserPool {
@@ -42,7 +50,7 @@ impl BrowserPool {
     pub fn new(config: LaunchConfig) -> Self {
         Self {
             source: Source::Launch(config),
-            shared: Mutex::new(Vec::new()),
+            shared: slots(),
         }
     }
 
@@ -53,7 +61,7 @@ impl BrowserPool {
                 endpoint,
                 timeout: Duration::from_secs(20),
             },
-            shared: Mutex::new(Vec::new()),
+            shared: slots(),
         }
     }
 
@@ -91,21 +99,25 @@ impl BrowserPool {
             Source::Launch(_) => emulation::identity(device),
             Source::Remote { .. } => Device::Desktop,
         };
-        let mut slots = self.shared.lock().await;
-        if let Some(i) = slots.iter().position(|(d, _)| *d == key) {
-            let p = &slots[i].1;
+        let slot = self
+            .shared
+            .iter()
+            .find(|(d, _)| *d == key)
+            .map(|(_, slot)| slot)
+            .ok_or_else(|| BrowserError::Unsupported(format!("no browser for device {}", key.as_str())))?;
+        let mut slot = slot.lock().await;
+        if let Some(p) = slot.as_ref() {
             if p.is_alive() {
                 return Ok(p.clone());
             }
             tracing::warn!(pid = ?p.pid(), remote = ?p.remote(), "replacing a dead browser");
             p.kill().await;
-            slots.swap_remove(i);
         }
         let p = Arc::new(match &self.source {
             Source::Launch(config) => BrowserProcess::launch_for(config, key).await?,
             Source::Remote { endpoint, timeout } => BrowserProcess::connect(endpoint, *timeout).await?,
         });
-        slots.push((key, p.clone()));
+        *slot = Some(p.clone());
         Ok(p)
     }
 }
