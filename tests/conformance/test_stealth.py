@@ -4,14 +4,20 @@ tests/fixtures/site/detector (rebrowser-bot-detector, sannysoft, fingerprint-sca
 iframe (127.0.0.1 vs localhost), and dedicated, shared and service workers, and reports every
 check as JSON read with evaluate_js.
 
-With `use_stealth` on, every check passes on every device preset, except the ones a preset
-cannot pass natively (stated in KNOWN_LIMITS). With it off, a stated list fails: the control
-that proves the page detects something.
+With `use_stealth` on, every check passes on every device preset (the list in
+crates/smoothd-core/src/device.rs; a preset added there and not here fails
+test_every_device_preset_is_tested). With it off, a stated list fails: the control that proves
+the page detects something.
 """
 
 import json
+import pathlib
+import re
+import uuid
 
 import pytest
+
+DEVICE_RS = pathlib.Path(__file__).resolve().parents[2] / "crates" / "smoothd-core" / "src" / "device.rs"
 
 # viewport width, height, device pixel ratio, mobile: the presets of crates/smoothd-core/src/device.rs
 PRESETS = {
@@ -20,23 +26,8 @@ PRESETS = {
     "mobile": (390, 844, 3, True),
 }
 
-# Shared and service workers are not reached by any per-page override (Chromium takes no user
-# agent override for a service worker, and a shared worker's navigator.userAgent is fixed when
-# the browser starts it): they keep the browser-wide desktop identity, which a mobile page does
-# not have. These are the only checks a preset fails with stealth on.
-KNOWN_LIMITS = {
-    "desktop": set(),
-    "desktop-lg": set(),
-    "mobile": {
-        "same in every context: userAgent",
-        "same in every context: clientHints",
-        "same in every context: highEntropyClientHints",
-        "same in every context: userAgentHeader",
-    },
-}
-
 # Without stealth the browser says it is automated, the standard way: navigator.webdriver is
-# true. Nothing else changes, so nothing else fails.
+# true. Nothing else changes, so nothing else fails, on any preset.
 EXPECTED_WITHOUT_STEALTH = {"navigatorWebdriver"}
 
 # What smoothd's stealth used to do (a JavaScript getter for navigator.webdriver, a wrapped
@@ -47,6 +38,11 @@ const original = WebGLRenderingContext.prototype.getParameter;
 WebGLRenderingContext.prototype.getParameter = function (p) { return original.call(this, p); };
 return true;
 """
+
+
+def test_every_device_preset_is_tested():
+    names = re.search(r'pub const NAMES: &\'static str = "([^"]+)"', DEVICE_RS.read_text()).group(1)
+    assert sorted(n.strip() for n in names.split(",")) == sorted(PRESETS), names
 
 
 def detector_url(site, device: str) -> str:
@@ -89,7 +85,7 @@ def test_detector_passes_with_stealth(server, client, cleanup_tasks, browser, si
     for ctx in ("dedicatedWorker", "sharedWorker", "serviceWorker", "sameOriginIframe", "crossOriginIframe"):
         assert checks[f"context answered: {ctx}"]["pass"], (ctx, checks[f"context answered: {ctx}"])
     failed = failures(report)
-    assert set(failed) == KNOWN_LIMITS[device], json.dumps(failed, indent=1)[:4000]
+    assert failed == {}, json.dumps(failed, indent=1)[:4000]
     w = report["contexts"]["window"]
     # Languages and Accept-Language agree and are well-formed (no q-value in a tag).
     assert w["languages"] == ["en-US", "en"], w["languages"]
@@ -99,8 +95,9 @@ def test_detector_passes_with_stealth(server, client, cleanup_tasks, browser, si
     assert w["mobile"] is PRESETS[device][3], w
 
 
-def test_detector_control_without_stealth(server, client, cleanup_tasks, browser, site):
-    report, patched = run_detector(client, cleanup_tasks, site, patch=OLD_PATCH, device="desktop", use_stealth=False)
+@pytest.mark.parametrize("device", list(PRESETS))
+def test_detector_control_without_stealth(server, client, cleanup_tasks, browser, site, device):
+    report, patched = run_detector(client, cleanup_tasks, site, patch=OLD_PATCH, device=device, use_stealth=False)
     failed = failures(report)
     assert set(failed) == EXPECTED_WITHOUT_STEALTH, json.dumps(failed, indent=1)[:4000]
     w = report["contexts"]["window"]
@@ -115,3 +112,14 @@ def test_detector_control_without_stealth(server, client, cleanup_tasks, browser
     assert "lie: Navigator.webdriver" in patched_failures, patched_failures
     assert "lie: WebGLRenderingContext.getParameter" in patched_failures, patched_failures
     assert any("toString" in d for d in patched_failures["lie: Navigator.webdriver"]), patched_failures
+
+
+@pytest.mark.parametrize("device", ["mobile", "desktop"])
+def test_detector_passes_in_a_browser_of_its_own(server, client, cleanup_tasks, browser, site, device):
+    # A profile gets the session a dedicated Chromium: it is launched for the device too.
+    pid = f"stealth-{device}-{uuid.uuid4().hex[:8]}"
+    assert client.create_profile(pid).id == pid
+    report, _ = run_detector(client, cleanup_tasks, site, device=device, use_stealth=True, profile_id=pid)
+    failed = failures(report)
+    assert failed == {}, json.dumps(failed, indent=1)[:4000]
+    assert ("Mobile" in report["contexts"]["sharedWorker"]["userAgent"]) is PRESETS[device][3], report["contexts"]

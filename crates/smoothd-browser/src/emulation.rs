@@ -3,14 +3,16 @@
 //! function or getter differs from the browser's own, and the page, its iframes and its workers
 //! read the same values.
 //!
-//! - The browser-wide user agent (`--user-agent`, see [`launch_args`]) is the desktop one
+//! - The browser-wide user agent (`--user-agent`, see [`launch_args`]) is the one of the
+//!   device the browser is launched for (desktop, or a phone's in a browser of its own),
 //!   without "Headless"; `--disable-blink-features=AutomationControlled` keeps
-//!   `navigator.webdriver` false. Languages, Accept-Language, platform, client hints, hardware,
-//!   timezone and WebGL stay the browser's own, which agree in every context.
+//!   `navigator.webdriver` false. Languages, Accept-Language, platform, hardware, timezone and
+//!   WebGL stay the browser's own, which agree in every context.
 //! - Every session gets its device's viewport, pixel ratio, screen and window size (screen >=
 //!   window >= viewport) and touch.
-//! - A mobile device overrides the user agent and client hints on the page, and (through
-//!   [`crate::contexts`]) on its iframes and dedicated workers before they run.
+//! - A mobile device overrides the client hints (and the user agent, on a browser launched
+//!   for another device) on the page, and (through [`crate::contexts`]) on its iframes and
+//!   dedicated, shared and service workers before they run.
 //! - Without stealth the browser says it is automated the standard way: `navigator.webdriver`
 //!   is true (Chromium's automation flag, in the page and its iframes). Everything else is the
 //!   same, so nothing disagrees with anything.
@@ -47,12 +49,32 @@ pub fn user_agent(device: Device, major: &str) -> String {
     }
 }
 
-/// Flags for a browser we launch: the browser-wide user agent without "Headless", so shared
-/// and service workers (which no per-page override reaches) agree with the pages. Asks the
-/// binary for its version once per process; nothing if it does not answer.
-pub async fn launch_args(chromium: &std::path::Path) -> Vec<String> {
+/// The device whose user agent a browser launched for `device` carries, natively, in every
+/// context: the desktop presets share one identity, a phone has its own. Browsers are shared
+/// between tasks of one identity only.
+pub fn identity(device: Device) -> Device {
+    match device {
+        Device::Desktop | Device::DesktopLg => Device::Desktop,
+        Device::Mobile => Device::Mobile,
+    }
+}
+
+/// Flags for a browser we launch for `device`: the browser-wide user agent of its
+/// [`identity`], without "Headless". Shared and service workers take their
+/// `navigator.userAgent` from it and from nothing else (no override reaches that value), so
+/// it is what every context of the browser says. Asks the binary for its version once per
+/// process; nothing if it does not answer.
+pub async fn launch_args(chromium: &std::path::Path, device: Device) -> Vec<String> {
+    match chromium_major(chromium).await {
+        Some(m) => vec![format!("--user-agent={}", user_agent(identity(device), &m))],
+        None => Vec::new(),
+    }
+}
+
+/// The major version of the Chromium at `chromium`, asked once per process.
+async fn chromium_major(chromium: &std::path::Path) -> Option<String> {
     static MAJOR: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
-    let major = MAJOR
+    MAJOR
         .get_or_init(|| async {
             let out = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
@@ -68,11 +90,8 @@ pub async fn launch_args(chromium: &std::path::Path) -> Vec<String> {
             .ok()?;
             major_version(&String::from_utf8_lossy(&out.stdout))
         })
-        .await;
-    match major {
-        Some(m) => vec![format!("--user-agent={}", desktop_user_agent(m))],
-        None => Vec::new(),
-    }
+        .await
+        .clone()
 }
 
 /// The major version in `chromium --version`'s answer ("Chromium 156.0.8078.114 built on
@@ -188,7 +207,6 @@ pub async fn apply(
     browser_user_agent: &str,
 ) -> Result<Overrides, BrowserError> {
     let vp = device.viewport();
-    let major = chrome_version.split('.').next().unwrap_or("130");
     let ((screen_w, screen_h), (outer_w, outer_h)) = screen_and_window(device);
     let mut metrics = SetDeviceMetricsOverrideParams::new(
         i64::from(vp.width),
@@ -233,24 +251,38 @@ pub async fn apply(
         })
         .await?;
     }
-    // The user agent: the browser's own when it already says what the device needs (a desktop
-    // device, on a browser launched with [`launch_args`]); otherwise an override that changes
-    // only the device.
-    let ua = user_agent(device, major);
-    if ua == browser_user_agent {
+    let Some(params) = user_agent_override(device, chrome_version, browser_user_agent) else {
         return Ok(Overrides {
             user_agent: None,
             automation: !stealth,
         });
-    }
-    let mut params = SetUserAgentOverrideParams::new(ua);
-    params.user_agent_metadata = Some(metadata(device, major, chrome_version));
+    };
     let children = serde_json::to_value(&params).map_err(|e| BrowserError::Cdp(e.to_string()))?;
     page.execute(params).await?;
     Ok(Overrides {
         user_agent: Some(children),
         automation: !stealth,
     })
+}
+
+/// The user agent and client hints override `device` needs on a browser whose own user agent
+/// is `browser_user_agent` (Chromium `chrome_version`), or None when the browser already says
+/// it natively: a desktop device on a browser launched with [`launch_args`]. A phone always
+/// needs one, even on a browser launched for it: the `--user-agent` flag changes the string,
+/// never the client hints (`navigator.userAgentData`, `Sec-CH-UA-*`), which stay desktop Linux.
+pub fn user_agent_override(
+    device: Device,
+    chrome_version: &str,
+    browser_user_agent: &str,
+) -> Option<SetUserAgentOverrideParams> {
+    let major = chrome_version.split('.').next().unwrap_or("130");
+    let ua = user_agent(device, major);
+    if ua == browser_user_agent && !device.viewport().mobile {
+        return None;
+    }
+    let mut params = SetUserAgentOverrideParams::new(ua);
+    params.user_agent_metadata = Some(metadata(device, major, chrome_version));
+    Some(params)
 }
 
 #[cfg(test)]
@@ -271,6 +303,24 @@ mod tests {
         let (short, _) = brands("131", "131.0.0.0");
         assert_eq!(short[1].brand, "Not_A Brand");
         assert_eq!(short[1].version, "24");
+    }
+
+    #[test]
+    fn only_a_phone_or_another_browser_needs_a_user_agent_override() {
+        let version = "156.0.8078.114";
+        let desktop = user_agent(identity(Device::DesktopLg), "156");
+        assert_eq!(identity(Device::DesktopLg), Device::Desktop);
+        assert!(user_agent_override(Device::Desktop, version, &desktop).is_none());
+        assert!(user_agent_override(Device::DesktopLg, version, &desktop).is_none());
+        // A browser launched without the flag says "HeadlessChrome": overridden.
+        let headless = desktop.replace("Chrome/", "HeadlessChrome/");
+        let over = user_agent_override(Device::Desktop, version, &headless).map(|p| p.user_agent);
+        assert_eq!(over.as_deref(), Some(desktop.as_str()));
+        // A phone's browser already says the phone's user agent; its client hints still need it.
+        let phone = user_agent(identity(Device::Mobile), "156");
+        let over = user_agent_override(Device::Mobile, version, &phone).and_then(|p| p.user_agent_metadata);
+        let meta = over.map(|m| (m.platform, m.mobile));
+        assert_eq!(meta, Some(("Android".to_string(), true)));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use chromiumoxide::Browser;
 use chromiumoxide::handler::HandlerConfig;
 use futures::StreamExt;
+use smoothd_core::Device;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -90,6 +91,8 @@ pub struct BrowserProcess {
     /// Its `HOME` (the NSS database with a task's client certificates lives there), removed
     /// with the process.
     _home: Option<tempfile::TempDir>,
+    /// The device's client hints in every shared and service worker (a phone's browser).
+    _workers: Option<crate::contexts::ChildOverrides>,
     handler: tokio::task::JoinHandle<()>,
 }
 
@@ -99,6 +102,24 @@ impl Drop for BrowserProcess {
         // watcher, which notices the kill sender go away).
         self.handler.abort();
     }
+}
+
+/// For a browser launched for `device`, the client hints of its shared and service workers,
+/// when the device's differ from the browser's own (a phone; see [`crate::contexts`]). Without
+/// it the browser still works, and those workers say desktop Linux in their client hints.
+async fn worker_overrides(browser: &Browser, device: Device) -> Option<crate::contexts::ChildOverrides> {
+    let version = browser
+        .version()
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "cannot ask the browser its version"))
+        .ok()?;
+    let chrome_version = version.product.rsplit('/').next().unwrap_or("130.0.0.0");
+    let params = crate::emulation::user_agent_override(device, chrome_version, &version.user_agent)?;
+    let params = serde_json::to_value(&params).ok()?;
+    crate::contexts::watch_browser(browser.websocket_address(), params)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch the browser's shared and service workers"))
+        .ok()
 }
 
 /// How often a remote browser is asked whether it is still there, and how long it may take to
@@ -160,20 +181,27 @@ impl BrowserProcess {
         Self::launch_in(cfg, extra, None).await
     }
 
+    /// Starts a browser whose every context presents `device` (see
+    /// [`crate::emulation::identity`]), with its own temporary profile folder.
+    pub async fn launch_for(cfg: &LaunchConfig, device: Device) -> Result<Self, BrowserError> {
+        Self::launch_with(cfg, device, &[], None, None).await
+    }
+
     /// Starts Chromium on `data_dir` (a restored profile) or a fresh temporary folder.
     pub async fn launch_in(
         cfg: &LaunchConfig,
         extra: &[String],
         data_dir: Option<tempfile::TempDir>,
     ) -> Result<Self, BrowserError> {
-        Self::launch_with(cfg, extra, data_dir, None).await
+        Self::launch_with(cfg, Device::Desktop, extra, data_dir, None).await
     }
 
-    /// Starts Chromium on `data_dir` (or a fresh folder) with `home` as its `HOME` (or a fresh
-    /// empty one): Chromium on Linux reads client certificates from `$HOME/.pki/nssdb`, so
-    /// each browser sees only the certificates put there for it.
+    /// Starts Chromium for `device`'s tasks on `data_dir` (or a fresh folder) with `home` as
+    /// its `HOME` (or a fresh empty one): Chromium on Linux reads client certificates from
+    /// `$HOME/.pki/nssdb`, so each browser sees only the certificates put there for it.
     pub async fn launch_with(
         cfg: &LaunchConfig,
+        device: Device,
         extra: &[String],
         data_dir: Option<tempfile::TempDir>,
         home: Option<tempfile::TempDir>,
@@ -195,8 +223,8 @@ impl BrowserProcess {
         let mut args = base_args(data_dir.path());
         // The start page stays last.
         let start = args.pop();
-        // The browser-wide user agent without "Headless" (see emulation.rs).
-        args.extend(crate::emulation::launch_args(&cfg.chromium).await);
+        // The browser-wide user agent of the device, without "Headless" (see emulation.rs).
+        args.extend(crate::emulation::launch_args(&cfg.chromium, device).await);
         args.extend(cfg.extra_args.iter().cloned());
         args.extend(extra.iter().cloned());
         args.extend(start);
@@ -268,6 +296,7 @@ impl BrowserProcess {
             reaped.cancel();
         });
         tracing::info!(pid = ?pid, "Chromium started");
+        let workers = worker_overrides(&browser, device).await;
         Ok(Self {
             browser: Arc::new(browser),
             exited,
@@ -279,6 +308,7 @@ impl BrowserProcess {
             remote: None,
             data_dir: Some(data_dir),
             _home: Some(home),
+            _workers: workers,
             handler: handler_task,
         })
     }
@@ -352,6 +382,7 @@ impl BrowserProcess {
             remote: Some(shown),
             data_dir: None,
             _home: None,
+            _workers: None,
             handler: handler_task,
         })
     }

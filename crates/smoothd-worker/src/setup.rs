@@ -65,7 +65,7 @@ pub async fn prepare(
     let owner = ctx.task.owner.clone();
     let (files, files_dir) = place_files(ctx, blobs).await?;
     if spec.profile_id.is_none() && spec.extensions.is_empty() && spec.certificates.is_empty() {
-        let process = pool.shared().await.map_err(|e| e.to_string())?;
+        let process = pool.shared_for(opts.device).await.map_err(|e| e.to_string())?;
         let session = BrowserSession::open(process, opts)
             .await
             .map_err(|e| format!("cannot open a browser: {e}"))?;
@@ -168,7 +168,7 @@ pub async fn prepare(
         release(ctx, &owner, save_profile.as_deref()).await;
         return Err(e.to_string());
     }
-    let process = match BrowserProcess::launch_with(launch, &args, Some(data_dir), home).await {
+    let process = match BrowserProcess::launch_with(launch, opts.device, &args, Some(data_dir), home).await {
         Ok(p) => Arc::new(p),
         Err(e) => {
             release(ctx, &owner, save_profile.as_deref()).await;
