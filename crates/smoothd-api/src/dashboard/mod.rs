@@ -182,7 +182,7 @@ fn html(status: StatusCode, body: String) -> Response {
                  media-src 'self' blob: http: https:; frame-src 'self' http: https:; connect-src 'self'; \
                  object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
             ),
-            (header::REFERRER_POLICY, "no-referrer"),
+            (header::REFERRER_POLICY, "same-origin"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         body,
