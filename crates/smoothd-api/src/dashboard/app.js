@@ -472,8 +472,8 @@
           video.addEventListener("loadedmetadata", () => drawMarkers());
         }
         side.append(h("section", { class: "card" }, h("h2", {}, "Recording"), video,
-          h("div", { class: "markers", id: "markers" }),
-          h("p", { class: "muted small" }, "Click a step to jump to it; playing highlights the current step.")));
+          steps.length ? h("div", { class: "markers", id: "markers" }) : null,
+          h("p", { class: "muted small" }, steps.length ? "Click a step to jump to it; playing highlights the current step." : "No steps to mark.")));
       } else if (resp.recording_url === "" && !isActive(t.status)) {
         side.append(h("section", { class: "card muted" }, h("h2", {}, "Recording"), h("p", {}, "No recording for this task (recording off, or ffmpeg missing on the worker).")));
       }
@@ -508,8 +508,8 @@
         steps.length ? h("ol", { class: "steps", id: "steps" }, steps.map((s, i) => stepItem(s, i)))
           : h("p", { class: "muted" }, isActive(t.status) ? "No steps yet: the agent is starting." : "This task recorded no steps."));
 
-      clear(app).append(head, h("div", { class: "grid2" }, timeline, side), h("section", { class: "card" }, h("details", {},
-        h("summary", {}, "Request"), h("pre", { class: "json" }, pretty(d.request)))), facts);
+      clear(app).append(head, facts, h("div", { class: "grid2" }, timeline, side), h("section", { class: "card" }, h("details", {},
+        h("summary", {}, "Request"), h("pre", { class: "json" }, pretty(d.request)))));
       drawMarkers();
     }
 
