@@ -89,7 +89,9 @@ impl Store {
             cond.push(format!("request {like} ${i} ESCAPE '\\'"));
         }
         if let Some((c, id)) = after_i {
-            cond.push(format!("(created_at < ${c} OR (created_at = ${c} AND id < ${id}))"));
+            cond.push(format!(
+                "(created_at < ${c} OR (created_at = ${c} AND id < ${id}))"
+            ));
         }
         let q = self.sql_owned(format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE {} ORDER BY created_at DESC, id DESC LIMIT ${limit_i}",
@@ -153,7 +155,14 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|(id, steps, prompt_tokens, completion_tokens)| {
-                (id, StepTotals { steps, prompt_tokens, completion_tokens })
+                (
+                    id,
+                    StepTotals {
+                        steps,
+                        prompt_tokens,
+                        completion_tokens,
+                    },
+                )
             })
             .collect())
     }
@@ -183,7 +192,9 @@ impl Store {
             "SELECT id, created_at FROM tasks WHERE status = 'waiting' AND created_at >= $1 \
              ORDER BY created_at LIMIT 500",
         );
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(&q).bind(since_ms).fetch_all(pool).await?))
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(&q).bind(since_ms).fetch_all(pool).await?),
+        )
     }
 
     /// When each of a task's steps was stored (ms), in step order: the recording's markers.

@@ -83,11 +83,17 @@ pub(crate) async fn summaries(state: &AppState, rows: &[TaskRow]) -> ApiResult<V
 
 /// `GET /dashboard/api/tasks?status=&since=&until=&q=&after=&l=`: newest first; `next` is the
 /// cursor of the following page (`created_ms:id`), or null at the end.
-async fn list(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<RawQuery>) -> ApiResult<Json<Value>> {
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<RawQuery>,
+) -> ApiResult<Json<Value>> {
     let owner = super::require(&state, &headers).await?;
     let limit = query_i64(&q, "l")?.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(unprocessable(format!("l: must be between 1 and 200, got {limit}")));
+        return Err(unprocessable(format!(
+            "l: must be between 1 and 200, got {limit}"
+        )));
     }
     let status = match q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty()) {
         None => None,
@@ -109,10 +115,7 @@ async fn list(State(state): State<AppState>, headers: HeaderMap, Query(q): Query
             Some(parsed.ok_or_else(|| unprocessable(format!("after: not a cursor from `next`, got {c:?}")))?)
         }
     };
-    let text = q
-        .get("q")
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
+    let text = q.get("q").map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     if text.as_ref().is_some_and(|t| t.chars().count() > 200) {
         return Err(unprocessable("q: at most 200 characters".into()));
     }
@@ -144,7 +147,10 @@ async fn task_detail(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResu
         .get_task(&owner.id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("task", id))?;
-    let summary = summaries(state, std::slice::from_ref(&row)).await?.pop().unwrap_or(Value::Null);
+    let summary = summaries(state, std::slice::from_ref(&row))
+        .await?
+        .pop()
+        .unwrap_or(Value::Null);
     let request = public_request(&row);
     let response = TaskResponse::from_row(&row, None, true, &state.links);
     let mut events = Vec::new();
@@ -157,7 +163,9 @@ async fn task_detail(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResu
     let output_check = match request.get("response_model").filter(|m| !m.is_null()) {
         None => Value::Null,
         Some(schema) => match jsonschema::validator_for(schema) {
-            Err(e) => json!({"valid": false, "errors": [format!("the response_model is not a valid schema: {e}")]}),
+            Err(e) => {
+                json!({"valid": false, "errors": [format!("the response_model is not a valid schema: {e}")]})
+            }
             Ok(v) if row.output.is_some() => {
                 let out = row.output_json();
                 let errors: Vec<String> = v
@@ -199,20 +207,31 @@ async fn task_detail(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResu
     }))
 }
 
-async fn task(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(task_detail(&state, &headers, &id).await?))
 }
 
 /// `GET /dashboard/api/task/{id}/trace`: the task, its request, events and step traces as one
 /// JSON download.
-async fn trace(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+async fn trace(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let mut doc = task_detail(&state, &headers, &id).await?;
     let steps = state.store.steps(&id).await?;
     if let Value::Object(m) = &mut doc {
         m.insert("steps".into(), Value::Array(steps));
     }
     let body = serde_json::to_vec_pretty(&doc).map_err(|e| ApiError::internal(&e))?;
-    let name = format!("attachment; filename=\"trace-{}.json\"", id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-', ""));
+    let name = format!(
+        "attachment; filename=\"trace-{}.json\"",
+        id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-', "")
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "application/json".to_string()),

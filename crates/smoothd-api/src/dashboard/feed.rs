@@ -178,5 +178,6 @@ async fn stream(
             return Some((Ok(ev), (rx, me, shutdown)));
         }
     });
-    Ok(Sse::new(futures::StreamExt::chain(hello, changes)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(futures::StreamExt::chain(hello, changes))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -61,7 +61,11 @@ async fn root(headers: HeaderMap) -> Response {
     if html {
         Redirect::to("/dashboard").into_response()
     } else {
-        ApiError::new(StatusCode::NOT_FOUND, "no such route; the dashboard is at /dashboard").into_response()
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such route; the dashboard is at /dashboard",
+        )
+        .into_response()
     }
 }
 
@@ -93,7 +97,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     origin
         .split_once("://")
         .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host)
@@ -127,10 +134,9 @@ pub(crate) async fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<
 
 /// The signed-in owner of a dashboard JSON request, or 401.
 pub(crate) async fn require(state: &AppState, headers: &HeaderMap) -> ApiResult<Owner> {
-    session(state, headers)
-        .await?
-        .map(|(o, _)| o)
-        .ok_or_else(|| ApiError::unauthorized("not signed in, or the key was revoked: sign in at /dashboard/login"))
+    session(state, headers).await?.map(|(o, _)| o).ok_or_else(|| {
+        ApiError::unauthorized("not signed in, or the key was revoked: sign in at /dashboard/login")
+    })
 }
 
 /// Turns the cookie into the `apikey` header for the re-mounted API, after the CSRF check on
@@ -142,14 +148,20 @@ async fn cookie_to_apikey(mut req: Request, next: Next) -> Response {
     };
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
     if !reads && !csrf_ok(req.headers(), &key, None) {
-        return ApiError::new(StatusCode::FORBIDDEN, "x-csrf-token: missing or wrong; reload the page").into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "x-csrf-token: missing or wrong; reload the page",
+        )
+        .into_response();
     }
     match HeaderValue::from_str(&key) {
         Ok(v) => {
             req.headers_mut().insert("apikey", v);
             next.run(req).await
         }
-        Err(_) => ApiError::unauthorized("the session cookie holds no valid key; sign in again").into_response(),
+        Err(_) => {
+            ApiError::unauthorized("the session cookie holds no valid key; sign in again").into_response()
+        }
     }
 }
 
@@ -200,7 +212,13 @@ fn head(title: &str) -> String {
 }
 
 /// A signed-in page: the shell `app.js` fills in.
-async fn shell(state: &AppState, headers: &HeaderMap, page: &str, title: &str, id: &str) -> ApiResult<Response> {
+async fn shell(
+    state: &AppState,
+    headers: &HeaderMap,
+    page: &str,
+    title: &str,
+    id: &str,
+) -> ApiResult<Response> {
     let Some((owner, key)) = session(state, headers).await? else {
         let to = if cookie_key(headers).is_some() {
             "/dashboard/login?m=revoked"
@@ -284,7 +302,9 @@ struct LoginQuery {
 
 async fn login_page(axum::extract::Query(q): axum::extract::Query<LoginQuery>) -> Response {
     let m = match q.m.as_deref() {
-        Some("revoked") => Some("Your session's key is no longer valid (revoked?). Sign in with another key."),
+        Some("revoked") => {
+            Some("Your session's key is no longer valid (revoked?). Sign in with another key.")
+        }
         Some("out") => Some("Signed out."),
         _ => None,
     };
@@ -306,13 +326,23 @@ fn cookie(state: &AppState, value: &str, max_age: u64) -> String {
     format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
-async fn login(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<LoginForm>) -> ApiResult<Response> {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> ApiResult<Response> {
     if !same_origin(&headers) {
-        return Ok(login_html(StatusCode::FORBIDDEN, Some("Sign-in must come from this server's own page.")));
+        return Ok(login_html(
+            StatusCode::FORBIDDEN,
+            Some("Sign-in must come from this server's own page."),
+        ));
     }
     let key = f.key.trim();
     if key.is_empty() {
-        return Ok(login_html(StatusCode::UNPROCESSABLE_ENTITY, Some("key: enter an API key.")));
+        return Ok(login_html(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("key: enter an API key."),
+        ));
     }
     if state.store.find_key(key).await?.is_none() {
         tracing::info!("dashboard sign-in refused: unknown or revoked key");
@@ -338,7 +368,8 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(f): Form
     if let Some(key) = cookie_key(&headers)
         && !csrf_ok(&headers, &key, f.csrf.as_deref())
     {
-        return ApiError::new(StatusCode::FORBIDDEN, "csrf: missing or wrong; reload the page").into_response();
+        return ApiError::new(StatusCode::FORBIDDEN, "csrf: missing or wrong; reload the page")
+            .into_response();
     }
     let mut resp = Redirect::to("/dashboard/login?m=out").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie(&state, "", 0)) {
@@ -373,7 +404,10 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(esc("<script>a&'\"</script>"), "&lt;script&gt;a&amp;&#39;&quot;&lt;/script&gt;");
+        assert_eq!(
+            esc("<script>a&'\"</script>"),
+            "&lt;script&gt;a&amp;&#39;&quot;&lt;/script&gt;"
+        );
     }
 
     #[test]
