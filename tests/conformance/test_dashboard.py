@@ -230,6 +230,7 @@ def test_timeline_and_recording_markers_seek_the_video(dash, server, llm, client
     assert view.get_attribute("open") is not None
     page.wait_for_function("document.querySelector('#recording') && document.querySelector('#recording').readyState >= 1", timeout=WAIT_MS)
     page.wait_for_selector("#markers .marker >> nth=3")
+    page.wait_for_function("document.querySelector('#recording').readyState >= 2")
     shot(page, "task-desktop")
     before = page.evaluate("document.querySelector('#recording').currentTime")
     assert before == 0, before
@@ -395,9 +396,10 @@ def test_health_and_screenshots_of_every_page(chromium, server):
                 page.goto(server.base + "/dashboard")
                 page.wait_for_selector("tbody tr")
                 shot(page, "tasks-mobile")
-                first = page.locator("tbody tr").first.get_attribute("data-id")
+                first = page.locator('tbody tr:has-text("Walk the timeline")').first.get_attribute("data-id")
                 page.goto(server.base + f"/dashboard/task/{first}")
-                page.wait_for_selector(".task-head")
+                page.wait_for_selector("#steps > li")
+                page.wait_for_function("!document.querySelector('#recording') || document.querySelector('#recording').readyState >= 2")
                 shot(page, "task-mobile")
                 page.goto(server.base + "/dashboard/resources")
                 page.wait_for_selector("#files h2")

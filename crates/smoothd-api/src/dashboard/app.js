@@ -530,15 +530,26 @@
       });
     }
 
+    // When each step began (ms), and the task's start and end: the recording runs from about
+    // the browser's start to the task's end, so markers are placed back from the video's end
+    // (its start lags the task's start by the browser launch), or from the start while the
+    // duration is unknown.
+    let span = { start: 0, end: 0, at: [] };
     function stepMarkers(d, steps) {
-      // Seconds into the recording at which each step began: stored time minus its duration,
-      // from the moment the task started (when the recording starts).
-      const start = d.summary.started_at || d.summary.created_at;
       const at = new Map((d.step_times || []).map((x) => [x.step, x.at]));
-      return steps.map((s) => {
-        const stored = at.get(s.step);
-        if (!stored) return null;
-        return Math.max(0, (stored - (s.step_ms || 0) - start) / 1000);
+      span = {
+        start: d.summary.started_at || d.summary.created_at,
+        end: d.summary.finished_at || 0,
+        at: steps.map((s) => (at.has(s.step) ? at.get(s.step) - (s.step_ms || 0) : null)),
+      };
+      return positions();
+    }
+    function positions() {
+      const dur = video ? video.duration : NaN;
+      return span.at.map((t) => {
+        if (t === null) return null;
+        if (span.end && isFinite(dur) && dur > 0) return Math.min(dur, Math.max(0, dur - (span.end - t) / 1000));
+        return Math.max(0, (t - span.start) / 1000);
       });
     }
 
@@ -546,7 +557,7 @@
       if (!video || markers[i] === null || markers[i] === undefined) return;
       const d = video.duration;
       let t = markers[i];
-      if (isFinite(d) && d > 0) t = Math.min(t, Math.max(0, d - 0.05));
+      if (isFinite(d) && d > 0) t = Math.min(t, Math.max(0, d - 0.01));
       video.currentTime = t;
       highlight();
     }
@@ -554,6 +565,7 @@
     function drawMarkers() {
       const box = document.getElementById("markers");
       if (!box || !video) return;
+      markers = positions();
       clear(box);
       const d = video.duration;
       markers.forEach((m, i) => {
