@@ -125,6 +125,9 @@
     if (m < 60) return m + " min " + Math.round(s % 60) + " s";
     return Math.floor(m / 60) + " h " + (m % 60) + " min";
   }
+  function stamp(ms) {
+    return new Date(ms).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
   function taskDuration(t) {
     if (!t.started_at) return null;
     return (t.finished_at || Date.now()) - t.started_at;
@@ -424,8 +427,9 @@
 
       const facts = h("dl", { class: "facts" },
         fact("Status", badge(t.status)),
-        fact("Created", new Date(t.created_at).toLocaleString()),
-        fact("Started", t.started_at ? new Date(t.started_at).toLocaleString() : "not yet"),
+        fact("Created", stamp(t.created_at)),
+        fact("Started", t.started_at ? stamp(t.started_at) : "not yet"),
+        t.finished_at ? fact("Ended", stamp(t.finished_at)) : null,
         fact("Duration", dur(taskDuration(t))),
         fact("Steps", num(t.steps)),
         fact("Tokens", num(t.prompt_tokens) + " in · " + num(t.completion_tokens) + " out"),
