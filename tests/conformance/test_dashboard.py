@@ -126,7 +126,6 @@ def test_sign_in_refuses_a_wrong_key_and_sets_a_strict_httponly_cookie(chromium,
         assert page.url == server.base + "/dashboard/login", page.url
         api = requests.get(server.base + "/", timeout=10)
         assert api.status_code == 404 and "detail" in api.json(), api.text
-        shot(page, "signin-desktop")
         page.fill("#key", "smd_wrong_" + "0" * 20)
         page.click("button[type=submit]")
         assert "not valid" in page.locator("p.error").inner_text()
@@ -230,8 +229,6 @@ def test_timeline_and_recording_markers_seek_the_video(dash, server, llm, client
     assert view.get_attribute("open") is not None
     page.wait_for_function("document.querySelector('#recording') && document.querySelector('#recording').readyState >= 1", timeout=WAIT_MS)
     page.wait_for_selector("#markers .marker >> nth=3")
-    page.wait_for_function("document.querySelector('#recording').readyState >= 2")
-    shot(page, "task-desktop")
     before = page.evaluate("document.querySelector('#recording').currentTime")
     assert before == 0, before
     page.locator("#steps > li >> nth=2").locator("button.step-no").click()
@@ -241,6 +238,8 @@ def test_timeline_and_recording_markers_seek_the_video(dash, server, llm, client
     # The current step is highlighted, in the list and on the markers.
     page.wait_for_selector("#steps > li.current")
     assert page.locator("#steps > li.current").get_attribute("data-step") == "3"
+    page.wait_for_function("(() => { const v = document.querySelector('#recording'); return !v.seeking && v.readyState >= 2; })()")
+    shot(page, "task-desktop")
     # Playing moves the highlight (the video's own clock, muted, from the start).
     page.evaluate("(() => { const v = document.querySelector('#recording'); v.muted = true; v.currentTime = 0; })()")
     page.wait_for_function("document.querySelector('#steps > li.current') === null || document.querySelector('#steps > li.current').dataset.step !== '3'")
@@ -382,6 +381,16 @@ def test_state_changes_need_the_csrf_token(dash, server):
 
 def test_health_and_screenshots_of_every_page(chromium, server):
     for name, viewport in (("desktop", DESKTOP), ("mobile", MOBILE)):
+        ctx = chromium.new_context(viewport=viewport)
+        try:
+            page = ctx.new_page()
+            page.goto(server.base + "/dashboard/login")
+            page.fill("#key", "not-a-key")
+            page.click("button[type=submit]")
+            page.wait_for_selector("p.error")
+            shot(page, f"signin-{name}")
+        finally:
+            ctx.close()
         ctx, page = sign_in(chromium, server, viewport=viewport)
         try:
             page.goto(server.base + "/dashboard/health")
