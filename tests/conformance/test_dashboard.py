@@ -126,6 +126,8 @@ def test_sign_in_refuses_a_wrong_key_and_sets_a_strict_httponly_cookie(chromium,
         assert page.url == server.base + "/dashboard/login", page.url
         api = requests.get(server.base + "/", timeout=10)
         assert api.status_code == 404 and "detail" in api.json(), api.text
+        paths = requests.get(server.base + "/openapi.json", timeout=10).json()["paths"]
+        assert paths and not [p for p in paths if "dashboard" in p], "the dashboard is not API"
         page.fill("#key", "smd_wrong_" + "0" * 20)
         page.click("button[type=submit]")
         assert "not valid" in page.locator("p.error").inner_text()

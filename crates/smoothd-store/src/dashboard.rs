@@ -16,7 +16,7 @@ pub struct TaskFilter {
     pub since_ms: Option<i64>,
     /// Created before this time (ms).
     pub until_ms: Option<i64>,
-    /// Case-insensitive text that the request (task text, URL, metadata) contains.
+    /// Case-insensitive text that the task text or start URL contains.
     pub text: Option<String>,
     /// Keyset cursor: only tasks strictly after `(created_at, id)` in newest-first order.
     pub after: Option<(i64, String)>,
@@ -60,7 +60,9 @@ impl Store {
     /// from the cursor, so page 1000 costs what page 1 does.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn dashboard_tasks(&self, owner: &str, f: &TaskFilter, limit: i64) -> Result<Vec<TaskRow>> {
-        let mut cond = vec!["owner = $1".to_string()];
+        let pg = matches!(self.backend, Backend::Postgres(_));
+        let ph = |i: usize| if pg { format!("${i}") } else { format!("?{i}") };
+        let mut cond = vec![format!("owner = {}", ph(1))];
         let mut n = 1;
         let mut next = || {
             n += 1;
@@ -73,30 +75,44 @@ impl Store {
         let after_i = f.after.as_ref().map(|_| (next(), next()));
         let limit_i = next();
         if let Some(i) = status_i {
-            cond.push(format!("status = ${i}"));
+            cond.push(format!("status = {}", ph(i)));
         }
         if let Some(i) = since_i {
-            cond.push(format!("created_at >= ${i}"));
+            cond.push(format!("created_at >= {}", ph(i)));
         }
         if let Some(i) = until_i {
-            cond.push(format!("created_at < ${i}"));
+            cond.push(format!("created_at < {}", ph(i)));
         }
-        if let Some(i) = text_i {
-            let like = match self.backend {
-                Backend::Postgres(_) => "ILIKE",
-                Backend::Sqlite(_) => "LIKE",
+        if let (Some(i), Some(t)) = (text_i, &f.text) {
+            // The task text and start URL only (not the request's keys). The raw column is a
+            // cheap prefilter that spares parsing most rows' JSON; it is skipped for text that
+            // JSON escapes (`"`, `\`, control characters).
+            let (like, task, url) = if pg {
+                ("ILIKE", "(request::json->>'task')", "(request::json->>'url')")
+            } else {
+                (
+                    "LIKE",
+                    "json_extract(request, '$.task')",
+                    "json_extract(request, '$.url')",
+                )
             };
-            cond.push(format!("request {like} ${i} ESCAPE '\\'"));
+            let p = ph(i);
+            let exact = format!("({task} {like} {p} ESCAPE '\\' OR {url} {like} {p} ESCAPE '\\')");
+            if t.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+                cond.push(exact);
+            } else {
+                cond.push(format!("request {like} {p} ESCAPE '\\' AND {exact}"));
+            }
         }
         if let Some((c, id)) = after_i {
-            cond.push(format!(
-                "(created_at < ${c} OR (created_at = ${c} AND id < ${id}))"
-            ));
+            let (c, id) = (ph(c), ph(id));
+            cond.push(format!("(created_at < {c} OR (created_at = {c} AND id < {id}))"));
         }
-        let q = self.sql_owned(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE {} ORDER BY created_at DESC, id DESC LIMIT ${limit_i}",
-            cond.join(" AND ")
-        ));
+        let q = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE {} ORDER BY created_at DESC, id DESC LIMIT {}",
+            cond.join(" AND "),
+            ph(limit_i)
+        );
         let pattern = f.text.as_deref().map(contains_pattern);
         with_pool!(self, pool => {
             let mut query = sqlx::query_as::<_, TaskRow>(&q).bind(owner);
