@@ -9,6 +9,7 @@ screenshot of each page there (docs/dashboard/ holds the committed ones).
 """
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -146,6 +147,24 @@ def test_sign_in_refuses_a_wrong_key_and_sets_a_strict_httponly_cookie(chromium,
         page.wait_for_url("**/dashboard/login?m=out")
         page.goto(server.base + "/dashboard")
         assert page.url.endswith("/dashboard/login"), page.url
+    finally:
+        ctx.close()
+
+
+def test_a_revoked_key_ends_the_session(chromium, server):
+    name = "revoked-" + str(time.monotonic_ns())
+    key = server.create_key(name)
+    ctx, page = sign_in(chromium, server, key=key)
+    try:
+        page.wait_for_selector("text=No tasks yet.")
+        r = subprocess.run([server.bin, "keys", "revoke", name], cwd=server.tmp, env=server.env(),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        page.reload()
+        page.wait_for_url("**/dashboard/login?m=revoked")
+        assert "no longer valid" in page.locator("p.error").inner_text()
+        status = page.evaluate("fetch('/dashboard/api/tasks').then(r => r.status)")
+        assert status == 401, status
     finally:
         ctx.close()
 
@@ -419,3 +438,21 @@ def test_health_and_screenshots_of_every_page(chromium, server):
                 assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
         finally:
             ctx.close()
+
+
+def test_an_unreachable_server_is_explained(chromium):
+    srv = Server("sqlite")
+    try:
+        srv.start(create_other_key=False)
+        ctx, page = sign_in(chromium, srv)
+        try:
+            page.wait_for_selector("text=No tasks yet.")
+            assert page.locator("#banner").is_hidden()
+            srv.kill()
+            page.wait_for_selector("#banner.error", timeout=WAIT_MS)
+            assert "cannot reach smoothd" in page.locator("#banner").inner_text().lower()
+        finally:
+            ctx.close()
+    finally:
+        srv.kill()
+        srv.cleanup()

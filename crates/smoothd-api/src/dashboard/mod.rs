@@ -29,7 +29,7 @@ const APP_CSS: &str = include_str!("app.css");
 /// The session cookie: the API key, base64url-encoded.
 const COOKIE: &str = "smoothd_dashboard";
 
-/// How long a sign-in lasts without activity (the cookie's Max-Age).
+/// How long a sign-in lasts (the cookie's Max-Age); signing in again renews it.
 const SESSION_SECS: u64 = 12 * 3600;
 
 /// The dashboard routes; `v1` is the API router, mounted again behind the cookie.
