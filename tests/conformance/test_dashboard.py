@@ -70,7 +70,10 @@ def chromium():
 
 
 def sign_in(chromium, server, key=None, viewport=DESKTOP):
-    ctx = chromium.new_context(viewport=viewport)
+    # The pages' CSP (checked in the sign-in test) would also block an injected inline script;
+    # it is bypassed here so the XSS test proves the escaping itself, and so Playwright may
+    # evaluate its wait predicates.
+    ctx = chromium.new_context(viewport=viewport, bypass_csp=True)
     page = ctx.new_page()
     page.set_default_timeout(WAIT_MS)
     page.goto(server.base + "/dashboard/login")
@@ -127,6 +130,8 @@ def test_sign_in_refuses_a_wrong_key_and_sets_a_strict_httponly_cookie(chromium,
         assert page.url == server.base + "/dashboard/login", page.url
         api = requests.get(server.base + "/", timeout=10)
         assert api.status_code == 404 and "detail" in api.json(), api.text
+        csp = requests.get(server.base + "/dashboard/login", timeout=10).headers["content-security-policy"]
+        assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp, csp
         paths = requests.get(server.base + "/openapi.json", timeout=10).json()["paths"]
         assert paths and not [p for p in paths if "dashboard" in p], "the dashboard is not API"
         page.fill("#key", "smd_wrong_" + "0" * 20)
@@ -283,11 +288,15 @@ def test_take_over_a_live_session_and_click_in_it(dash, server, client, site):
         page.wait_for_selector('#live-frame[src*="interactive=true"]')
         frame = page.frame_locator("#live-frame")
         live = page.frame(url=lambda u: "/live/" in u and "interactive=true" in u)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 45
         while (live is None or not live.evaluate("window.live && window.live.frames > 0")) and time.monotonic() < deadline:
             time.sleep(0.2)
             live = page.frame(url=lambda u: "/live/" in u and "interactive=true" in u)
-        assert live is not None and live.evaluate("window.live.frames > 0"), "no live frame arrived"
+        assert live is not None and live.evaluate("window.live.frames > 0"), (
+            "no live frame arrived",
+            [f.url for f in page.frames],
+            page.locator("#live-frame").get_attribute("src"),
+        )
         shot(page, "live-desktop")
         frame.locator("#screen").click(position={"x": 200, "y": 150})
         deadline = time.monotonic() + 20

@@ -443,21 +443,25 @@
         h("p", { class: "muted mono small" }, t.id),
         buttons, note);
 
-      const side = h("div", { class: "side" });
+      const sk = skeleton();
+      lastKey = t.status + ":" + t.steps + ":" + t.data_deleted;
+      const side = h("div", {});
+      // The live view and the recording stay in the page across re-renders (moving an iframe
+      // or a video in the document would reload it); they are rebuilt only when they change.
+      let mediaKey = "none";
+      const media = [];
       // Live view while it runs, with the takeover switch.
       if (resp.live_url && isActive(t.status)) {
         const base = resp.live_url + (resp.live_url.includes("?") ? "&" : "?") + "embed=true";
         const src = base + (interactive ? "&interactive=true" : "");
-        let frame = document.getElementById("live-frame");
-        if (!frame || liveSrc !== src) {
-          frame = h("iframe", { id: "live-frame", src, title: "Live view", allow: "clipboard-read; clipboard-write" });
-          liveSrc = src;
-        }
+        mediaKey = "live:" + src;
+        const frame = h("iframe", { id: "live-frame", src, title: "Live view", allow: "clipboard-read; clipboard-write" });
+        liveSrc = src;
         const sw = h("input", { type: "checkbox", id: "takeover", checked: interactive, onchange: (e) => {
           interactive = e.target.checked;
           load();
         } });
-        side.append(h("section", { class: "card" },
+        media.push(h("section", { class: "card" },
           h("div", { class: "card-head" }, h("h2", {}, "Live view"),
             h("label", { class: "switch", for: "takeover" }, sw, " Interactive takeover")),
           h("p", { class: "muted small" }, interactive
@@ -469,15 +473,15 @@
       }
       // The recording, with a marker per step.
       if (resp.recording_url) {
-        if (!video || video._src !== resp.recording_url) {
+        mediaKey = "rec:" + resp.recording_url + ":" + steps.length;
+        if (mediaKey !== sk.mediaKey) {
           video = h("video", { id: "recording", controls: true, preload: "metadata", src: resp.recording_url, playsinline: true });
-          video._src = resp.recording_url;
           video.addEventListener("timeupdate", highlight);
           video.addEventListener("loadedmetadata", () => drawMarkers());
+          media.push(h("section", { class: "card" }, h("h2", {}, "Recording"), video,
+            steps.length ? h("div", { class: "markers", id: "markers" }) : null,
+            h("p", { class: "muted small" }, steps.length ? "Click a step to jump to it; playing highlights the current step." : "No steps to mark.")));
         }
-        side.append(h("section", { class: "card" }, h("h2", {}, "Recording"), video,
-          steps.length ? h("div", { class: "markers", id: "markers" }) : null,
-          h("p", { class: "muted small" }, steps.length ? "Click a step to jump to it; playing highlights the current step." : "No steps to mark.")));
       } else if (resp.recording_url === "" && !isActive(t.status)) {
         side.append(h("section", { class: "card muted" }, h("h2", {}, "Recording"), h("p", {}, "No recording for this task (recording off, or ffmpeg missing on the worker).")));
       }
@@ -512,9 +516,30 @@
         steps.length ? h("ol", { class: "steps", id: "steps" }, steps.map((s, i) => stepItem(s, i)))
           : h("p", { class: "muted" }, isActive(t.status) ? "No steps yet: the agent is starting." : "This task recorded no steps."));
 
-      clear(app).append(head, facts, h("div", { class: "grid2" }, timeline, side), h("section", { class: "card" }, h("details", {},
+      sk.head.replaceChildren(head);
+      sk.facts.replaceChildren(facts);
+      sk.timeline.replaceChildren(timeline);
+      sk.rest.replaceChildren(side);
+      if (mediaKey !== sk.mediaKey) {
+        sk.media.replaceChildren(...media);
+        sk.mediaKey = mediaKey;
+      }
+      if (mediaKey === "none") video = null;
+      const req = sk.request.querySelector("details");
+      const open = req ? req.open : false;
+      sk.request.replaceChildren(h("section", { class: "card" }, h("details", { open },
         h("summary", {}, "Request"), h("pre", { class: "json" }, pretty(d.request)))));
       drawMarkers();
+    }
+
+    let sk = null;
+    function skeleton() {
+      if (sk && sk.side.isConnected) return sk;
+      const mk = () => h("div", {});
+      sk = { head: mk(), facts: mk(), timeline: mk(), media: mk(), rest: mk(), request: mk(), mediaKey: null };
+      sk.side = h("div", { class: "side" }, sk.media, sk.rest);
+      clear(app).append(sk.head, sk.facts, h("div", { class: "grid2" }, sk.timeline, sk.side), sk.request);
+      return sk;
     }
 
     function fact(k, v) {
