@@ -9,6 +9,7 @@
 
 mod api;
 mod browser;
+mod dashboard_store;
 mod limits;
 mod media;
 mod metrics;

@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod dashboard;
 mod error;
 pub mod limits;
 pub mod links;
@@ -146,6 +147,7 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .nest("/v1", v1.clone())
+        .merge(dashboard::router(state.clone(), v1.clone()))
         .nest("/api/v1", v1)
         .merge(root)
         .merge(mcp::router(state.clone()))

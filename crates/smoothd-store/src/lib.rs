@@ -4,6 +4,7 @@
 //! dialects differ (claims, event timestamps) each backend has its own statement.
 
 pub mod blobs;
+mod dashboard;
 mod keys;
 mod media;
 mod queue;
@@ -24,6 +25,7 @@ use sqlx::{PgPool, SqlitePool};
 use tokio_util::sync::CancellationToken;
 
 pub use blobs::{Blobs, S3Config};
+pub use dashboard::{StepTotals, TaskFilter};
 pub use keys::ApiKeyRow;
 pub use queue::{Claim, Heartbeat, Reaped};
 pub use resources::{ArtifactRow, ExtensionRow, FileRow, ProfileRow};

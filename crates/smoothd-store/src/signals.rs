@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Shared wake-up channels.
@@ -17,10 +17,23 @@ pub struct Signals {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     tasks: Mutex<HashMap<String, watch::Sender<u64>>>,
     queue: Notify,
+    /// Every task change, by id (`""` = "anything may have changed, re-read"): the one feed
+    /// a process-wide fan-out (the dashboard's) subscribes to.
+    any: broadcast::Sender<String>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            tasks: Mutex::default(),
+            queue: Notify::new(),
+            any: broadcast::channel(1024).0,
+        }
+    }
 }
 
 /// A subscription to one task's changes; unsubscribes on drop.
@@ -72,8 +85,16 @@ impl Signals {
         }
     }
 
+    /// Every later task change, by id; `""` means "re-read everything" (after a lost
+    /// notification connection). A lagging receiver must re-read too.
+    pub fn subscribe_all_tasks(&self) -> broadcast::Receiver<String> {
+        self.inner.any.subscribe()
+    }
+
     /// Wakes everyone watching `id`.
     pub fn notify_task(&self, id: &str) {
+        // No receivers is the usual case without a dashboard open.
+        let _ = self.inner.any.send(id.to_string());
         if let Ok(map) = self.inner.tasks.lock()
             && let Some(tx) = map.get(id)
         {
@@ -169,6 +190,7 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 
 impl Signals {
     fn notify_all_tasks(&self) {
+        let _ = self.inner.any.send(String::new());
         if let Ok(map) = self.inner.tasks.lock() {
             for tx in map.values() {
                 tx.send_modify(|v| *v = v.wrapping_add(1));
