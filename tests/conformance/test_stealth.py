@@ -12,6 +12,29 @@ that proves the page detects something.
 import json
 
 import pytest
+from scripted_llm import ScriptedLLM
+from smoothd_support import STOP_TIMEOUT, Server, llm_env
+
+
+@pytest.fixture(scope="module")
+def llm():
+    s = ScriptedLLM()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request, llm):
+    """The server of this module's tests, with the agent pointed at the scripted model."""
+    srv = Server(request.param, extra_env=llm_env(llm.base_url))
+    try:
+        srv.start()
+        yield srv
+        rc = srv.stop()
+        assert rc is not None, f"smoothd ({srv.backend}) did not exit within {STOP_TIMEOUT}s of SIGTERM"
+        assert rc == 0, f"smoothd ({srv.backend}) exited with {rc} after SIGTERM; stderr:\n{srv.stderr_tail()}"
+    finally:
+        srv.cleanup()
 
 # viewport width, height, device pixel ratio, mobile: the presets of crates/smoothd-core/src/device.rs
 PRESETS = {
@@ -115,3 +138,32 @@ def test_detector_control_without_stealth(server, client, cleanup_tasks, browser
     assert "lie: Navigator.webdriver" in patched_failures, patched_failures
     assert "lie: WebGLRenderingContext.getParameter" in patched_failures, patched_failures
     assert any("toString" in d for d in patched_failures["lie: Navigator.webdriver"]), patched_failures
+
+
+def test_an_agent_task_leaves_no_trace_the_detector_sees(server, client, browser, site, llm):
+    """The agent's page helper runs in an isolated world and its settling wait patches nothing:
+    after the agent has viewed the page, scrolled and clicked, every check passes, and the page
+    finds no `__smoothd` global and native timers (the `setTimeout` lie check)."""
+    marker = llm.script(
+        "detector",
+        [
+            [{"op": "scroll", "direction": "down"}],
+            [{"op": "click", "target": {"text": "Run the checks"}}],
+            [{"op": "wait", "seconds": 3}],
+            [{"op": "done", "output_from": r"Detector: (.+)"}],
+        ],
+    )
+    res = client.run(
+        f"Run the bot detector and report its summary {marker}",
+        url=detector_url(site, "desktop"),
+        device="desktop",
+        use_stealth=True,
+        max_steps=8,
+    ).result(timeout=120)
+    assert res.status == "done", res
+    out = str(res.output)
+    passed, total = out.split(" passed")[0].split("/")
+    assert passed == total and int(total) > 50, out
+    assert "failed: none" in out and "smoothd globals: none" in out, out
+    # The agent did view the page more than once (the helper ran).
+    assert len(llm.requests(marker)) >= 4

@@ -161,6 +161,15 @@ async fn the_view_lists_a_forms_fields_and_actions_fill_and_submit_it() {
     // The view shows what was typed.
     let view = d.observe().await.unwrap();
     assert!(view.text.contains("Ada Lovelace"), "{}", view.text);
+    // The page helper lives in a world of its own: the page's globals and timers are untouched.
+    assert_eq!(
+        eval(
+            &session,
+            "[typeof window.__smoothd, Object.getOwnPropertyNames(window).filter(n => n.startsWith('__smoothd')).length, Object.getOwnPropertyNames(setTimeout).join(), Function.prototype.toString.call(setTimeout)]"
+        )
+        .await,
+        json!(["undefined", 0, "length,name", "function setTimeout() { [native code] }"])
+    );
 
     d.act(Action::Click {
         index: index_of(&view, "Create account"),

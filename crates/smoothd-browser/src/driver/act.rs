@@ -8,7 +8,6 @@ use chromiumoxide::cdp::browser_protocol::input::{
     InsertTextParams, MouseButton,
 };
 use chromiumoxide::cdp::browser_protocol::page::{GetNavigationHistoryParams, NavigateToHistoryEntryParams};
-use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use serde_json::{Value, json};
 
 use super::frames::FrameError;
@@ -258,9 +257,9 @@ impl Driver<'_> {
         if let Some(n) = self.frame_of(index) {
             return self.upload_in_frame(n, index, path).await;
         }
-        let mut p = EvaluateParams::new(format!("{PAGE_JS}\nwindow.__smoothd.element({index})"));
-        p.return_by_value = Some(false);
-        let r = self.session.cdp(&self.page, p, CALL_LIMIT).await?;
+        let r = self
+            .eval_raw(format!("{PAGE_JS}\nwindow.__smoothd.element({index})"), false)
+            .await?;
         if let Some(ex) = r.exception_details {
             let msg = ex.exception.and_then(|o| o.description).unwrap_or(ex.text);
             return Err(ActError::Model(msg.trim_start_matches("Error: ").to_string()));

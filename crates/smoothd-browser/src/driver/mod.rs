@@ -21,12 +21,13 @@ mod tabs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chromiumoxide::Page;
 use chromiumoxide::cdp::browser_protocol::browser::EventDownloadWillBegin;
-use chromiumoxide::cdp::browser_protocol::page::FrameId;
-use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::cdp::browser_protocol::page::{CreateIsolatedWorldParams, FrameId};
+use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, EvaluateReturns, ExecutionContextId};
 use chromiumoxide::listeners::EventStream;
 use serde::Deserialize;
 use serde_json::Value;
@@ -37,7 +38,8 @@ pub use frames::FrameError;
 use route::{Link, XFrame};
 
 const PAGE_JS: &str = include_str!("page.js");
-const TIMERS_JS: &str = include_str!("timers.js");
+/// The name of the isolated world page.js runs in, in every frame it reads.
+const WORLD: &str = "smoothd";
 const CALL_LIMIT: Duration = Duration::from_secs(20);
 
 /// What one observation found: the page as the model reads it.
@@ -173,6 +175,12 @@ pub struct Driver<'a> {
     routes: HashMap<String, frames::Route>,
     /// The cross-origin frames of the last view, in the order of the page's markers.
     xframes: Vec<XFrame>,
+    /// The page helper's isolated world: (tab's target id, execution context id).
+    world: Mutex<Option<(String, i64)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<'a> Driver<'a> {
@@ -188,6 +196,7 @@ impl<'a> Driver<'a> {
             link: None,
             routes: HashMap::new(),
             xframes: Vec::new(),
+            world: Mutex::new(None),
         }
     }
 
@@ -220,17 +229,57 @@ impl<'a> Driver<'a> {
         self.xframes.clear();
     }
 
+    /// Evaluates `expr` in the page helper's isolated world of the current tab.
     async fn eval(&self, expr: String, by_value: bool) -> Result<Value, ActError> {
-        let mut p = EvaluateParams::new(expr);
-        p.return_by_value = Some(by_value);
-        p.await_promise = Some(true);
-        p.user_gesture = Some(true);
-        let r = self.session.cdp(&self.page, p, CALL_LIMIT).await?;
+        let r = self.eval_raw(expr, by_value).await?;
         if let Some(ex) = r.exception_details {
             let msg = ex.exception.and_then(|o| o.description).unwrap_or(ex.text);
             return Err(ActError::Model(format!("the page refused: {msg}")));
         }
         Ok(r.result.value.unwrap_or(Value::Null))
+    }
+
+    /// [`Self::eval`] without reading the answer (`by_value` false keeps a remote object).
+    async fn eval_raw(&self, expr: String, by_value: bool) -> Result<EvaluateReturns, ActError> {
+        let mut p = EvaluateParams::new(expr);
+        p.return_by_value = Some(by_value);
+        p.await_promise = Some(true);
+        p.user_gesture = Some(true);
+        p.context_id = Some(ExecutionContextId::new(self.world(false).await?));
+        match self.session.cdp(&self.page, p.clone(), CALL_LIMIT).await {
+            Ok(r) => Ok(r),
+            // The world went with its document (a navigation): make one in the new document.
+            Err(BrowserError::Cdp(_)) => {
+                p.context_id = Some(ExecutionContextId::new(self.world(true).await?));
+                Ok(self.session.cdp(&self.page, p, CALL_LIMIT).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The execution context of the page helper's isolated world in the current tab's document:
+    /// remembered, or made anew when `fresh` (the DOM is shared with the page; its JavaScript
+    /// globals are not, so the page sees neither the helper nor its calls).
+    async fn world(&self, fresh: bool) -> Result<i64, ActError> {
+        let target = self.page.target_id().as_ref().to_string();
+        if !fresh
+            && let Some((t, ctx)) = lock(&self.world).as_ref()
+            && *t == target
+        {
+            return Ok(*ctx);
+        }
+        let frame = self
+            .page
+            .mainframe()
+            .await
+            .map_err(|e| ActError::Browser(BrowserError::from(e)))?
+            .ok_or_else(|| ActError::Model("the page has no document yet".into()))?;
+        let mut p = CreateIsolatedWorldParams::new(frame);
+        p.world_name = Some(WORLD.into());
+        let r = self.session.cdp(&self.page, p, CALL_LIMIT).await?;
+        let ctx = *r.execution_context_id.inner();
+        *lock(&self.world) = Some((target, ctx));
+        Ok(ctx)
     }
 
     /// Calls `window.__smoothd.<call>` (installing the helper first if needed).

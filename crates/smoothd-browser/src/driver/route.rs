@@ -67,8 +67,14 @@ impl Driver<'_> {
     /// How to run JavaScript in the page's cross-origin frame `n` (and the frame's id): its own
     /// target when it is out of process, else an isolated world in it.
     pub(super) async fn resolve(&mut self, n: usize) -> Result<(String, Route), FrameError> {
+        // The frame's element, from the page helper in its world (a context id is the
+        // renderer's, so our second connection can use the one chromiumoxide's made).
+        let world = self
+            .world(false)
+            .await
+            .map_err(|e| FrameError::Cdp(e.to_string()))?;
         let link = self.link().await?;
-        let page = Route::Session(link.session.clone());
+        let page = Route::Context(link.session.clone(), world);
         let object = frames::evaluate(
             &link.cdp,
             &page,

@@ -1,40 +1,30 @@
 //! Settling: after an action, wait for what it started (a navigation's load, or the DOM going
-//! quiet with no short timer pending), and after a load let what the page shows "a moment later"
-//! appear; then follow a tab the action opened.
+//! quiet), and after a load let what the page shows "a moment later" appear; then follow a tab
+//! the action opened. Nothing here touches the page's own JavaScript world.
 
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::page::{
-    AddScriptToEvaluateOnNewDocumentParams, EventFrameStartedLoading, EventFrameStoppedLoading,
-    EventLoadEventFired,
+    EventFrameStartedLoading, EventFrameStoppedLoading, EventLoadEventFired,
 };
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::{ActError, ActionResult, CALL_LIMIT, Driver, PAGE_JS, TIMERS_JS};
+use super::{ActError, ActionResult, Driver, PAGE_JS};
 use crate::error::BrowserError;
 
-/// After a page loads: DOM quiet for this long with no short timer pending, at most `LATE_MAX`.
-const LATE_QUIET_MS: u32 = 50;
+/// After a page loads: DOM quiet for this long, at most `LATE_MAX`. Long enough for what a page
+/// shows "a moment after load" (a modal 300 ms later): the page's timers cannot be counted
+/// without patching its `setTimeout`, which a detector sees.
+const LATE_QUIET_MS: u32 = 350;
 const LATE_MAX_MS: u32 = 700;
 const LOAD_LIMIT: Duration = Duration::from_secs(20);
 
 impl Driver<'_> {
-    /// Prepares the current tab for the agent: counts the page's short timers from the next
-    /// document on (see timers.js).
+    /// Prepares the current tab for the agent: makes the page helper's isolated world. A dead
+    /// browser fails here.
     pub async fn install(&self) -> Result<(), ActError> {
-        self.session
-            .cdp(
-                &self.page,
-                AddScriptToEvaluateOnNewDocumentParams {
-                    source: TIMERS_JS.to_string(),
-                    world_name: None,
-                    include_command_line_api: None,
-                    run_immediately: None,
-                },
-                CALL_LIMIT,
-            )
-            .await?;
+        self.world(true).await?;
         Ok(())
     }
 
