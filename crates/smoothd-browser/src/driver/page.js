@@ -335,6 +335,13 @@
 
   S.element = (i) => { const [el, err] = get(i); if (err) throw new Error(err); return el; };
 
+  // Timers the page's own scripts have made in this document. A window's timer ids are shared
+  // by all its worlds and handed out in sequence, so our next id, less the timers we made, tells
+  // without touching the page's functions.
+  let own = 0;
+  const later = (f, ms) => { own++; return setTimeout(f, ms); };
+  S.pageTimers = () => later(() => {}, 0) - own;
+
   // Resolves when the DOM has been quiet for `quiet` ms, or after `max` ms.
   S.settle = (quiet, max) => new Promise((res) => {
     const start = performance.now();
@@ -343,8 +350,8 @@
       const now = performance.now();
       if (S.mut !== last) { last = S.mut; lastChange = now; }
       if (now - lastChange >= quiet || now - start >= max) return res(Math.round(now - start));
-      setTimeout(tick, 10);
+      later(tick, 10);
     };
-    setTimeout(tick, 10);
+    later(tick, 10);
   });
 })();

@@ -13,10 +13,12 @@ use serde_json::Value;
 use super::{ActError, ActionResult, Driver, PAGE_JS};
 use crate::error::BrowserError;
 
-/// After a page loads: DOM quiet for this long, at most `LATE_MAX`. Long enough for what a page
-/// shows "a moment after load" (a modal 300 ms later): the page's timers cannot be counted
-/// without patching its `setTimeout`, which a detector sees.
-const LATE_QUIET_MS: u32 = 350;
+/// After a page loads: DOM quiet for this long, at most `LATE_MAX`; for a page that has set
+/// timers, quiet for `LATE_QUIET_TIMERS_MS`, long enough for what it shows "a moment after load"
+/// (a modal 300 ms later). Which timers are pending cannot be known without patching the page's
+/// `setTimeout`, which a detector sees; whether it made any can (page.js `pageTimers`).
+const LATE_QUIET_MS: u32 = 50;
+const LATE_QUIET_TIMERS_MS: u32 = 350;
 const LATE_MAX_MS: u32 = 700;
 const LOAD_LIMIT: Duration = Duration::from_secs(20);
 
@@ -32,7 +34,9 @@ impl Driver<'_> {
     pub(super) async fn late_settle(&self) {
         let _ = self
             .eval(
-                format!("{PAGE_JS}\nwindow.__smoothd.settle({LATE_QUIET_MS}, {LATE_MAX_MS})"),
+                format!(
+                    "{PAGE_JS}\nwindow.__smoothd.settle(window.__smoothd.pageTimers() > 0 ? {LATE_QUIET_TIMERS_MS} : {LATE_QUIET_MS}, {LATE_MAX_MS})"
+                ),
                 true,
             )
             .await;
