@@ -16,6 +16,29 @@ import re
 import uuid
 
 import pytest
+from scripted_llm import ScriptedLLM
+from smoothd_support import STOP_TIMEOUT, Server, llm_env
+
+
+@pytest.fixture(scope="module")
+def llm():
+    s = ScriptedLLM()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request, llm):
+    """The server of this module's tests, with the agent pointed at the scripted model."""
+    srv = Server(request.param, extra_env=llm_env(llm.base_url))
+    try:
+        srv.start()
+        yield srv
+        rc = srv.stop()
+        assert rc is not None, f"smoothd ({srv.backend}) did not exit within {STOP_TIMEOUT}s of SIGTERM"
+        assert rc == 0, f"smoothd ({srv.backend}) exited with {rc} after SIGTERM; stderr:\n{srv.stderr_tail()}"
+    finally:
+        srv.cleanup()
 
 DEVICE_RS = pathlib.Path(__file__).resolve().parents[2] / "crates" / "smoothd-core" / "src" / "device.rs"
 
@@ -123,3 +146,33 @@ def test_detector_passes_in_a_browser_of_its_own(server, client, cleanup_tasks, 
     failed = failures(report)
     assert failed == {}, json.dumps(failed, indent=1)[:4000]
     assert ("Mobile" in report["contexts"]["sharedWorker"]["userAgent"]) is PRESETS[device][3], report["contexts"]
+
+
+@pytest.mark.parametrize("device", sorted(PRESETS))
+def test_an_agent_task_leaves_no_trace_the_detector_sees(server, client, browser, site, llm, device):
+    """The agent's page helper runs in an isolated world and its settling wait patches nothing:
+    after the agent has viewed the page, scrolled and clicked, every check passes, and the page
+    finds no `__smoothd` global and native timers (the `setTimeout` lie check)."""
+    marker = llm.script(
+        "detector",
+        [
+            [{"op": "scroll", "direction": "down"}],
+            [{"op": "click", "target": {"text": "Run the checks"}}],
+            [{"op": "wait", "seconds": 3}],
+            [{"op": "done", "output_from": r"Detector: (.+)"}],
+        ],
+    )
+    res = client.run(
+        f"Run the bot detector and report its summary {marker}",
+        url=detector_url(site, device),
+        device=device,
+        use_stealth=True,
+        max_steps=8,
+    ).result(timeout=120)
+    assert res.status == "done", res
+    out = str(res.output)
+    passed, total = out.split(" passed")[0].split("/")
+    assert passed == total and int(total) > 50, out
+    assert "failed: none" in out and "smoothd globals: none" in out, out
+    # The agent did view the page more than once (the helper ran).
+    assert len(llm.requests(marker)) >= 4

@@ -1,16 +1,13 @@
 //! smoothd's agent: an LLM-directed observe-act loop over a browser session.
 //!
 //! - [`llm`]: the OpenAI-compatible client (async-openai), with counted retries and credits;
-//! - [`browser`]: the page view and element actions by index, over CDP;
-//! - [`frames`]: cross-origin iframes, read and driven over a DevTools connection of our own;
 //! - [`tools`]: the tool definitions offered to the model and their parsing;
 //! - [`prompt`]: the system rules, the task message, the page view, secrets;
-//! - [`run`]: the loop itself, talking to the worker through [`Host`].
+//! - [`run`]: the loop itself, talking to the worker through [`Host`], and to the page through
+//!   `smoothd_browser::Driver` (observe → `PageView`, act(`Action`) → `ActionResult`).
 //!
 //! The contract with the model is `docs/agent-protocol.md`.
 
-pub mod browser;
-pub mod frames;
 pub mod llm;
 pub mod prompt;
 pub mod run;

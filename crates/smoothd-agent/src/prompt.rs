@@ -1,10 +1,8 @@
 //! What the model reads: the system rules, the task message, and the page view of each step.
 
 use serde_json::{Map, Value};
-use smoothd_browser::Tab;
+use smoothd_browser::{PageView, Tab};
 use smoothd_core::urlpattern::UrlPattern;
-
-use crate::browser::View;
 
 /// A secret the model may type by name on matching pages.
 #[derive(Debug, Clone)]
@@ -66,7 +64,7 @@ pub fn task_message(
 }
 
 /// The page view of one step (see docs/agent-protocol.md).
-pub fn render_view(step: u32, max_steps: u32, view: &View, tabs: &[Tab], current_tab: usize) -> String {
+pub fn render_view(step: u32, max_steps: u32, view: &PageView, tabs: &[Tab], current_tab: usize) -> String {
     let mut s = format!(
         "Step {step}/{max_steps}\nURL: {}\nTitle: {}\n",
         view.url, view.title

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
-use smoothd_browser::BrowserSession;
+use smoothd_browser::{ActError, Action as PageAction, ActionResult, BrowserSession, Driver};
 use tokio_util::sync::CancellationToken;
 
-use crate::browser::{ActError, Driver, Effect};
 use crate::llm::{self, Llm, LlmError, Reply, Usage};
 use crate::prompt::{self, Secret};
 use crate::tools::{self, Action, CustomTool};
@@ -195,7 +194,7 @@ impl Agent {
     ) -> Result<(Value, Usage), String> {
         let driver = Driver::new(session);
         let text = driver.page_text(40_000).await.map_err(|e| e.to_string())?;
-        let url = driver.page().url().await.ok().flatten().unwrap_or_default();
+        let url = driver.url().await;
         let schema = schema.cloned().unwrap_or_else(|| json!({}));
         let tool = json!({"type": "function", "function": {
             "name": "extract_result",
@@ -349,7 +348,7 @@ impl Run {
             if !host.acted().await {
                 return self.finish(End::Stopped, 0);
             }
-            if let Err(e) = driver.goto(&url).await {
+            if let Err(e) = driver.act(PageAction::Goto { url: url.clone() }).await {
                 return self.finish(
                     End::Failed {
                         error: format!("could not open the start URL: {e}"),
@@ -379,7 +378,7 @@ impl Run {
                             driver.forget_view();
                             match driver.observe().await {
                                 Ok(v) => v,
-                                Err(_) => crate::browser::View {
+                                Err(_) => smoothd_browser::PageView {
                                     url: "unknown".into(),
                                     text: format!("(the page could not be read: {e})"),
                                     ..Default::default()
@@ -388,10 +387,7 @@ impl Run {
                         }
                     };
                     let tabs = driver.tabs().await.unwrap_or_default();
-                    let current = tabs
-                        .iter()
-                        .position(|t| &t.target_id == driver.page().target_id())
-                        .unwrap_or(0);
+                    let current = driver.current_tab(&tabs);
                     let text = prompt::mask(
                         &prompt::render_view(n, max, &view, &tabs, current),
                         &self.job.secrets,
@@ -576,26 +572,32 @@ impl Run {
             return Step::End(End::Stopped);
         }
         Step::Result(match action {
-            Action::Goto { url } => d.goto(&url).await,
-            Action::Click { index } => d.click(index).await,
+            Action::Goto { url } => d.act(PageAction::Goto { url }).await,
+            Action::Click { index } => d.act(PageAction::Click { index }).await,
             Action::Type { index, text, submit } => {
-                let url = d.page().url().await.ok().flatten().unwrap_or_default();
+                let url = d.url().await;
                 match prompt::unmask(&text, &self.job.secrets, &url) {
-                    Ok(real) => d.type_text(index, &real, submit).await,
+                    Ok(text) => d.act(PageAction::Type { index, text, submit }).await,
                     Err(why) => Err(ActError::Model(why)),
                 }
             }
-            Action::SelectOption { index, option } => d.select_option(index, &option).await,
-            Action::Scroll { down, pages } => d.scroll(down, pages).await,
-            Action::PressKey { key } => d.press_key(&key).await,
-            Action::GoBack => d.go_back().await,
-            Action::SwitchTab { tab } => d.switch_tab(tab).await,
+            Action::SelectOption { index, option } => d.act(PageAction::SelectOption { index, option }).await,
+            Action::Scroll { down, pages } => d.act(PageAction::Scroll { down, pages }).await,
+            Action::PressKey { key } => d.act(PageAction::PressKey { key }).await,
+            Action::GoBack => d.act(PageAction::GoBack).await,
+            Action::SwitchTab { tab } => d.act(PageAction::SwitchTab { tab }).await,
             Action::UploadFile { index, file } => {
                 let found = self.job.files.iter().find(|(name, id, _)| {
                     *name == file || *id == file || file.ends_with(&format!("/{name}"))
                 });
                 match found {
-                    Some((_, _, path)) => d.upload(index, path).await,
+                    Some((_, _, path)) => {
+                        d.act(PageAction::Upload {
+                            index,
+                            path: path.clone(),
+                        })
+                        .await
+                    }
                     None => {
                         let names: Vec<&str> = self.job.files.iter().map(|f| f.0.as_str()).collect();
                         Err(ActError::Model(if names.is_empty() {
@@ -608,18 +610,18 @@ impl Run {
             }
             Action::Wait { seconds } => {
                 tokio::select! {
-                    e = d.wait(seconds) => Ok(e),
+                    e = d.act(PageAction::Wait { seconds }) => e,
                     () = stop.cancelled() => return Step::End(End::Stopped),
                 }
             }
-            Action::Hover { index } => d.hover(index).await,
-            Action::DragDrop { from, to } => d.drag_drop(from, to).await,
+            Action::Hover { index } => d.act(PageAction::Hover { index }).await,
+            Action::DragDrop { from, to } => d.act(PageAction::DragDrop { from, to }).await,
             Action::Screenshot { full_page } => match d.screenshot(full_page, false).await {
                 Ok(png) => {
                     let name = format!("screenshot-{}.png", self.started.elapsed().as_millis());
                     let saved = host.save_file(&name, &png).await;
                     *pending_shot = d.screenshot(false, true).await.ok();
-                    Ok(Effect {
+                    Ok(ActionResult {
                         navigated: false,
                         note: match saved {
                             Ok(()) => format!("saved {name}; you see it with the next view"),
@@ -633,7 +635,7 @@ impl Run {
                 Ok(pdf) => {
                     let name = format!("page-{}.pdf", self.started.elapsed().as_millis());
                     match host.save_file(&name, &pdf).await {
-                        Ok(()) => Ok(Effect {
+                        Ok(()) => Ok(ActionResult {
                             navigated: false,
                             note: format!("saved {name}"),
                         }),
@@ -713,7 +715,7 @@ impl Run {
 }
 
 enum Step {
-    Result(Result<Effect, ActError>),
+    Result(Result<ActionResult, ActError>),
     Text(String),
     End(End),
 }

@@ -47,7 +47,8 @@ pub struct SessionOptions {
 /// One tab of a session.
 #[derive(Debug, Clone)]
 pub struct Tab {
-    pub target_id: chromiumoxide::cdp::browser_protocol::target::TargetId,
+    /// The tab's DevTools target id.
+    pub target_id: String,
     pub title: String,
     pub url: String,
     /// The session's own first tab.
@@ -191,7 +192,7 @@ impl BrowserSession {
     }
 
     /// [`BrowserSession::goto`] in one of this session's tabs.
-    pub async fn goto_in(&self, page: &Page, raw: &str) -> Result<(), BrowserError> {
+    pub(crate) async fn goto_in(&self, page: &Page, raw: &str) -> Result<(), BrowserError> {
         let url = smoothd_core::request::normalize_url(raw).map_err(BrowserError::Navigation)?;
         if let Ok(parsed) = url::Url::parse(&url)
             && !allowed(&self.opts.allowed_urls, &parsed)
@@ -357,7 +358,7 @@ impl BrowserSession {
     }
 
     /// The session's first tab.
-    pub fn page(&self) -> &Page {
+    pub(crate) fn page(&self) -> &Page {
         &self.page
     }
 
@@ -383,7 +384,7 @@ impl BrowserSession {
             .filter(|t| t.r#type == "page" && t.browser_context_id == ctx)
             .map(|t| Tab {
                 main: &t.target_id == main,
-                target_id: t.target_id,
+                target_id: t.target_id.as_ref().to_string(),
                 title: t.title,
                 url: t.url,
             })
@@ -396,7 +397,7 @@ impl BrowserSession {
 
     /// Download starts anywhere in this browser (filter on the frame); they are reported once
     /// downloads are enabled for the context (`Browser.setDownloadBehavior` with events).
-    pub async fn download_events(
+    pub(crate) async fn download_events(
         &self,
     ) -> Result<
         chromiumoxide::listeners::EventStream<
@@ -412,14 +413,18 @@ impl BrowserSession {
     }
 
     /// The page object of one of this session's tabs.
-    pub async fn tab_page(&self, tab: &Tab) -> Result<Page, BrowserError> {
+    pub(crate) async fn tab_page(&self, tab: &Tab) -> Result<Page, BrowserError> {
         if tab.main {
             return Ok(self.page.clone());
         }
         let page = self
             .guard(
                 SCRIPT_TIMEOUT,
-                self.process.browser.get_page(tab.target_id.clone()),
+                self.process
+                    .browser
+                    .get_page(chromiumoxide::cdp::browser_protocol::target::TargetId::from(
+                        tab.target_id.clone(),
+                    )),
             )
             .await?
             .map_err(|e| self.fail(e))?;
@@ -428,7 +433,7 @@ impl BrowserSession {
 
     /// Runs a CDP call on this session's browser with a time limit; a dead browser ends it at
     /// once with [`BrowserError::Crashed`].
-    pub async fn cdp<T: chromiumoxide::Command>(
+    pub(crate) async fn cdp<T: chromiumoxide::Command>(
         &self,
         page: &Page,
         cmd: T,
@@ -438,8 +443,8 @@ impl BrowserSession {
         resp.map(|r| r.result).map_err(|e| self.fail(e))
     }
 
-    /// The browser's DevTools WebSocket address (for a second connection of the caller's own).
-    pub fn ws_url(&self) -> String {
+    /// The browser's DevTools WebSocket address (for a second connection of our own).
+    pub(crate) fn ws_url(&self) -> String {
         self.process.browser.websocket_address().clone()
     }
 

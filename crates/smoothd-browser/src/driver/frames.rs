@@ -4,7 +4,8 @@
 //! site, other origin) is reached through an isolated world created in that frame.
 //!
 //! chromiumoxide routes only page targets, so these calls go over a second DevTools connection
-//! of our own, opened the first time a page shows a cross-origin frame.
+//! of our own, opened the first time a page shows a cross-origin frame. Its failures are
+//! [`FrameError`]s; none of them is fatal to the task by itself.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +19,48 @@ use tokio_tungstenite::tungstenite::Message;
 
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
+/// Why a cross-origin frame could not be read or driven.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FrameError {
+    /// The browser's DevTools endpoint did not answer in time.
+    #[error("the browser's DevTools endpoint did not answer")]
+    ConnectTimeout,
+    /// The WebSocket to the DevTools endpoint could not be opened.
+    #[error("cannot connect to the browser's DevTools endpoint: {0}")]
+    Connect(String),
+    /// The connection ended (the browser went away).
+    #[error("the browser's DevTools connection closed")]
+    Closed,
+    /// A command had no answer in time.
+    #[error("{method} timed out after {secs} s")]
+    Timeout { method: String, secs: u64 },
+    /// Chromium answered a command with an error.
+    #[error("{0}")]
+    Cdp(String),
+    /// The frame's JavaScript threw.
+    #[error("the frame refused: {0}")]
+    Refused(String),
+    /// An answer lacked what it must carry (a session, a node's frame, a context).
+    #[error("{0}")]
+    Missing(&'static str),
+    /// The frame of the last view is no longer there.
+    #[error("the frame is gone; look at the new view")]
+    Gone,
+    /// Neither an attached target nor an isolated world reaches the frame.
+    #[error("the frame cannot be reached")]
+    Unreachable,
+    /// Past the number of frames read per view.
+    #[error("only the first {0} cross-origin frames are read")]
+    TooMany(usize),
+    /// The frame's view did not parse.
+    #[error("unreadable frame view: {0}")]
+    Unreadable(String),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, FrameError>>>>>;
 
 /// A DevTools connection of our own to the browser.
-pub struct RawCdp {
+pub(crate) struct RawCdp {
     next: AtomicU64,
     pending: Pending,
     /// Out-of-process frames attached to us: frame (target) id → session id.
@@ -40,11 +79,11 @@ impl Drop for RawCdp {
 
 impl RawCdp {
     /// Connects to the browser's DevTools WebSocket (`ws://…/devtools/browser/…`).
-    pub async fn connect(ws_url: &str) -> Result<Self, String> {
+    pub async fn connect(ws_url: &str) -> Result<Self, FrameError> {
         let (ws, _) = tokio::time::timeout(CONNECT_LIMIT, tokio_tungstenite::connect_async(ws_url))
             .await
-            .map_err(|_| "the browser's DevTools endpoint did not answer".to_string())?
-            .map_err(|e| format!("cannot connect to the browser's DevTools endpoint: {e}"))?;
+            .map_err(|_| FrameError::ConnectTimeout)?
+            .map_err(|e| FrameError::Connect(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
         let (out, mut rx) = mpsc::unbounded_channel::<String>();
         let writer = tokio::spawn(async move {
@@ -65,11 +104,12 @@ impl RawCdp {
                 };
                 if let Some(id) = v.get("id").and_then(Value::as_u64) {
                     let reply = match v.get("error") {
-                        Some(e) => Err(e
-                            .get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("CDP error")
-                            .to_string()),
+                        Some(e) => Err(FrameError::Cdp(
+                            e.get("message")
+                                .and_then(Value::as_str)
+                                .unwrap_or("CDP error")
+                                .to_string(),
+                        )),
                         None => Ok(v.get("result").cloned().unwrap_or(Value::Null)),
                     };
                     if let Some(tx) = lock(&p).remove(&id) {
@@ -98,7 +138,7 @@ impl RawCdp {
             }
             // The connection ended: fail whoever still waits.
             for (_, tx) in lock(&p).drain() {
-                let _ = tx.send(Err("the browser's DevTools connection closed".into()));
+                let _ = tx.send(Err(FrameError::Closed));
             }
         });
         Ok(Self {
@@ -118,7 +158,7 @@ impl RawCdp {
         method: &str,
         params: Value,
         limit: Duration,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, FrameError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut msg = json!({"id": id, "method": method, "params": params});
         if let Some(s) = session {
@@ -128,20 +168,23 @@ impl RawCdp {
         lock(&self.pending).insert(id, tx);
         if self.out.send(msg.to_string()).is_err() {
             lock(&self.pending).remove(&id);
-            return Err("the browser's DevTools connection closed".into());
+            return Err(FrameError::Closed);
         }
         match tokio::time::timeout(limit, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the browser's DevTools connection closed".into()),
+            Ok(Err(_)) => Err(FrameError::Closed),
             Err(_) => {
                 lock(&self.pending).remove(&id);
-                Err(format!("{method} timed out after {} s", limit.as_secs()))
+                Err(FrameError::Timeout {
+                    method: method.to_string(),
+                    secs: limit.as_secs(),
+                })
             }
         }
     }
 
     /// Attaches to a page target and asks for its out-of-process frames; returns the session.
-    pub async fn attach_page(&self, target_id: &str, limit: Duration) -> Result<String, String> {
+    pub async fn attach_page(&self, target_id: &str, limit: Duration) -> Result<String, FrameError> {
         let r = self
             .call(
                 None,
@@ -152,7 +195,7 @@ impl RawCdp {
             .await?;
         let session = r["sessionId"]
             .as_str()
-            .ok_or("Target.attachToTarget gave no session")?
+            .ok_or(FrameError::Missing("Target.attachToTarget gave no session"))?
             .to_string();
         self.call(
             Some(&session),
@@ -176,7 +219,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Where a cross-origin frame's JavaScript runs.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Route {
+pub(crate) enum Route {
     /// The main world of an out-of-process frame's own target.
     Session(String),
     /// An isolated world in an in-process frame, on the page's session.
@@ -192,13 +235,13 @@ impl Route {
 }
 
 /// Evaluates `expr` through `route`; `by_value` false returns the remote object id instead.
-pub async fn evaluate(
+pub(crate) async fn evaluate(
     cdp: &RawCdp,
     route: &Route,
     expr: &str,
     by_value: bool,
     limit: Duration,
-) -> Result<Value, String> {
+) -> Result<Value, FrameError> {
     let mut params = json!({
         "expression": expr,
         "returnByValue": by_value,
@@ -216,7 +259,7 @@ pub async fn evaluate(
             .as_str()
             .or_else(|| ex["text"].as_str())
             .unwrap_or("an exception");
-        return Err(format!("the frame refused: {msg}"));
+        return Err(FrameError::Refused(msg.to_string()));
     }
     if by_value {
         Ok(r["result"]["value"].clone())

@@ -1,7 +1,8 @@
-// smoothd's page helper, installed once per document (idempotent). It builds the compact page
-// view the model reads and carries out element actions by index. The view is rebuilt only when
-// something changed (a mutation counter, the URL, the scroll position and the viewport make the
-// key). See docs/agent-protocol.md for the format.
+// smoothd's page helper, installed once per document (idempotent) in an isolated world of its
+// own, so the page sees neither `window.__smoothd` nor the DOM calls it makes. It builds the
+// compact page view the model reads and carries out element actions by index. The view is
+// rebuilt only when something changed (a mutation counter, the URL, the scroll position and the
+// viewport make the key). See docs/agent-protocol.md for the format.
 (() => {
   if (window.__smoothd) return;
   const S = (window.__smoothd = { els: [], xels: [], base: 0, prev: new WeakSet(), mut: 0, key: '' });
@@ -334,6 +335,13 @@
 
   S.element = (i) => { const [el, err] = get(i); if (err) throw new Error(err); return el; };
 
+  // Timers the page's own scripts have made in this document. A window's timer ids are shared
+  // by all its worlds and handed out in sequence, so our next id, less the timers we made, tells
+  // without touching the page's functions.
+  let own = 0;
+  const later = (f, ms) => { own++; return setTimeout(f, ms); };
+  S.pageTimers = () => later(() => {}, 0) - own;
+
   // Resolves when the DOM has been quiet for `quiet` ms, or after `max` ms.
   S.settle = (quiet, max) => new Promise((res) => {
     const start = performance.now();
@@ -341,10 +349,9 @@
     const tick = () => {
       const now = performance.now();
       if (S.mut !== last) { last = S.mut; lastChange = now; }
-      const timers = window.__smoothdPending || 0;  // short timers the page set (timers.js)
-      if ((now - lastChange >= quiet && timers <= 0) || now - start >= max) return res(Math.round(now - start));
-      setTimeout(tick, 10);
+      if (now - lastChange >= quiet || now - start >= max) return res(Math.round(now - start));
+      later(tick, 10);
     };
-    setTimeout(tick, 10);
+    later(tick, 10);
   });
 })();
