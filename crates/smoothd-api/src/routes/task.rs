@@ -146,8 +146,8 @@ pub(crate) async fn check_capacity(state: &AppState, owner: &Owner) -> ApiResult
 #[utoipa::path(post, path = "/task", tag = "task", request_body = TaskRequest,
     responses(
         (status = 200, description = "Accepted; the task is waiting", body = Envelope<TaskResponse>),
-        (status = 400, description = "Malformed JSON, or an unknown file, extension or profile id", body = ErrorBody),
         ApiJson<TaskRequest>, Owner,
+        (status = 400, description = "Malformed JSON, or an unknown file, extension or profile id", body = ErrorBody),
         (status = 429, description = "Rate limit or per-key concurrency limit (`max_running_per_key`) reached; see `Retry-After`",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
