@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// A JSON body parsed into `T`, at most `max_body_bytes` long. The content type is not
+/// A JSON object body parsed into `T`, at most `max_body_bytes` long. The content type is not
 /// checked: clients that send JSON without one have always been served.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
@@ -32,6 +32,19 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             return Err(ApiError::bad_request(
                 "body: expected a JSON object, got an empty body",
             ));
+        }
+        // Every body is a JSON object; serde would also read a struct from an array.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "body: must be a JSON object",
+                ));
+            }
+            _ => {
+                return Err(ApiError::bad_request("body: not valid JSON"));
+            }
         }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {

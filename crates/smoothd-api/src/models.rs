@@ -440,7 +440,14 @@ pub struct EventRequest {
 /// `PUT /v1/task/{id}` (deprecated) body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ToolResponseRequest {
+    #[serde(deserialize_with = "object")]
     pub tool_response: ToolResponse,
+}
+
+/// A struct read from a JSON object only (serde alone would also read one from an array).
+fn object<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let map = Map::<String, Value>::deserialize(d)?;
+    serde_json::from_value(Value::Object(map)).map_err(serde::de::Error::custom)
 }
 
 /// The answer to a `tool_call` event.
