@@ -71,3 +71,46 @@ impl FromRequestParts<AppState> for Unmetered {
         authenticate(parts, state).await.map(Unmetered)
     }
 }
+
+/// What extracting an [`Owner`] may answer instead of running the handler.
+impl utoipa::IntoResponses for Owner {
+    fn responses()
+    -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        let mut r = crate::error::error_responses(&[
+            ("401", "Missing, invalid or revoked `apikey`"),
+            ("503", "The database is unreachable; retry shortly"),
+        ]);
+        r.extend(rate_limited());
+        r
+    }
+}
+
+/// What extracting an [`Unmetered`] owner may answer instead of running the handler.
+impl utoipa::IntoResponses for Unmetered {
+    fn responses()
+    -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        crate::error::error_responses(&[
+            ("401", "Missing, invalid or revoked `apikey`"),
+            ("503", "The database is unreachable; retry shortly"),
+        ])
+    }
+}
+
+/// The 429 of the rate limit, with its `Retry-After` header.
+fn rate_limited()
+-> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::header::HeaderBuilder;
+    let mut r = crate::error::error_responses(&[(
+        "429",
+        "This key's request rate limit (`rate_limit_per_minute`) is reached; see `Retry-After`",
+    )]);
+    if let Some(RefOr::T(resp)) = r.get_mut("429") {
+        let header = HeaderBuilder::new()
+            .schema(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Integer))
+            .description(Some("Seconds to wait"))
+            .build();
+        resp.headers.insert("Retry-After".to_string(), header);
+    }
+    r
+}

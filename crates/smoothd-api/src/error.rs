@@ -96,5 +96,27 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// OpenAPI responses with the `{"detail": ...}` body, for `(status, description)` pairs:
+/// what the extractors' [`utoipa::IntoResponses`] impls document.
+pub fn error_responses(
+    list: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    list.iter()
+        .map(|(status, description)| {
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build();
+            ((*status).to_string(), response.into())
+        })
+        .collect()
+}
+
 /// Results of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -3,9 +3,9 @@
 //! OpenAPI document. It talks only to the store; it never runs a browser.
 
 mod auth;
-mod body;
 mod dashboard;
 mod error;
+mod extract;
 pub mod limits;
 pub mod links;
 mod mcp;

@@ -2,11 +2,12 @@
 //! document describes; request bodies are validated by `smoothd_core` for field-naming errors.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use smoothd_core::event::Event;
 use smoothd_store::{ExtensionRow, ProfileRow, TaskRow};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
+use crate::error::ApiError;
 use crate::links::Links;
 
 /// Every success body: `{"r": payload}`.
@@ -53,8 +54,8 @@ pub struct TaskResponse {
     pub id: String,
     /// waiting, running, done, failed or cancelled.
     pub status: String,
-    /// The result; matches `response_model` when one was given.
-    #[schema(value_type = Object)]
+    /// The result (any JSON; null until there is one); matches `response_model` when one
+    /// was given.
     pub output: Value,
     /// Why the task failed.
     pub error: Option<String>,
@@ -127,64 +128,210 @@ impl TaskResponse {
 
 /// Which agent runs a task (Smooth's enum): `smooth-lite` runs on the server's lite model
 /// (`llm_lite_model`), or on the default model when none is configured.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
-#[allow(dead_code)]
 pub enum AgentName {
     Smooth,
     SmoothLite,
 }
 
-/// `POST /v1/task` body. Unknown extra fields are accepted and ignored.
-#[derive(Debug, Deserialize, ToSchema)]
-#[expect(dead_code, reason = "an OpenAPI mirror of what the handler parses by hand")]
+/// Browser size and kind.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceName {
+    Desktop,
+    DesktopLg,
+    Mobile,
+}
+
+/// `POST /v1/task` body: parsed into this type (wrong types answer 422 naming the field),
+/// then validated by `smoothd_core::TaskSpec` (URLs, proxies, certificates, tools, schemas).
+/// Unknown extra fields are accepted and ignored; null is the same as absent.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct TaskRequest {
-    /// The instruction; null opens an interactive session.
+    /// The instruction; null opens an interactive session. Not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 100000,
+        pattern = r"[^\t\n\x0B\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
     /// A JSON schema the output must match.
-    #[schema(value_type = Option<Object>)]
-    pub response_model: Option<Value>,
-    /// Start page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_model: Option<Map<String, Value>>,
+    /// Start page (http or https; the scheme may be left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Up to 16 variables (string, number or boolean; strings up to 2048 characters).
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Value>,
+    #[schema(schema_with = metadata_schema)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
     /// Uploaded file ids.
-    pub files: Option<Vec<String>>,
+    #[schema(max_items = 100, inline)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<NonEmpty>>,
     /// "smooth" (default) or "smooth-lite" (the server's lite model, `llm_lite_model`).
-    #[schema(value_type = Option<AgentName>)]
-    pub agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentName>,
     /// 2..=128, default 32.
-    pub max_steps: Option<i64>,
+    #[schema(schema_with = max_steps_schema)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<Integer>,
     /// desktop (default), desktop-lg or mobile.
-    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceName>,
     /// Wildcard URL patterns the browser may visit.
-    pub allowed_urls: Option<Vec<String>>,
+    #[schema(max_items = 100, inline)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_urls: Option<Vec<NonEmpty>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enable_recording: Option<bool>,
+    /// 1-128 characters of A-Z a-z 0-9 . _ -
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub profile_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub profile_read_only: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub use_stealth: Option<bool>,
+    /// `host:port`, `scheme://user:pass@host:port`, or "self" (the SDK's tunnel, sessions only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_password: Option<String>,
     /// `[{file: base64 .p12, password, filters}]`.
     #[schema(value_type = Option<Vec<Object>>)]
-    pub certificates: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Vec<Map<String, Value>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub use_adblock: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub use_captcha_solver: Option<bool>,
     /// `{tool_name: options or null}`: screenshot, hover, print_page, drag_drop.
     #[schema(value_type = Option<Object>)]
-    pub additional_tools: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub additional_tools: Option<Map<String, Value>>,
     /// `[{name, description, inputs, output}]`.
     #[schema(value_type = Option<Vec<Object>>)]
-    pub custom_tools: Option<Vec<Value>>,
-    #[schema(value_type = Option<Object>)]
-    pub experimental_features: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_tools: Option<Vec<Map<String, Value>>>,
+    /// `webhook_url`, `webhook_steps` and other opt-in features.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experimental_features: Option<Map<String, Value>>,
     /// Uploaded extension ids.
-    pub extensions: Option<Vec<String>>,
+    #[schema(max_items = 100, inline)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<NonEmpty>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub show_cursor: Option<bool>,
     /// Deprecated mirror of `profile_id`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+}
+
+impl TaskRequest {
+    /// Parses a JSON value (the MCP tools' arguments) as a request; 422 names the field.
+    pub fn from_value(body: &Value) -> Result<Self, ApiError> {
+        serde_path_to_error::deserialize(body).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_string() } else { path };
+            ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{field}: {}", e.into_inner()),
+            )
+        })
+    }
+
+    /// The request as core validates it.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Map::new()))
+    }
+}
+
+/// `max_steps`: an integer in 2..=128, or null.
+fn max_steps_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::SchemaType;
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            utoipa::openapi::Type::Integer,
+            utoipa::openapi::Type::Null,
+        ]))
+        .minimum(Some(2))
+        .maximum(Some(128))
+        .description(Some("2..=128, default 32."))
+        .build()
+}
+
+/// `metadata`: at most 16 variables.
+fn metadata_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::new(
+            utoipa::openapi::Type::Object,
+        ))
+        .max_properties(Some(16))
+        .build()
+}
+
+/// A JSON Schema `integer`: any JSON number with no fractional part (`5` or `5.0`) that fits
+/// an i64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Integer(pub i64);
+
+impl<'de> Deserialize<'de> for Integer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let n = serde_json::Number::deserialize(d)?;
+        if let Some(i) = n.as_i64() {
+            return Ok(Self(i));
+        }
+        match n.as_f64() {
+            // i64::MAX as f64 rounds up to 2^63, so the upper bound is exclusive.
+            Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => Ok(Self(f as i64)),
+            _ => Err(D::Error::custom(format!(
+                "expected an integer that fits 64 bits, got {n}"
+            ))),
+        }
+    }
+}
+
+impl utoipa::PartialSchema for Integer {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        i64::schema()
+    }
+}
+
+impl ToSchema for Integer {}
+
+/// A non-empty string (an id or a pattern in a list).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub struct NonEmpty(String);
+
+impl utoipa::PartialSchema for NonEmpty {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .into()
+    }
+}
+
+impl ToSchema for NonEmpty {}
+
+impl TryFrom<String> for NonEmpty {
+    type Error = &'static str;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.is_empty() {
+            Err("must be a non-empty string")
+        } else {
+            Ok(Self(s))
+        }
+    }
 }
 
 /// `{"id": ...}` answers.
@@ -195,9 +342,9 @@ pub struct IdResponse {
 
 /// `POST /v1/profile` body.
 #[derive(Debug, Deserialize, ToSchema)]
-#[expect(dead_code, reason = "an OpenAPI mirror of what the handler parses by hand")]
 pub struct ProfileRequest {
     /// 1-128 characters of A-Z a-z 0-9 . _ -; generated when absent.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
 }
 
@@ -245,18 +392,25 @@ impl From<&ExtensionRow> for ExtensionResponse {
     }
 }
 
-/// `POST /v1/browser/session` (deprecated) body.
+/// `POST /v1/browser/session` (deprecated) body: the fields it passes on to a session's
+/// [`TaskRequest`], validated the same way.
 #[derive(Debug, Deserialize, ToSchema)]
-#[expect(dead_code, reason = "an OpenAPI mirror of what the handler parses by hand")]
 pub struct BrowserSessionRequest {
+    /// An existing profile; a new one is created when absent.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub profile_id: Option<String>,
+    /// Deprecated mirror of `profile_id`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
+    pub session_id: Option<String>,
+    /// Accepted and ignored: every session has a live view.
     pub live_view: Option<bool>,
-    pub device: Option<String>,
+    pub device: Option<DeviceName>,
     pub url: Option<String>,
     pub proxy_server: Option<String>,
     pub proxy_username: Option<String>,
     pub proxy_password: Option<String>,
-    pub extensions: Option<Vec<String>>,
+    #[schema(max_items = 100, inline)]
+    pub extensions: Option<Vec<NonEmpty>>,
     pub use_stealth: Option<bool>,
 }
 
@@ -267,4 +421,65 @@ pub struct BrowserSessionResponse {
     /// The session's task id.
     pub live_id: String,
     pub live_url: Option<String>,
+}
+
+/// `POST /v1/task/{id}/event` body (other fields, such as `timestamp`, are ignored: the
+/// server stamps events).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EventRequest {
+    /// Matches the request to its answer; generated when absent.
+    #[schema(min_length = 1, max_length = 128)]
+    pub id: Option<String>,
+    /// `browser_action`, `session_action` or `tool_call`.
+    #[schema(min_length = 1, max_length = 64)]
+    pub name: String,
+    /// `{name, input}` for actions; `{code, output}` for answers.
+    pub payload: Map<String, Value>,
+}
+
+/// `PUT /v1/task/{id}` (deprecated) body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ToolResponseRequest {
+    #[serde(deserialize_with = "object")]
+    pub tool_response: ToolResponse,
+}
+
+/// A struct read from a JSON object only (serde alone would also read one from an array).
+fn object<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let map = Map::<String, Value>::deserialize(d)?;
+    serde_json::from_value(Value::Object(map)).map_err(serde::de::Error::custom)
+}
+
+/// The answer to a `tool_call` event.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ToolResponse {
+    /// The tool call's event id.
+    pub id: String,
+    /// 200 = result, 400 = an error the agent may fix, 500 = internal error; default 200.
+    #[schema(inline)]
+    pub code: Option<Integer>,
+    /// The result or error text.
+    pub output: Option<Value>,
+}
+
+/// `GET /v1/task` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only tasks created before this time: epoch seconds, or milliseconds (e.g. the last
+    /// item's `created_at_ms`) for lossless paging.
+    pub t: Option<i64>,
+    /// Page size, 1..=128, default 32.
+    #[param(minimum = 1, maximum = 128)]
+    pub l: Option<i64>,
+}
+
+/// `GET /v1/task/{id}` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TaskQuery {
+    /// Return events with timestamp > event_t (ms).
+    pub event_t: Option<i64>,
+    /// Include downloads_url.
+    pub downloads: Option<bool>,
 }

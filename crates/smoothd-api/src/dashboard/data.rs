@@ -2,7 +2,7 @@
 //! filtered task list (keyset-paged), one task with everything its page shows, the trace
 //! export, files, and health from the same numbers as `/metrics`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,8 +13,8 @@ use smoothd_store::{TaskFilter, TaskRow};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiQuery;
 use crate::models::TaskResponse;
-use crate::routes::{RawQuery, query_i64};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -81,21 +81,33 @@ pub(crate) async fn summaries(state: &AppState, rows: &[TaskRow]) -> ApiResult<V
         .collect())
 }
 
+/// The task list's query string; a malformed value answers 422 naming its parameter.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct ListQuery {
+    status: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    q: Option<String>,
+    after: Option<String>,
+    l: Option<i64>,
+}
+
 /// `GET /dashboard/api/tasks?status=&since=&until=&q=&after=&l=`: newest first; `next` is the
 /// cursor of the following page (`created_ms:id`), or null at the end.
 async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<RawQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let owner = super::require(&state, &headers).await?;
-    let limit = query_i64(&q, "l")?.unwrap_or(50);
+    let limit = q.l.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(unprocessable(format!(
             "l: must be between 1 and 200, got {limit}"
         )));
     }
-    let status = match q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(s) if STATUSES.contains(&s) => Some(s.to_string()),
         Some(s) => {
@@ -105,7 +117,7 @@ async fn list(
             )));
         }
     };
-    let after = match q.get("after").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    let after = match q.after.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(c) => {
             let parsed = c
@@ -115,14 +127,17 @@ async fn list(
             Some(parsed.ok_or_else(|| unprocessable(format!("after: not a cursor from `next`, got {c:?}")))?)
         }
     };
-    let text = q.get("q").map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let text =
+        q.q.as_deref()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
     if text.as_ref().is_some_and(|t| t.chars().count() > 200) {
         return Err(unprocessable("q: at most 200 characters".into()));
     }
     let filter = TaskFilter {
         status,
-        since_ms: query_i64(&q, "since")?,
-        until_ms: query_i64(&q, "until")?,
+        since_ms: q.since,
+        until_ms: q.until,
         text,
         after,
     };

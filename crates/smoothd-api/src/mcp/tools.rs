@@ -18,7 +18,7 @@ use super::component_schema;
 use crate::AppState;
 use crate::auth::Owner;
 use crate::error::ApiError;
-use crate::models::{TaskEvent, TaskResponse};
+use crate::models::{TaskEvent, TaskRequest, TaskResponse};
 use crate::routes::task::{append_client_event, submit, validate_request};
 
 /// What a tool answers: a JSON result, or an error text for the model.
@@ -191,9 +191,8 @@ pub(super) async fn call(
         "open_session" => {
             let mut body = args;
             body.insert("task".into(), Value::Null);
-            let spec = validate_request(state, owner, &Value::Object(body))
-                .await
-                .map_err(api_err)?;
+            let request = TaskRequest::from_value(&Value::Object(body)).map_err(api_err)?;
+            let spec = validate_request(state, owner, &request).await.map_err(api_err)?;
             let row = submit(state, owner, spec).await.map_err(api_err)?;
             Ok(json!({"session_id": row.id, "live_url": state.links.live_url(&row)}))
         }
@@ -303,8 +302,8 @@ async fn run_task(
     args: Map<String, Value>,
     ctx: &RequestContext<RoleServer>,
 ) -> ToolResult {
-    let body = Value::Object(args);
-    let spec = validate_request(state, owner, &body).await.map_err(api_err)?;
+    let request = TaskRequest::from_value(&Value::Object(args)).map_err(api_err)?;
+    let spec = validate_request(state, owner, &request).await.map_err(api_err)?;
     if spec.is_session() {
         return Err("task: required string (use open_session for a session)".into());
     }

@@ -3,16 +3,18 @@
 //! can seek; other range forms get the whole file, as RFC 9110 allows.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{RawQuery, query_i64};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery};
 use crate::links::LinkError;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -52,13 +54,22 @@ fn parse_range(header: Option<&str>, size: u64) -> Wanted {
     }
 }
 
+/// `GET /artifacts/{id}/{name}` query: the link's signature.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SignedQuery {
+    /// Epoch seconds after which the link stops working.
+    expires: i64,
+    /// HMAC of the id and expiry.
+    signature: String,
+}
+
 /// Download an artifact through a signed link.
 #[utoipa::path(get, path = "/artifacts/{id}/{name}", tag = "artifacts", security(()),
     params(
         ("id" = String, Path, description = "Artifact id"),
         ("name" = String, Path, description = "File name (informative)"),
-        ("expires" = i64, Query, description = "Epoch seconds after which the link stops working"),
-        ("signature" = String, Query, description = "HMAC of the id and expiry"),
+        SignedQuery,
     ),
     responses(
         (status = 200, description = "The file"),
@@ -66,22 +77,16 @@ fn parse_range(header: Option<&str>, size: u64) -> Wanted {
         (status = 403, description = "Bad signature or expired link", body = crate::models::ErrorBody),
         (status = 404, description = "Deleted (retention passed)", body = crate::models::ErrorBody),
         (status = 416, description = "Range outside the file", body = crate::models::ErrorBody),
+        (status = 503, description = "The database is unreachable; retry shortly", body = crate::models::ErrorBody),
+        ApiPath<(String, String)>, ApiQuery<SignedQuery>,
     ))]
 async fn get_artifact(
     State(state): State<AppState>,
-    Path((id, _name)): Path<(String, String)>,
-    Query(q): Query<RawQuery>,
+    ApiPath((id, _name)): ApiPath<(String, String)>,
+    ApiQuery(SignedQuery { expires, signature }): ApiQuery<SignedQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let expires = query_i64(&q, "expires")?
-        .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "expires: required (use the link as given)"))?;
-    let signature = q.get("signature").ok_or_else(|| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "signature: required (use the link as given)",
-        )
-    })?;
-    match state.links.verify(&id, expires, signature) {
+    match state.links.verify(&id, expires, &signature) {
         Ok(()) => {}
         Err(LinkError::BadSignature) => {
             return Err(ApiError::new(

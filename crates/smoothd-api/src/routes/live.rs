@@ -6,38 +6,56 @@
 
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
 use serde_json::json;
 use smoothd_core::ids::same_secret;
 use smoothd_store::TaskRow;
 use tokio_tungstenite::tungstenite::Message as Upstream;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{RawQuery, query_bool};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery};
 
 const PAGE: &str = include_str!("live.html");
 
 /// How long a viewer waits for a worker to pick the task up and start its stream.
 const START_WAIT: Duration = Duration::from_secs(60);
 
+/// The page is documented; its WebSocket is served but left out of the OpenAPI document,
+/// which cannot describe a WebSocket protocol (a plain GET of it is refused with 400).
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(live_page))
-        .routes(routes!(live_socket))
+        .route("/live/{id}/ws", axum::routing::get(live_socket))
+}
+
+/// `GET /live/{id}` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LiveQuery {
+    /// The task's live token (part of `live_url`).
+    token: String,
+    /// Forward the viewer's mouse and keyboard (default false).
+    interactive: Option<bool>,
+    /// No toolbar, for an iframe (the page reads it).
+    #[expect(
+        dead_code,
+        reason = "read by the page's script, parsed here so a bad value is refused"
+    )]
+    embed: Option<bool>,
 }
 
 /// The task, if `token` is its live token and it is still waiting or running.
-async fn live_task(state: &AppState, id: &str, q: &RawQuery) -> ApiResult<TaskRow> {
-    let token = q
-        .get("token")
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "token: required"))?;
+async fn live_task(state: &AppState, id: &str, token: &str) -> ApiResult<TaskRow> {
     let task = state
         .store
         .get_task_unscoped(id)
@@ -55,25 +73,20 @@ async fn live_task(state: &AppState, id: &str, q: &RawQuery) -> ApiResult<TaskRo
 
 /// The live view of a task: its browser as it is, the current URL and the latest step.
 #[utoipa::path(get, path = "/live/{id}", tag = "live", security(()),
-    params(
-        ("id" = String, Path, description = "Task id"),
-        ("token" = String, Query, description = "The task's live token (part of `live_url`)"),
-        ("interactive" = Option<bool>, Query, description = "Forward the viewer's mouse and keyboard (default false)"),
-        ("embed" = Option<bool>, Query, description = "No toolbar, for an iframe"),
-    ),
+    params(("id" = String, Path, description = "Task id"), LiveQuery),
     responses(
-        (status = 200, description = "The page", content_type = "text/html"),
+        (status = 200, description = "The page; its WebSocket is `/live/{id}/ws` with the same query", content_type = "text/html"),
         (status = 404, description = "Unknown task or wrong token", body = crate::models::ErrorBody),
         (status = 410, description = "The task has ended", body = crate::models::ErrorBody),
+        (status = 503, description = "The database is unreachable; retry shortly", body = crate::models::ErrorBody),
+        ApiPath<String>, ApiQuery<LiveQuery>,
     ))]
 async fn live_page(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<RawQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LiveQuery>,
 ) -> ApiResult<Response> {
-    query_bool(&q, "interactive")?;
-    query_bool(&q, "embed")?;
-    live_task(&state, &id, &q).await?;
+    live_task(&state, &id, &q.token).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -85,27 +98,18 @@ async fn live_page(
         .into_response())
 }
 
-/// The live view's WebSocket: JPEG frames (binary) and `{"type": "meta"|"waiting"|"ended"|
-/// "error"}` text out; viewer input (`{"type": "mouse"|"wheel"|"key", ...}`) in.
-#[utoipa::path(get, path = "/live/{id}/ws", tag = "live", security(()),
-    params(
-        ("id" = String, Path, description = "Task id"),
-        ("token" = String, Query, description = "The task's live token"),
-        ("interactive" = Option<bool>, Query, description = "Accept input (default false)"),
-    ),
-    responses(
-        (status = 101, description = "WebSocket"),
-        (status = 404, body = crate::models::ErrorBody),
-        (status = 410, body = crate::models::ErrorBody),
-    ))]
+/// The live view's WebSocket (query as the page's): JPEG frames (binary) and
+/// `{"type": "meta"|"waiting"|"ended"|"error"}` text out; viewer input
+/// (`{"type": "mouse"|"wheel"|"key", ...}`) in.
 async fn live_socket(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<RawQuery>,
-    ws: WebSocketUpgrade,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LiveQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let interactive = query_bool(&q, "interactive")?.unwrap_or(false);
-    let task = live_task(&state, &id, &q).await?;
+    let ws = ws.map_err(|e| ApiError::new(e.status(), format!("upgrade: {}", e.body_text())))?;
+    let task = live_task(&state, &id, &q.token).await?;
+    let interactive = q.interactive.unwrap_or(false);
     Ok(ws.on_upgrade(move |socket| relay(state, task, interactive, socket)))
 }
 

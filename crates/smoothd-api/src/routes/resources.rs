@@ -1,21 +1,20 @@
 //! Profiles, uploaded files and extensions: all scoped to the calling key.
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use bytes::{Bytes, BytesMut};
-use serde_json::{Value, json};
 use smoothd_core::ids;
 use smoothd_core::time::now_ms;
 use smoothd_store::{ExtensionRow, FileRow, StoreError};
+use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::Owner;
-use crate::body::json_body;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
 use crate::models::{Envelope, ErrorBody, ExtensionResponse, IdResponse, ProfileRequest, ProfileResponse};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -34,13 +33,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, body = Envelope<ProfileResponse>),
         (status = 409, description = "A profile with this id exists", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        ApiJson<ProfileRequest>, Owner,
     ))]
-async fn create_profile(State(state): State<AppState>, owner: Owner, body: Body) -> ApiResult<Json<Value>> {
-    let body = json_body(body, state.config.max_body_bytes).await?;
-    let id = match body.get("id") {
-        None | Some(Value::Null) => ids::profile_id(),
-        Some(Value::String(s)) if ids::is_valid_client_id(s) => s.clone(),
+async fn create_profile(
+    State(state): State<AppState>,
+    owner: Owner,
+    ApiJson(body): ApiJson<ProfileRequest>,
+) -> ApiResult<Json<Envelope<ProfileResponse>>> {
+    let id = match body.id {
+        None => ids::profile_id(),
+        Some(s) if ids::is_valid_client_id(&s) => s,
         Some(_) => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -55,26 +57,32 @@ async fn create_profile(State(state): State<AppState>, owner: Owner, body: Body)
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(Json(json!({"r": ProfileResponse::from(&row)})))
+    Ok(Json(Envelope {
+        r: ProfileResponse::from(&row),
+    }))
 }
 
 /// The caller's profiles, newest first.
-#[utoipa::path(get, path = "/profile", tag = "profile", responses((status = 200, body = Envelope<Vec<ProfileResponse>>)))]
-async fn list_profiles(State(state): State<AppState>, owner: Owner) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/profile", tag = "profile",
+    responses((status = 200, body = Envelope<Vec<ProfileResponse>>), Owner))]
+async fn list_profiles(
+    State(state): State<AppState>,
+    owner: Owner,
+) -> ApiResult<Json<Envelope<Vec<ProfileResponse>>>> {
     let rows = state.store.list_profiles(&owner.id).await?;
-    let items: Vec<ProfileResponse> = rows.iter().map(ProfileResponse::from).collect();
-    Ok(Json(json!({"r": items})))
+    let r = rows.iter().map(ProfileResponse::from).collect();
+    Ok(Json(Envelope { r }))
 }
 
 /// Delete a profile and its stored browser state.
 #[utoipa::path(delete, path = "/profile/{id}", tag = "profile",
     params(("id" = String, Path, description = "Profile id")),
-    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody), ApiPath<String>, Owner))]
 async fn delete_profile(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Envelope<bool>>> {
     match state.store.delete_profile(&owner.id, &id).await? {
         None => Err(ApiError::not_found("profile", &id)),
         Some(key) => {
@@ -83,21 +91,64 @@ async fn delete_profile(
             {
                 tracing::warn!(profile = %id, error = %e, "could not delete a profile's bytes");
             }
-            Ok(Json(json!({"r": true})))
+            Ok(Json(Envelope { r: true }))
         }
     }
 }
 
-/// One uploaded part.
-struct Upload {
+/// A multipart upload: a `file` part (with a file name) and an optional `file_purpose`;
+/// other parts are refused.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadForm {
+    /// The file.
+    #[schema(value_type = String, format = Binary)]
+    file: Bytes,
+    /// The `file` part's file name, without folders.
+    #[schema(ignore)]
     file_name: String,
-    bytes: Bytes,
-    purpose: Option<String>,
+    /// What the file is for (files only), up to 1024 characters.
+    #[schema(max_length = 1024)]
+    file_purpose: Option<String>,
+}
+
+impl FromRequest<AppState> for UploadForm {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let mp = Multipart::from_request(req, state).await.map_err(|e| {
+            ApiError::bad_request(format!(
+                "body: expected a multipart/form-data upload ({})",
+                e.body_text()
+            ))
+        })?;
+        read_upload(mp, state.config.max_upload_bytes).await
+    }
+}
+
+/// What reading an upload may answer instead of running the handler.
+impl IntoResponses for UploadForm {
+    fn responses()
+    -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        crate::error::error_responses(&[
+            ("400", "Not a multipart/form-data upload"),
+            ("413", "The file is larger than `max_upload_bytes`"),
+            (
+                "422",
+                "No `file` part, a `file` part without a file name, a `file_purpose` over 1024 characters, or another part",
+            ),
+        ])
+    }
+}
+
+/// Whether the part `name` was already read.
+fn seen(name: &str, file: bool, purpose: bool) -> bool {
+    if name == "file" { file } else { purpose }
 }
 
 /// Reads a multipart upload with a `file` part (and optional `file_purpose`), refusing more
 /// than `limit` bytes.
-async fn read_upload(mut mp: Multipart, limit: usize) -> ApiResult<Upload> {
+async fn read_upload(mut mp: Multipart, limit: usize) -> ApiResult<UploadForm> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -115,6 +166,12 @@ async fn read_upload(mut mp: Multipart, limit: usize) -> ApiResult<Upload> {
     let mut purpose = None;
     while let Some(mut field) = mp.next_field().await.map_err(bad)? {
         match field.name() {
+            Some(name @ ("file" | "file_purpose")) if seen(name, file.is_some(), purpose.is_some()) => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{name}: given more than once"),
+                ));
+            }
             Some("file") => {
                 let name = field
                     .file_name()
@@ -145,37 +202,48 @@ async fn read_upload(mut mp: Multipart, limit: usize) -> ApiResult<Upload> {
                 }
                 purpose = Some(text);
             }
-            _ => {}
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "{}: unknown part; an upload has `file` and an optional `file_purpose`",
+                        other.unwrap_or("(unnamed)")
+                    ),
+                ));
+            }
         }
     }
     let (file_name, bytes) =
         file.ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "file: required multipart part"))?;
-    Ok(Upload {
+    Ok(UploadForm {
+        file: bytes,
         file_name,
-        bytes,
-        purpose,
+        file_purpose: purpose,
     })
 }
 
 /// Upload a file the agent can use (`files` in a task).
 #[utoipa::path(post, path = "/file", tag = "file",
-    request_body(content_type = "multipart/form-data", description = "`file` (the file) and optional `file_purpose` (text)"),
+    request_body(content_type = "multipart/form-data", content = UploadForm),
     responses(
         (status = 200, body = Envelope<IdResponse>),
-        (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        UploadForm, Owner,
     ))]
-async fn upload_file(State(state): State<AppState>, owner: Owner, mp: Multipart) -> ApiResult<Json<Value>> {
-    let up = read_upload(mp, state.config.max_upload_bytes).await?;
+async fn upload_file(
+    State(state): State<AppState>,
+    owner: Owner,
+    mp: UploadForm,
+) -> ApiResult<Json<Envelope<IdResponse>>> {
+    let up = mp;
     let id = ids::file_id();
     let key = format!("files/{}/{id}", owner.id);
-    let size = i64::try_from(up.bytes.len()).unwrap_or(i64::MAX);
-    state.blobs.put(&key, up.bytes).await?;
+    let size = i64::try_from(up.file.len()).unwrap_or(i64::MAX);
+    state.blobs.put(&key, up.file).await?;
     let row = FileRow {
         id: id.clone(),
         owner: owner.id.clone(),
         name: up.file_name,
-        purpose: up.purpose,
+        purpose: up.file_purpose,
         size_bytes: size,
         storage_key: key.clone(),
         created_at: now_ms(),
@@ -184,18 +252,18 @@ async fn upload_file(State(state): State<AppState>, owner: Owner, mp: Multipart)
         let _ = state.blobs.delete(&key).await;
         return Err(e.into());
     }
-    Ok(Json(json!({"r": {"id": id}})))
+    Ok(Json(Envelope { r: IdResponse { id } }))
 }
 
 /// Delete an uploaded file.
 #[utoipa::path(delete, path = "/file/{id}", tag = "file",
     params(("id" = String, Path, description = "File id")),
-    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody), ApiPath<String>, Owner))]
 async fn delete_file(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Envelope<bool>>> {
     let row = state
         .store
         .delete_file(&owner.id, &id)
@@ -204,7 +272,7 @@ async fn delete_file(
     if let Err(e) = state.blobs.delete(&row.storage_key).await {
         tracing::warn!(file = %id, error = %e, "could not delete a file's bytes");
     }
-    Ok(Json(json!({"r": true})))
+    Ok(Json(Envelope { r: true }))
 }
 
 /// Whether bytes look like a Chrome extension archive: a zip, or a crx (`Cr24`).
@@ -214,27 +282,27 @@ fn is_extension_archive(b: &[u8]) -> bool {
 
 /// Upload a Chrome extension (.zip or .crx) to load into tasks' browsers.
 #[utoipa::path(post, path = "/extension", tag = "extension",
-    request_body(content_type = "multipart/form-data", description = "`file`: a .zip or .crx"),
+    request_body(content_type = "multipart/form-data", content = UploadForm, description = "`file`: a .zip or .crx"),
     responses(
         (status = 200, body = Envelope<IdResponse>),
-        (status = 400, description = "Not a zip or crx", body = ErrorBody),
-        (status = 413, body = ErrorBody),
+        UploadForm, Owner,
+        (status = 400, description = "Not a multipart upload, or the file is not a zip or crx", body = ErrorBody),
     ))]
 async fn upload_extension(
     State(state): State<AppState>,
     owner: Owner,
-    mp: Multipart,
-) -> ApiResult<Json<Value>> {
-    let up = read_upload(mp, state.config.max_upload_bytes).await?;
-    if !is_extension_archive(&up.bytes) {
+    mp: UploadForm,
+) -> ApiResult<Json<Envelope<IdResponse>>> {
+    let up = mp;
+    if !is_extension_archive(&up.file) {
         return Err(ApiError::bad_request(
             "file: not a Chrome extension archive (expected a .zip or .crx file)",
         ));
     }
     let id = ids::extension_id();
     let key = format!("extensions/{}/{id}", owner.id);
-    let size = i64::try_from(up.bytes.len()).unwrap_or(i64::MAX);
-    state.blobs.put(&key, up.bytes).await?;
+    let size = i64::try_from(up.file.len()).unwrap_or(i64::MAX);
+    state.blobs.put(&key, up.file).await?;
     let row = ExtensionRow {
         id: id.clone(),
         owner: owner.id.clone(),
@@ -247,18 +315,22 @@ async fn upload_extension(
         let _ = state.blobs.delete(&key).await;
         return Err(e.into());
     }
-    Ok(Json(json!({"r": {"id": id}})))
+    Ok(Json(Envelope { r: IdResponse { id } }))
 }
 
 /// The caller's extensions, newest first.
-#[utoipa::path(get, path = "/extension", tag = "extension", responses((status = 200, body = Envelope<Vec<ExtensionResponse>>)))]
-async fn list_extensions(State(state): State<AppState>, owner: Owner) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/extension", tag = "extension",
+    responses((status = 200, body = Envelope<Vec<ExtensionResponse>>), Owner))]
+async fn list_extensions(
+    State(state): State<AppState>,
+    owner: Owner,
+) -> ApiResult<Json<Envelope<Vec<ExtensionResponse>>>> {
     let rows = state.store.list_extensions(&owner.id).await?;
-    let items: Vec<ExtensionResponse> = rows.iter().map(ExtensionResponse::from).collect();
-    Ok(Json(json!({"r": items})))
+    let r = rows.iter().map(ExtensionResponse::from).collect();
+    Ok(Json(Envelope { r }))
 }
 
-async fn remove_extension(state: &AppState, owner: &Owner, id: &str) -> ApiResult<Json<Value>> {
+async fn remove_extension(state: &AppState, owner: &Owner, id: &str) -> ApiResult<Json<Envelope<bool>>> {
     let row = state
         .store
         .delete_extension(&owner.id, id)
@@ -267,29 +339,29 @@ async fn remove_extension(state: &AppState, owner: &Owner, id: &str) -> ApiResul
     if let Err(e) = state.blobs.delete(&row.storage_key).await {
         tracing::warn!(extension = %id, error = %e, "could not delete an extension's bytes");
     }
-    Ok(Json(json!({"r": true})))
+    Ok(Json(Envelope { r: true }))
 }
 
 /// Delete an extension.
 #[utoipa::path(delete, path = "/extension/{id}", tag = "extension",
     params(("id" = String, Path, description = "Extension id")),
-    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody), ApiPath<String>, Owner))]
 async fn delete_extension(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Envelope<bool>>> {
     remove_extension(&state, &owner, &id).await
 }
 
 /// Delete an extension (the path the published OpenAPI document uses).
 #[utoipa::path(delete, path = "/browser/extension/{id}", tag = "extension",
     params(("id" = String, Path, description = "Extension id")),
-    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody), ApiPath<String>, Owner))]
 async fn delete_extension_legacy(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Envelope<bool>>> {
     remove_extension(&state, &owner, &id).await
 }

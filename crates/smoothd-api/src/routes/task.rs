@@ -2,8 +2,7 @@
 //! events, and erase data.
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -13,12 +12,14 @@ use smoothd_store::{CancelOutcome, EventFence, NewTask, TaskRow};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{RawQuery, query_bool, query_i64};
 use crate::AppState;
 use crate::auth::{Owner, Unmetered};
-use crate::body::json_body;
 use crate::error::{ApiError, ApiResult};
-use crate::models::{Envelope, ErrorBody, TaskEvent, TaskRequest, TaskResponse};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::models::{
+    Envelope, ErrorBody, EventRequest, IdResponse, ListQuery, TaskEvent, TaskQuery, TaskRequest,
+    TaskResponse, ToolResponseRequest,
+};
 
 /// Most events returned by one poll; the client asks again from the last one.
 pub(crate) const EVENT_PAGE: i64 = 500;
@@ -34,8 +35,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Validates a request body and its references to the owner's files, extensions and profile.
 #[tracing::instrument(skip_all)]
-pub(crate) async fn validate_request(state: &AppState, owner: &Owner, body: &Value) -> ApiResult<TaskSpec> {
-    let spec = TaskSpec::from_json(body)?;
+pub(crate) async fn validate_request(
+    state: &AppState,
+    owner: &Owner,
+    body: &TaskRequest,
+) -> ApiResult<TaskSpec> {
+    let spec = TaskSpec::from_json(&body.to_value())?;
     for (i, id) in spec.files.iter().enumerate() {
         if state.store.get_file(&owner.id, id).await?.is_none() {
             return Err(
@@ -141,79 +146,78 @@ pub(crate) async fn check_capacity(state: &AppState, owner: &Owner) -> ApiResult
 #[utoipa::path(post, path = "/task", tag = "task", request_body = TaskRequest,
     responses(
         (status = 200, description = "Accepted; the task is waiting", body = Envelope<TaskResponse>),
-        (status = 400, description = "Malformed JSON or unknown file, extension or profile id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid apikey", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Invalid field; the detail names it", body = ErrorBody),
-        (status = 429, description = "Rate limit or per-key concurrency limit reached; see `Retry-After`", body = ErrorBody),
+        ApiJson<TaskRequest>, Owner,
+        (status = 400, description = "Malformed JSON, or an unknown file, extension or profile id", body = ErrorBody),
+        (status = 429, description = "Rate limit or per-key concurrency limit (`max_running_per_key`) reached; see `Retry-After`",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 #[tracing::instrument(skip_all)]
-async fn create_task(State(state): State<AppState>, owner: Owner, body: Body) -> ApiResult<Json<Value>> {
-    let body = json_body(body, state.config.max_body_bytes).await?;
+async fn create_task(
+    State(state): State<AppState>,
+    owner: Owner,
+    ApiJson(body): ApiJson<TaskRequest>,
+) -> ApiResult<Json<Envelope<TaskResponse>>> {
     let spec = validate_request(&state, &owner, &body).await?;
     let row = submit(&state, &owner, spec).await?;
-    Ok(Json(
-        json!({"r": TaskResponse::from_row(&row, Some(Vec::new()), false, &state.links)}),
-    ))
+    Ok(Json(Envelope {
+        r: TaskResponse::from_row(&row, Some(Vec::new()), false, &state.links),
+    }))
 }
 
 /// The caller's tasks, newest first.
 #[utoipa::path(get, path = "/task", tag = "task",
-    params(
-        ("t" = Option<i64>, Query, description = "Only tasks created before this time: epoch seconds, or milliseconds (e.g. the last item's `created_at_ms`) for lossless paging"),
-        ("l" = Option<i64>, Query, description = "Page size, 1..=128, default 32"),
-    ),
-    responses((status = 200, body = Envelope<Vec<TaskResponse>>), (status = 422, body = ErrorBody)))]
+    params(ListQuery),
+    responses(
+        (status = 200, body = Envelope<Vec<TaskResponse>>),
+        ApiQuery<ListQuery>, Owner,
+    ))]
 #[tracing::instrument(skip_all)]
 async fn list_tasks(
     State(state): State<AppState>,
     owner: Owner,
-    Query(q): Query<RawQuery>,
-) -> ApiResult<Json<Value>> {
-    let limit = query_i64(&q, "l")?.unwrap_or(32);
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Envelope<Vec<TaskResponse>>>> {
+    let limit = q.l.unwrap_or(32);
     if !(1..=128).contains(&limit) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("l: must be between 1 and 128, got {limit}"),
         ));
     }
-    let before = match query_i64(&q, "t")? {
+    let before = match q.t {
         None => i64::MAX,
         // Seconds look like 1.7e9; milliseconds like 1.7e12.
         Some(t) if t < 100_000_000_000 => t.saturating_mul(1000),
         Some(t) => t,
     };
     let rows = state.store.list_tasks(&owner.id, before, limit).await?;
-    let items: Vec<TaskResponse> = rows
+    let r = rows
         .iter()
         .map(|t| TaskResponse::from_row(t, None, false, &state.links))
         .collect();
-    Ok(Json(json!({"r": items})))
+    Ok(Json(Envelope { r }))
 }
 
 /// A task with the server-to-client events newer than `event_t`. Answers 202 while the task
 /// is waiting or running and 200 once final. A poll with `event_t > 0` and nothing new is held
 /// until something happens or the long-poll bound passes.
 #[utoipa::path(get, path = "/task/{id}", tag = "task",
-    params(
-        ("id" = String, Path, description = "Task id"),
-        ("event_t" = Option<i64>, Query, description = "Return events with timestamp > event_t (ms)"),
-        ("downloads" = Option<bool>, Query, description = "Include downloads_url"),
-    ),
+    params(("id" = String, Path, description = "Task id"), TaskQuery),
     responses(
         (status = 200, description = "Final", body = Envelope<TaskResponse>),
         (status = 202, description = "Waiting or running", body = Envelope<TaskResponse>),
         (status = 404, body = ErrorBody),
+        ApiPath<String>, ApiQuery<TaskQuery>, Unmetered,
     ))]
 #[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn get_task(
     State(state): State<AppState>,
     Unmetered(owner): Unmetered,
-    Path(id): Path<String>,
-    Query(q): Query<RawQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TaskQuery>,
 ) -> ApiResult<Response> {
-    let after = query_i64(&q, "event_t")?.unwrap_or(0).max(0);
-    let with_downloads = query_bool(&q, "downloads")?.unwrap_or(false);
+    let after = q.event_t.unwrap_or(0).max(0);
+    let with_downloads = q.downloads.unwrap_or(false);
     let store = &state.store;
     let mut task = store
         .get_task(&owner.id, &id)
@@ -254,21 +258,21 @@ async fn get_task(
         StatusCode::ACCEPTED
     };
     let events: Vec<TaskEvent> = events.into_iter().map(TaskEvent::from).collect();
-    let body = TaskResponse::from_row(&task, Some(events), with_downloads, &state.links);
-    Ok((code, Json(json!({"r": body}))).into_response())
+    let r = TaskResponse::from_row(&task, Some(events), with_downloads, &state.links);
+    Ok((code, Json(Envelope { r })).into_response())
 }
 
 /// Cancel a task or close a session. A waiting task is cancelled at once; a running one is
 /// signalled and ends `cancelled` within seconds. `r` is false if it had already finished.
 #[utoipa::path(delete, path = "/task/{id}", tag = "task",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody), ApiPath<String>, Unmetered))]
 #[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn cancel_task(
     State(state): State<AppState>,
     Unmetered(owner): Unmetered,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Envelope<bool>>> {
     let r = match state.store.request_cancel(&owner.id, &id).await? {
         CancelOutcome::CancelledNow | CancelOutcome::Signalled => true,
         // Closing an already-closed session must not raise in the SDK's context manager.
@@ -276,80 +280,63 @@ async fn cancel_task(
         CancelOutcome::NotFound => return Err(ApiError::not_found("task", &id)),
     };
     tracing::info!(task.id = %id, cancelled = r, "cancel requested");
-    Ok(Json(json!({"r": r})))
+    Ok(Json(Envelope { r }))
 }
 
 /// Deprecated: answer a tool call with `{"tool_response": {"id", "code", "output"}}`.
 #[utoipa::path(put, path = "/task/{id}", tag = "task",
     params(("id" = String, Path, description = "Task id")),
-    request_body(content = Object, description = "`{\"tool_response\": {\"id\", \"code\", \"output\"}}`"),
-    responses((status = 200, body = Envelope<bool>), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    request_body = ToolResponseRequest,
+    responses(
+        (status = 200, body = Envelope<bool>),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The task has finished", body = ErrorBody),
+        ApiPath<String>, ApiJson<ToolResponseRequest>, Owner,
+    ))]
 #[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn update_task(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
-    body: Body,
-) -> ApiResult<Json<Value>> {
-    let body = json_body(body, state.config.max_body_bytes).await?;
-    let resp = body
-        .get("tool_response")
-        .and_then(Value::as_object)
-        .ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "tool_response: required object"))?;
-    let event_id = resp.get("id").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "tool_response.id: required string",
-        )
-    })?;
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ToolResponseRequest>,
+) -> ApiResult<Json<Envelope<bool>>> {
+    let resp = body.tool_response;
     let payload = json!({
-        "code": resp.get("code").cloned().unwrap_or(json!(200)),
-        "output": resp.get("output").cloned().unwrap_or(Value::Null),
+        "code": resp.code.map_or(200, |c| c.0),
+        "output": resp.output.unwrap_or(Value::Null),
     });
-    append_client_event(&state, &owner, &id, event_id, "tool_call", &payload).await?;
-    Ok(Json(json!({"r": true})))
+    append_client_event(&state, &owner, &id, &resp.id, "tool_call", &payload).await?;
+    Ok(Json(Envelope { r: true }))
 }
 
 /// Send a client event (`browser_action`, `session_action`, or a `tool_call` answer) to
 /// whoever runs the task; its answer arrives as a server event with the same id.
 #[utoipa::path(post, path = "/task/{id}/event", tag = "task",
     params(("id" = String, Path, description = "Task id")),
-    request_body = TaskEvent,
+    request_body = EventRequest,
     responses(
-        (status = 200, description = "Stored", body = Envelope<crate::models::IdResponse>),
+        (status = 200, description = "Stored", body = Envelope<IdResponse>),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The task has finished", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        ApiPath<String>, ApiJson<EventRequest>, Owner,
     ))]
 #[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn post_event(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
-    body: Body,
-) -> ApiResult<Json<Value>> {
-    let body = json_body(body, state.config.max_body_bytes).await?;
-    let name = match body.get("name") {
-        Some(Value::String(n)) if !n.is_empty() && n.len() <= 64 => n.clone(),
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "name: required string of 1-64 characters",
-            ));
-        }
-    };
-    let payload = match body.get("payload") {
-        Some(p @ Value::Object(_)) => p.clone(),
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "payload: required object",
-            ));
-        }
-    };
-    let event_id = match body.get("id") {
-        None | Some(Value::Null) => ids::event_id(),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => s.clone(),
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<EventRequest>,
+) -> ApiResult<Json<Envelope<IdResponse>>> {
+    let chars = body.name.chars().count();
+    if !(1..=64).contains(&chars) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name: required string of 1-64 characters",
+        ));
+    }
+    let event_id = match body.id {
+        None => ids::event_id(),
+        Some(s) if (1..=128).contains(&s.chars().count()) => s,
         Some(_) => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -357,8 +344,11 @@ async fn post_event(
             ));
         }
     };
-    append_client_event(&state, &owner, &id, &event_id, &name, &payload).await?;
-    Ok(Json(json!({"r": {"id": event_id}})))
+    let payload = Value::Object(body.payload);
+    append_client_event(&state, &owner, &id, &event_id, &body.name, &payload).await?;
+    Ok(Json(Envelope {
+        r: IdResponse { id: event_id },
+    }))
 }
 
 #[tracing::instrument(skip_all, fields(task.id = %task_id))]
@@ -401,13 +391,14 @@ pub(crate) async fn append_client_event(
         (status = 200, body = Envelope<bool>),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Still waiting or running", body = ErrorBody),
+        ApiPath<String>, Owner,
     ))]
 #[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn erase_task_data(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Envelope<bool>>> {
     use smoothd_store::EraseOutcome;
     match state.store.erase_task_data(&owner.id, &id).await? {
         EraseOutcome::NotFound => Err(ApiError::not_found("task", &id)),
@@ -421,7 +412,7 @@ async fn erase_task_data(
                 }
             }
             tracing::info!(task.id = %id, "task data erased");
-            Ok(Json(json!({"r": true})))
+            Ok(Json(Envelope { r: true }))
         }
     }
 }
@@ -435,16 +426,17 @@ async fn erase_task_data(
             completion_tokens, llm_ms, act_ms, step_ms, retries, reasoning, actions [{name, args, result}], error",
             body = Envelope<Vec<Object>>),
         (status = 404, body = ErrorBody),
+        ApiPath<String>, Owner,
     ))]
 #[tracing::instrument(skip_all, fields(task.id = %id))]
 async fn task_steps(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Envelope<Vec<Value>>>> {
     if state.store.get_task(&owner.id, &id).await?.is_none() {
         return Err(ApiError::not_found("task", &id));
     }
-    let steps = state.store.steps(&id).await?;
-    Ok(Json(json!({"r": steps})))
+    let r = state.store.steps(&id).await?;
+    Ok(Json(Envelope { r }))
 }

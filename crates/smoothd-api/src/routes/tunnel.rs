@@ -15,7 +15,6 @@ use hyper_util::rt::TokioIo;
 use smoothd_store::Store;
 use smoothd_tunnel::{Candidate, Sessions, WorkerLookup, ws};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -72,17 +71,14 @@ impl Sessions for StoreSessions {
     }
 }
 
+/// Served but left out of the OpenAPI document, which cannot describe a WebSocket protocol:
+/// its one client is frpc, and a plain GET is refused with 400.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(frp_socket))
+    OpenApiRouter::new().route("/~!frp", axum::routing::get(frp_socket))
 }
 
 /// The FRP tunnel of `proxy_server: "self"` sessions: a WebSocket carrying frpc's multiplexed
 /// connection (frpc logs in with the session's `proxy_password`).
-#[utoipa::path(get, path = "/~!frp", tag = "live", security(()),
-    responses(
-        (status = 101, description = "WebSocket (FRP over yamux)"),
-        (status = 400, description = "Not a WebSocket upgrade", body = crate::models::ErrorBody),
-    ))]
 pub async fn frp_socket(State(state): State<AppState>, mut req: Request) -> Response {
     let key = req
         .headers()

@@ -10,12 +10,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use smoothd_core::TaskSpec;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -23,8 +22,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::{Owner, Unmetered};
-use crate::body::json_body;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
 use crate::models::{Envelope, ErrorBody};
 
 /// Webhook settings.
@@ -186,6 +185,21 @@ pub struct WebhookSettings {
     pub secret: String,
 }
 
+/// `PUT /v1/webhook` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct WebhookRequest {
+    /// The default URL (`https://` to a public address unless `webhook_allow_private`), or
+    /// null to clear it. Required.
+    #[schema(required = true)]
+    #[serde(deserialize_with = "present")]
+    pub url: Option<String>,
+}
+
+/// A field that must be present, though it may be null.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
 /// One attempt of a delivery.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookAttempt {
@@ -217,64 +231,63 @@ pub struct WebhookDelivery {
     pub attempts: Vec<WebhookAttempt>,
 }
 
-fn settings_json(row: smoothd_store::WebhookKeyRow) -> Value {
-    json!({"r": WebhookSettings { url: row.url, secret: row.secret }})
+fn settings(row: smoothd_store::WebhookKeyRow) -> Json<Envelope<WebhookSettings>> {
+    Json(Envelope {
+        r: WebhookSettings {
+            url: row.url,
+            secret: row.secret,
+        },
+    })
 }
 
 /// This key's webhook settings: the signing secret (created on first use) and default URL.
 #[utoipa::path(get, path = "/webhook", tag = "webhook",
-    responses((status = 200, body = Envelope<WebhookSettings>), (status = 401, body = ErrorBody)))]
-async fn get_settings(State(state): State<AppState>, owner: Owner) -> ApiResult<Json<Value>> {
+    responses((status = 200, body = Envelope<WebhookSettings>), Owner))]
+async fn get_settings(
+    State(state): State<AppState>,
+    owner: Owner,
+) -> ApiResult<Json<Envelope<WebhookSettings>>> {
     let row = state.store.webhook_key(&owner.id, &fresh_secret()).await?;
-    Ok(Json(settings_json(row)))
+    Ok(settings(row))
 }
 
 /// Set or clear (`{"url": null}`) this key's default webhook URL.
 #[utoipa::path(put, path = "/webhook", tag = "webhook",
-    request_body(content = Object, description = "`{\"url\": \"https://...\" | null}`"),
+    request_body = WebhookRequest,
     responses(
         (status = 200, body = Envelope<WebhookSettings>),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 413, body = ErrorBody),
-        (status = 422, description = "Bad or refused URL; the detail names `url`", body = ErrorBody),
+        ApiJson<WebhookRequest>, Owner,
+        (status = 422, description = "`url` missing, malformed or refused (not https, or a private address)", body = ErrorBody),
     ))]
-async fn put_settings(State(state): State<AppState>, owner: Owner, body: Body) -> ApiResult<Json<Value>> {
-    let body = json_body(body, state.config.max_body_bytes).await?;
-    let url = match body.get("url") {
-        Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            check_url(s, state.config.webhooks.allow_private)
-                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("url: {e}")))?;
-            Some(s.as_str())
-        }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "url: required, a string URL or null",
-            ));
-        }
-    };
+async fn put_settings(
+    State(state): State<AppState>,
+    owner: Owner,
+    ApiJson(body): ApiJson<WebhookRequest>,
+) -> ApiResult<Json<Envelope<WebhookSettings>>> {
+    if let Some(url) = &body.url {
+        check_url(url, state.config.webhooks.allow_private)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("url: {e}")))?;
+    }
     let row = state
         .store
-        .set_webhook_url(&owner.id, &fresh_secret(), url)
+        .set_webhook_url(&owner.id, &fresh_secret(), body.url.as_deref())
         .await?;
-    Ok(Json(settings_json(row)))
+    Ok(settings(row))
 }
 
 /// A task's webhook deliveries and every attempt, with status and latency.
 #[utoipa::path(get, path = "/task/{id}/webhooks", tag = "webhook",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = Envelope<Vec<WebhookDelivery>>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Envelope<Vec<WebhookDelivery>>), (status = 404, body = ErrorBody), ApiPath<String>, Unmetered))]
 async fn task_webhooks(
     State(state): State<AppState>,
     Unmetered(owner): Unmetered,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Envelope<Vec<WebhookDelivery>>>> {
     if state.store.get_task(&owner.id, &id).await?.is_none() {
         return Err(ApiError::not_found("task", &id));
     }
-    let items: Vec<WebhookDelivery> = state
+    let r = state
         .store
         .deliveries(&id)
         .await?
@@ -299,5 +312,5 @@ async fn task_webhooks(
                 .collect(),
         })
         .collect();
-    Ok(Json(json!({"r": items})))
+    Ok(Json(Envelope { r }))
 }
