@@ -1,25 +1,120 @@
-//! Running the agent for a task or a session's `run_task`: the [`Host`] the loop talks to
-//! (events, custom tools, traces, saved files) over a [`TaskContext`], and the mapping between
-//! task requests and agent jobs.
+//! Running the agent: a task's whole run in a fresh browser, a session's `run_task` on the
+//! session's browser, the [`Host`] the loop talks to (events, custom tools, traces, saved
+//! files) over a [`TaskContext`], and the mapping from task requests to agent jobs.
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
-use smoothd_agent::{CustomTool, End, Finish, Host, Job, Secret, ToolAnswer};
+use smoothd_agent::{Agent, CustomTool, End, Finish, Host, Job, Secret, ToolAnswer};
 use smoothd_core::TaskSpec;
+use smoothd_core::event::Event;
 use smoothd_core::ids;
 use smoothd_core::urlpattern::UrlPattern;
 
+use crate::actions::{self, Reply};
 use crate::context::TaskContext;
-use crate::executor::{BasicExecutor, Outcome};
+use crate::executor::Outcome;
+use crate::services::{BROWSER_CRASHED, Services};
 use crate::setup::Prepared;
 
+/// A task: the agent's loop in a fresh browser. The first model request goes out while the
+/// browser is being prepared when the task starts on a blank tab.
+pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: &Agent) -> Outcome {
+    let job = job_for_task(ctx).await;
+    let mut run = agent.start(job);
+    let stop = ctx.stop_token().clone();
+    let (prepared, ()) = tokio::join!(services.open_browser(ctx, None), run.prefetch(&stop));
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => return Outcome::failed(e),
+    };
+    run.set_files(placed_files(&prepared));
+    let finish = {
+        let mut host = TaskHost {
+            services,
+            ctx,
+            browser: &prepared,
+        };
+        // A browser that dies while the model thinks ends the task now, not at its next
+        // action.
+        tokio::select! {
+            f = run.run(&mut host, &prepared.session, &stop) => Some(f),
+            () = prepared.session.browser_gone() => None,
+        }
+    };
+    let Some(finish) = finish else {
+        tracing::warn!(task.id = %ctx.id(), "the browser crashed under an agent task");
+        prepared.finish(ctx, &services.blobs).await;
+        return Outcome::failed(BROWSER_CRASHED);
+    };
+    tracing::info!(
+        task.id = %ctx.id(), steps = finish.steps, prompt_tokens = finish.usage.prompt,
+        completion_tokens = finish.usage.completion, model_retries = finish.model_retries,
+        "agent finished"
+    );
+    smoothd_metrics::record_task_end(finish.steps);
+    prepared.finish(ctx, &services.blobs).await;
+    outcome(finish)
+}
+
+/// A session's `run_task`: the same loop on the session's browser; answers
+/// `{"output", "credits_used", "duration"}`, or 400 with why the agent failed.
+pub(crate) async fn session_run_task(
+    services: &Services,
+    ctx: &mut TaskContext,
+    browser: Option<&Prepared>,
+    event: &Event,
+    credits: &mut i64,
+) -> Reply {
+    let started = Instant::now();
+    let agent = match services.agent_for(ctx) {
+        Ok(a) => a,
+        Err(why) => return Reply::internal(why),
+    };
+    let Some(prepared) = browser else {
+        return Reply::internal("no browser available for run_task");
+    };
+    let input = event.payload.get("input").cloned().unwrap_or(Value::Null);
+    // Numbering continues the session's steps; guessing 0 on a database error would write
+    // step numbers that collide with the ones already stored.
+    let first = match ctx.store().step_count(ctx.id()).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "run_task: the session's step count could not be read");
+            return Reply::internal("run_task: the database could not be read; try again");
+        }
+    };
+    let mut job = match job_for_run_task(&ctx.spec, &input, u32::try_from(first).unwrap_or(0)) {
+        Ok(j) => j,
+        Err(why) => return Reply::user(why),
+    };
+    job.files = placed_files(prepared);
+    let stop = ctx.stop_token().clone();
+    let finish = {
+        let mut host = TaskHost {
+            services,
+            ctx,
+            browser: prepared,
+        };
+        agent.start(job).run(&mut host, &prepared.session, &stop).await
+    };
+    *credits += finish.credits;
+    let duration = started.elapsed().as_secs_f64();
+    match finish.end {
+        End::Done(output) => Reply::ok(json!({
+            "output": output, "credits_used": finish.credits, "duration": duration,
+        })),
+        End::Failed { error, .. } => Reply::user(error),
+        End::Stopped => Reply::internal("the session was stopped"),
+    }
+}
+
 /// The agent's link to its task while it runs.
-pub(crate) struct TaskHost<'a> {
-    pub exec: &'a BasicExecutor,
-    pub ctx: &'a mut TaskContext,
-    pub browser: &'a Prepared,
+struct TaskHost<'a> {
+    services: &'a Services,
+    ctx: &'a mut TaskContext,
+    browser: &'a Prepared,
 }
 
 fn text_of(v: &Value) -> String {
@@ -66,11 +161,16 @@ impl Host for TaskHost<'_> {
             }
             // A tool may drive the browser itself (`task.exec_js`) while we wait for it.
             if event.name == "browser_action" {
-                let action = crate::executor::action_name(&event);
-                let reply = self
-                    .exec
-                    .handle(self.ctx, Some(self.browser), &event, &action, Instant::now())
-                    .await;
+                let action = actions::action_name(&event);
+                let reply = actions::handle(
+                    self.services,
+                    self.ctx,
+                    Some(self.browser),
+                    &event,
+                    &action,
+                    Instant::now(),
+                )
+                .await;
                 if self.ctx.reply(&event, reply.code, reply.output).await.is_err() {
                     return ToolAnswer::Stopped;
                 }
@@ -133,7 +233,7 @@ impl Host for TaskHost<'_> {
 }
 
 /// A task request as an agent job (files get their paths once the browser is prepared).
-pub(crate) async fn job_for_task(ctx: &TaskContext) -> Job {
+async fn job_for_task(ctx: &TaskContext) -> Job {
     let spec = &ctx.spec;
     let mut files = Vec::new();
     for id in &spec.files {
@@ -169,7 +269,7 @@ fn custom_tools(spec: &TaskSpec) -> Vec<CustomTool> {
 }
 
 /// The files of a prepared browser, for the job.
-pub(crate) fn placed_files(p: &Prepared) -> Vec<(String, String, std::path::PathBuf)> {
+fn placed_files(p: &Prepared) -> Vec<(String, String, std::path::PathBuf)> {
     p.files
         .iter()
         .map(|f| (f.name.clone(), f.id.clone(), f.path.clone()))
@@ -177,7 +277,7 @@ pub(crate) fn placed_files(p: &Prepared) -> Vec<(String, String, std::path::Path
 }
 
 /// A session's `run_task` input as a job; an error names the bad field.
-pub(crate) fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<Job, String> {
+fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<Job, String> {
     let task = input
         .get("task")
         .and_then(Value::as_str)
@@ -264,7 +364,7 @@ pub(crate) fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) 
 }
 
 /// The task's outcome from the loop's end.
-pub(crate) fn outcome(finish: Finish) -> Outcome {
+fn outcome(finish: Finish) -> Outcome {
     match finish.end {
         End::Done(output) => Outcome::Done {
             output,

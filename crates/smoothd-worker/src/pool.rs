@@ -33,8 +33,6 @@ pub struct WorkerConfig {
     pub reap_every: Duration,
     /// How long running tasks may keep going after shutdown begins.
     pub drain_timeout: Duration,
-    /// Live view, recording and downloads for tasks with a browser (none: tasks get none).
-    pub media: Option<Arc<crate::media::MediaServices>>,
 }
 
 impl Default for WorkerConfig {
@@ -46,7 +44,6 @@ impl Default for WorkerConfig {
             poll: Duration::from_secs(5),
             reap_every: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
-            media: None,
         }
     }
 }
@@ -217,7 +214,6 @@ impl WorkerPool {
                 lease.clone(),
                 margin,
             );
-            ctx.media = config.media.clone();
             let outcome = executor.run(&mut ctx).await;
             let stop_reason = ctx.stop_reason();
             let (status, output, error, credits) = match (outcome, stop_reason) {

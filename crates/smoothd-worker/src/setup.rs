@@ -22,7 +22,7 @@ use smoothd_browser::{BrowserPool, BrowserProcess, BrowserSession, SessionOption
 use smoothd_store::Blobs;
 
 use crate::context::TaskContext;
-use crate::media::TaskMedia;
+use crate::media::{MediaServices, TaskMedia};
 
 /// One of the task's uploaded files, on disk where the browser can read it.
 #[derive(Debug, Clone)]
@@ -59,6 +59,7 @@ pub async fn prepare(
     ctx: &TaskContext,
     pool: &BrowserPool,
     blobs: &Blobs,
+    media: Option<&MediaServices>,
     mut opts: SessionOptions,
 ) -> Result<Prepared, String> {
     let spec = &ctx.spec;
@@ -78,7 +79,7 @@ pub async fn prepare(
             _extensions: Vec::new(),
             media: None,
         }
-        .with_media(ctx)
+        .with_media(ctx, media)
         .await);
     }
 
@@ -186,7 +187,7 @@ pub async fn prepare(
             _extensions: ext_dirs,
             media: None,
         }
-        .with_media(ctx)
+        .with_media(ctx, media)
         .await),
         Err(e) => {
             process.kill().await;
@@ -287,8 +288,8 @@ async fn release(ctx: &TaskContext, owner: &str, profile: Option<&str>) {
 
 impl Prepared {
     /// Starts the task's media capture; a failure leaves the task without it (logged).
-    async fn with_media(mut self, ctx: &TaskContext) -> Self {
-        if let Some(services) = &ctx.media {
+    async fn with_media(mut self, ctx: &TaskContext, media: Option<&MediaServices>) -> Self {
+        if let Some(services) = media {
             match TaskMedia::start(ctx, services, &self.session).await {
                 Ok(m) => self.media = Some(m),
                 Err(e) => tracing::warn!(error = %e, "no live view, recording or downloads for this task"),

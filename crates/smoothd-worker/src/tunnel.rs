@@ -19,7 +19,11 @@ pub(crate) struct SessionTunnel {
 
 impl SessionTunnel {
     /// The session's tunnel, if it asked for one.
-    pub(crate) async fn open(ctx: &TaskContext, wait: Duration) -> Result<Option<Self>, String> {
+    pub(crate) async fn open(
+        ctx: &TaskContext,
+        live: Option<&LiveServer>,
+        wait: Duration,
+    ) -> Result<Option<Self>, String> {
         if !ctx
             .spec
             .proxy
@@ -28,7 +32,7 @@ impl SessionTunnel {
         {
             return Ok(None);
         }
-        let Some(live) = ctx.media.as_ref().and_then(|m| m.live.clone()) else {
+        let Some(live) = live.cloned() else {
             return Err(
                 "proxy_server \"self\" needs this worker's live listener (live_listen), which is off".into(),
             );

@@ -10,7 +10,7 @@ use smoothd_api::{ApiConfig, AppState, Links, RateLimiter};
 use smoothd_store::{Blobs, Store, StoreOptions};
 use smoothd_worker::{
     BasicExecutor, Blocker, BrowserPool, Executor, LaunchConfig, LiveServer, MediaConfig, MediaServices,
-    WorkerConfig, WorkerPool, find_chromium,
+    Services, SessionConfig, WorkerConfig, WorkerPool, find_chromium,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -147,16 +147,22 @@ pub fn executor(
     browsers: Result<Arc<BrowserPool>, String>,
     blocker: Option<Arc<Blocker>>,
     blobs: Blobs,
+    media: Option<Arc<MediaServices>>,
 ) -> anyhow::Result<Arc<dyn Executor>> {
     let agent = settings.agent()?;
     Ok(Arc::new(BasicExecutor {
-        blocker,
-        blobs,
-        agent,
-        session_idle: Settings::secs(settings.session_idle_seconds),
-        close_grace: Settings::secs(settings.close_grace_seconds),
-        tunnel_wait: Settings::secs(settings.tunnel_wait_seconds),
-        browsers,
+        services: Services {
+            agent,
+            browsers,
+            blocker,
+            blobs,
+            media,
+        },
+        sessions: SessionConfig {
+            idle: Settings::secs(settings.session_idle_seconds),
+            close_grace: Settings::secs(settings.close_grace_seconds),
+            tunnel_wait: Settings::secs(settings.tunnel_wait_seconds),
+        },
     }))
 }
 
@@ -431,12 +437,11 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "no browser: sessions cannot navigate"),
         }
         let blocker = blocker(&settings).await?;
-        let mut config = worker_config(&settings);
-        config.media = Some(Arc::new(media_services(&settings, background.clone()).await?));
+        let media = Some(Arc::new(media_services(&settings, background.clone()).await?));
         let pool = WorkerPool::new(
             store.clone(),
-            executor(&settings, browsers, blocker, blobs.clone())?,
-            config,
+            executor(&settings, browsers, blocker, blobs.clone(), media)?,
+            worker_config(&settings),
         );
         let stop = shutdown.clone();
         Some(tokio::spawn(pool.run(stop)))
