@@ -12,4 +12,4 @@ pub mod urlpattern;
 pub use device::Device;
 pub use event::{Direction, Event};
 pub use request::{TaskSpec, ValidationError};
-pub use status::TaskStatus;
+pub use status::{Final, TaskStatus};

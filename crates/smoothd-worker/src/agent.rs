@@ -7,27 +7,26 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use smoothd_agent::{Agent, CustomTool, End, Finish, Host, Job, Secret, ToolAnswer};
-use smoothd_core::TaskSpec;
 use smoothd_core::event::Event;
 use smoothd_core::ids;
 use smoothd_core::urlpattern::UrlPattern;
+use smoothd_core::{Final, TaskSpec};
 
 use crate::actions::{self, Reply};
 use crate::context::TaskContext;
-use crate::executor::Outcome;
 use crate::services::{BROWSER_CRASHED, Services};
 use crate::setup::Prepared;
 
 /// A task: the agent's loop in a fresh browser. The first model request goes out while the
 /// browser is being prepared when the task starts on a blank tab.
-pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: &Agent) -> Outcome {
+pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: &Agent) -> Option<Final> {
     let job = job_for_task(ctx).await;
     let mut run = agent.start(job);
     let stop = ctx.stop_token().clone();
     let (prepared, ()) = tokio::join!(services.open_browser(ctx, None), run.prefetch(&stop));
     let prepared = match prepared {
         Ok(p) => p,
-        Err(e) => return Outcome::failed(e),
+        Err(e) => return Some(Final::failed(e)),
     };
     run.set_files(placed_files(&prepared));
     let finish = {
@@ -46,7 +45,7 @@ pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: 
     let Some(finish) = finish else {
         tracing::warn!(task.id = %ctx.id(), "the browser crashed under an agent task");
         prepared.finish(ctx, &services.blobs).await;
-        return Outcome::failed(BROWSER_CRASHED);
+        return Some(Final::failed(BROWSER_CRASHED));
     };
     tracing::info!(
         task.id = %ctx.id(), steps = finish.steps, prompt_tokens = finish.usage.prompt,
@@ -55,7 +54,7 @@ pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: 
     );
     smoothd_metrics::record_task_end(finish.steps);
     prepared.finish(ctx, &services.blobs).await;
-    outcome(finish)
+    final_of(finish)
 }
 
 /// A session's `run_task`: the same loop on the session's browser; answers
@@ -363,18 +362,18 @@ fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<J
     })
 }
 
-/// The task's outcome from the loop's end.
-fn outcome(finish: Finish) -> Outcome {
+/// How the task ended, from the loop's end (`None`: it was stopped).
+fn final_of(finish: Finish) -> Option<Final> {
     match finish.end {
-        End::Done(output) => Outcome::Done {
+        End::Done(output) => Some(Final::Done {
             output,
             credits_used: finish.credits,
-        },
-        End::Failed { error, output } => Outcome::Failed {
+        }),
+        End::Failed { error, output } => Some(Final::Failed {
             error,
             output,
             credits_used: finish.credits,
-        },
-        End::Stopped => Outcome::Stopped,
+        }),
+        End::Stopped => None,
     }
 }

@@ -3,10 +3,11 @@
 //! once with the reason.
 
 use async_trait::async_trait;
+use smoothd_core::Final;
 
 use crate::agent;
 use crate::context::TaskContext;
-use crate::executor::{Executor, Outcome};
+use crate::executor::Executor;
 use crate::services::Services;
 use crate::session::{self, SessionConfig};
 
@@ -21,13 +22,13 @@ pub struct BasicExecutor {
 
 #[async_trait]
 impl Executor for BasicExecutor {
-    async fn run(&self, ctx: &mut TaskContext) -> Outcome {
+    async fn run(&self, ctx: &mut TaskContext) -> Option<Final> {
         if ctx.spec.is_session() {
             return session::run(&self.services, &self.sessions, ctx).await;
         }
         match self.services.agent_for(ctx) {
             Ok(agent) => agent::run_task(&self.services, ctx, &agent).await,
-            Err(why) => Outcome::failed(why),
+            Err(why) => Some(Final::failed(why)),
         }
     }
 }

@@ -2,39 +2,14 @@
 //! owns the lease and the final write; an executor only runs the task and says how it ended.
 
 use async_trait::async_trait;
-use serde_json::Value;
+use smoothd_core::Final;
 
 use crate::context::TaskContext;
 
-/// How a task ended, as its executor reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Success, with the task's output.
-    Done { output: Value, credits_used: i64 },
-    /// Failure, with a message for the user and any partial output.
-    Failed {
-        error: String,
-        output: Option<Value>,
-        credits_used: i64,
-    },
-    /// Stopped on request (or by shutdown/lease loss; the pool decides what to write).
-    Stopped,
-}
-
-impl Outcome {
-    /// A failure with nothing to show and nothing spent.
-    pub(crate) fn failed(error: impl Into<String>) -> Self {
-        Self::Failed {
-            error: error.into(),
-            output: None,
-            credits_used: 0,
-        }
-    }
-}
-
-/// Runs one claimed task to an outcome. Must return promptly once the context's stop token
-/// fires.
+/// Runs one claimed task. Must return promptly once the context's stop token fires.
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
-    async fn run(&self, ctx: &mut TaskContext) -> Outcome;
+    /// How the task ended, or `None` when it was stopped (cancel, shutdown or a lost lease:
+    /// the pool knows which, and decides what to write).
+    async fn run(&self, ctx: &mut TaskContext) -> Option<Final>;
 }

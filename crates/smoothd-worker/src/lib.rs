@@ -21,7 +21,7 @@ mod tunnel;
 
 pub use basic::BasicExecutor;
 pub use context::{LeaseLost, StopReason, TaskContext};
-pub use executor::{Executor, Outcome};
+pub use executor::Executor;
 pub use live::LiveServer;
 pub use media::{MediaConfig, MediaServices, TaskMedia};
 pub use pool::{WorkerConfig, WorkerPool, reap_loop};

@@ -6,12 +6,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use smoothd_core::Final;
 use smoothd_core::event::Event;
 
 use crate::actions::{self, Reply};
 use crate::agent;
 use crate::context::{StopReason, TaskContext};
-use crate::executor::Outcome;
 use crate::services::{BROWSER_CRASHED, Services};
 use crate::setup::Prepared;
 use crate::tunnel::SessionTunnel;
@@ -32,11 +32,11 @@ pub struct SessionConfig {
 
 /// Runs a session from its tunnel and browser to its end; the browser is closed (and its
 /// media stored) before the outcome is returned.
-pub(crate) async fn run(services: &Services, config: &SessionConfig, ctx: &mut TaskContext) -> Outcome {
+pub(crate) async fn run(services: &Services, config: &SessionConfig, ctx: &mut TaskContext) -> Option<Final> {
     let live = services.media.as_ref().and_then(|m| m.live.as_ref());
     let tunnel = match SessionTunnel::open(ctx, live, config.tunnel_wait).await {
         Ok(t) => t,
-        Err(e) => return Outcome::failed(e),
+        Err(e) => return Some(Final::failed(e)),
     };
     let prepared = match services.open_browser(ctx, tunnel.as_ref()).await {
         Ok(b) => Some(b),
@@ -46,7 +46,7 @@ pub(crate) async fn run(services: &Services, config: &SessionConfig, ctx: &mut T
             tracing::warn!(error = %e, "session without a browser");
             None
         }
-        Err(e) => return Outcome::failed(e),
+        Err(e) => return Some(Final::failed(e)),
     };
     let session = Session {
         services,
@@ -73,12 +73,12 @@ struct Session<'a> {
 /// What the loop does after a command.
 enum Next {
     Continue,
-    End(Outcome),
+    End(Option<Final>),
 }
 
 impl Session<'_> {
     /// Opens the start URL, then answers commands until the session ends.
-    async fn serve(&self, ctx: &mut TaskContext) -> Outcome {
+    async fn serve(&self, ctx: &mut TaskContext) -> Option<Final> {
         if let Err(outcome) = self.open_start_url(ctx).await {
             return outcome;
         }
@@ -102,20 +102,20 @@ impl Session<'_> {
         }
     }
 
-    async fn open_start_url(&self, ctx: &TaskContext) -> Result<(), Outcome> {
+    async fn open_start_url(&self, ctx: &TaskContext) -> Result<(), Option<Final>> {
         let (Some(b), Some(url)) = (self.browser, ctx.spec.url.clone()) else {
             return Ok(());
         };
         if ctx.mark_effects().await.is_err() {
-            return Err(Outcome::Stopped);
+            return Err(None);
         }
         if let Some(t) = self.tunnel
             && let Err(e) = t.ready().await
         {
-            return Err(Outcome::failed(format!("could not open the start URL: {e}")));
+            return Err(Some(Final::failed(format!("could not open the start URL: {e}"))));
         }
         if let Err(e) = b.session.goto(&url).await {
-            return Err(Outcome::failed(format!("could not open the start URL: {e}")));
+            return Err(Some(Final::failed(format!("could not open the start URL: {e}"))));
         }
         Ok(())
     }
@@ -135,17 +135,17 @@ impl Session<'_> {
     }
 
     /// The session's end when no command came: a stop, the browser's death, or idleness.
-    fn ended_without_command(&self, ctx: &TaskContext, dead: bool) -> Outcome {
+    fn ended_without_command(&self, ctx: &TaskContext, dead: bool) -> Option<Final> {
         if ctx.stop_reason().is_some() {
-            return Outcome::Stopped;
+            return None;
         }
         if dead {
-            return Outcome::failed(BROWSER_CRASHED);
+            return Some(Final::failed(BROWSER_CRASHED));
         }
-        Outcome::failed(format!(
+        Some(Final::failed(format!(
             "session closed after {} s without a command (idle timeout)",
             self.config.idle.as_secs()
-        ))
+        )))
     }
 
     /// Answers one command; `close`, a lost lease or a dead browser end the session.
@@ -172,20 +172,20 @@ impl Session<'_> {
         };
         let crashed = self.browser.is_some_and(|b| !b.session.browser_alive());
         let Ok(sent) = ctx.reply(event, reply.code, reply.output).await else {
-            return Next::End(Outcome::Stopped);
+            return Next::End(None);
         };
         if crashed {
             // As with close: the SDK never reads the events of the first final response,
             // so the 500 answer must be read while the session still reads running.
             ctx.wait_acked(sent.timestamp, self.config.close_grace).await;
-            return Next::End(Outcome::failed(BROWSER_CRASHED));
+            return Next::End(Some(Final::failed(BROWSER_CRASHED)));
         }
         Next::Continue
     }
 
     /// Answers `close` and waits (a little) for the client to read the answer before the
     /// session turns final.
-    async fn close(&self, ctx: &TaskContext, event: &Event, started: Instant, credits: i64) -> Outcome {
+    async fn close(&self, ctx: &TaskContext, event: &Event, started: Instant, credits: i64) -> Option<Final> {
         let duration = started.elapsed().as_secs_f64();
         let Ok(sent) = ctx
             .reply(
@@ -195,18 +195,18 @@ impl Session<'_> {
             )
             .await
         else {
-            return Outcome::Stopped;
+            return None;
         };
         ctx.wait_acked(sent.timestamp, self.config.close_grace).await;
         if ctx.stop_reason() == Some(StopReason::LeaseLost) {
-            return Outcome::Stopped;
+            return None;
         }
         if self.browser.is_some_and(|b| !b.session.browser_alive()) {
-            return Outcome::failed(BROWSER_CRASHED);
+            return Some(Final::failed(BROWSER_CRASHED));
         }
-        Outcome::Done {
+        Some(Final::Done {
             output: Value::Null,
             credits_used: credits,
-        }
+        })
     }
 }
