@@ -123,7 +123,8 @@ pub struct TaskSpec {
     pub agent: String,
     pub max_steps: u32,
     pub device: Device,
-    pub allowed_urls: Vec<String>,
+    /// Compiled once here; stored as the patterns' text.
+    pub allowed_urls: Vec<UrlPattern>,
     pub enable_recording: bool,
     pub profile_id: Option<String>,
     pub profile_read_only: bool,
@@ -227,11 +228,15 @@ impl TaskSpec {
         let metadata = validate_metadata(f.get("metadata"))?;
         let files = f.str_list("files")?;
         let extensions = f.str_list("extensions")?;
-        let allowed_urls = f.str_list("allowed_urls")?;
-        for (i, p) in allowed_urls.iter().enumerate() {
-            UrlPattern::parse(p)
-                .map_err(|m| ValidationError::invalid(format!("allowed_urls[{i}]"), m.to_string()))?;
-        }
+        let allowed_urls = f
+            .str_list("allowed_urls")?
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                UrlPattern::parse(p)
+                    .map_err(|m| ValidationError::invalid(format!("allowed_urls[{i}]"), m.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
         let profile_id = match f.opt_str("profile_id")? {
             Some(p) => Some(p),
@@ -757,6 +762,15 @@ mod tests {
         let p = s.proxy.unwrap_or_else(|| panic!("no proxy"));
         assert!(p.is_self());
         assert_eq!(p.password.as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn allowed_urls_are_compiled_once_and_survive_storage() {
+        let s = TaskSpec::from_json(&json!({"task": "x", "allowed_urls": ["example.com/*"]})).unwrap();
+        assert!(s.allowed_urls[0].matches(&url::Url::parse("https://example.com/a").unwrap()));
+        let stored = serde_json::to_string(&s).unwrap();
+        let back: TaskSpec = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

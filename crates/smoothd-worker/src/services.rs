@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use smoothd_agent::Agent;
 use smoothd_browser::{Blocker, BrowserPool, SessionOptions};
-use smoothd_core::urlpattern::UrlPattern;
 use smoothd_store::Blobs;
 
 use crate::context::TaskContext;
@@ -54,15 +53,10 @@ impl Services {
     ) -> Result<Prepared, String> {
         let pool = self.browsers.as_ref().map_err(Clone::clone)?;
         let spec = &ctx.spec;
-        let allowed_urls = spec
-            .allowed_urls
-            .iter()
-            .filter_map(|p| UrlPattern::parse(p).ok())
-            .collect();
         let opts = SessionOptions {
             device: spec.device,
             stealth: spec.use_stealth,
-            allowed_urls,
+            allowed_urls: spec.allowed_urls.clone(),
             default_context: false,
             show_cursor: spec.show_cursor,
             proxy_server: match tunnel {
