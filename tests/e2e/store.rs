@@ -3,9 +3,22 @@
 use std::collections::HashSet;
 
 use serde_json::json;
-use smoothd_core::{Direction, Final, TaskSpec, TaskStatus, ids};
+use smoothd_core::{Direction, Final, StepTrace, TaskSpec, TaskStatus, ids};
 use smoothd_store::{CancelOutcome, EraseOutcome, EventFence, Heartbeat, NewTask, Store, StoreError};
 use smoothd_tests::{Backend, TestDb, backend_tests};
+
+/// Step `n`'s trace, told apart by `url`.
+fn step(n: u32, url: &str) -> StepTrace {
+    StepTrace {
+        step: n,
+        url: url.into(),
+        view_chars: 0,
+        model: "m".into(),
+        cost: None,
+        actions: Vec::new(),
+        error: None,
+    }
+}
 
 /// A successful end with `output` and `credits_used`.
 fn done(output: serde_json::Value, credits_used: i64) -> Final {
@@ -521,43 +534,36 @@ async fn record_step_is_fenced_and_numbered(b: Backend) {
     let store = db.store().await;
     let id = new_task(&store, "o", false, 3).await;
     // Nothing is recorded for a task no worker runs.
-    assert!(!store.record_step(&id, 1, 1, &json!({"n": 1})).await.unwrap());
+    assert!(!store.record_step(&id, 1, &step(1, "one")).await.unwrap());
     let c = store.claim("w1", 60_000).await.unwrap().unwrap().task;
-    assert!(
-        store
-            .record_step(&id, c.attempt, 2, &json!({"n": 2}))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .record_step(&id, c.attempt, 1, &json!({"n": 1}))
-            .await
-            .unwrap()
-    );
+    assert!(store.record_step(&id, c.attempt, &step(2, "two")).await.unwrap());
+    assert!(store.record_step(&id, c.attempt, &step(1, "one")).await.unwrap());
     // A step number is written once; another attempt's write is fenced off.
     assert!(
         !store
-            .record_step(&id, c.attempt, 1, &json!({"n": "again"}))
+            .record_step(&id, c.attempt, &step(1, "again"))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_step(&id, c.attempt + 1, 3, &json!({"n": 3}))
+            .record_step(&id, c.attempt + 1, &step(3, "three"))
             .await
             .unwrap()
     );
     assert_eq!(
         store.steps(&id).await.unwrap(),
-        vec![json!({"n": 1}), json!({"n": 2})]
+        vec![
+            serde_json::to_value(step(1, "one")).unwrap(),
+            serde_json::to_value(step(2, "two")).unwrap()
+        ]
     );
     assert_eq!(store.step_count(&id).await.unwrap(), 2);
     // After the task ends, late writes are refused.
     assert!(store.finish(&id, c.attempt, &done(json!(null), 0)).await.unwrap());
     assert!(
         !store
-            .record_step(&id, c.attempt, 3, &json!({"n": 3}))
+            .record_step(&id, c.attempt, &step(3, "three"))
             .await
             .unwrap()
     );

@@ -5,12 +5,11 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use smoothd_agent::{Agent, CustomTool, End, Finish, Host, Job, Secret, ToolAnswer};
 use smoothd_core::event::Event;
 use smoothd_core::ids;
-use smoothd_core::urlpattern::UrlPattern;
-use smoothd_core::{Final, TaskSpec};
+use smoothd_core::{Final, RunTaskError, RunTaskInput, StepTrace, TaskSpec};
 
 use crate::actions::{self, Reply};
 use crate::context::TaskContext;
@@ -86,7 +85,7 @@ pub(crate) async fn session_run_task(
     };
     let mut job = match job_for_run_task(&ctx.spec, &input, u32::try_from(first).unwrap_or(0)) {
         Ok(j) => j,
-        Err(why) => return Reply::user(why),
+        Err(why) => return Reply::user(why.to_string()),
     };
     job.files = placed_files(prepared);
     let stop = ctx.stop_token().clone();
@@ -177,24 +176,21 @@ impl Host for TaskHost<'_> {
         }
     }
 
-    async fn record_step(&mut self, trace: Value) {
-        let step = trace.get("step").and_then(Value::as_i64).unwrap_or(0);
-        let num = |k: &str| trace.get(k).and_then(Value::as_u64).unwrap_or(0);
-        if trace.get("error").is_some_and(|e| !e.is_null()) {
-            smoothd_metrics::record_model_error();
-        } else {
-            smoothd_metrics::record_step(
-                Duration::from_millis(num("step_ms")),
-                num("prompt_tokens"),
-                num("completion_tokens"),
-                u32::try_from(num("retries")).unwrap_or(u32::MAX),
-            );
+    async fn record_step(&mut self, trace: StepTrace) {
+        match &trace.cost {
+            Some(cost) if trace.error.is_none() => smoothd_metrics::record_step(
+                Duration::from_millis(cost.step_ms),
+                cost.prompt_tokens,
+                cost.completion_tokens,
+                cost.retries,
+            ),
+            _ => smoothd_metrics::record_model_error(),
         }
         let task = &self.ctx.task;
         let store = self.ctx.store();
         let (lease, margin) = self.ctx.lease();
         let recorded = crate::context::retry_unavailable("step trace", lease, margin, || {
-            store.record_step(&task.id, task.attempt, step, &trace)
+            store.record_step(&task.id, task.attempt, &trace)
         })
         .await;
         if let Err(e) = recorded {
@@ -203,10 +199,7 @@ impl Host for TaskHost<'_> {
         // Progress for clients that read events (the SDK ignores unknown names).
         let _ = self
             .ctx
-            .notify(
-                "step",
-                json!({"step": step, "actions": trace.get("actions").cloned().unwrap_or(Value::Null)}),
-            )
+            .notify("step", json!({"step": trace.step, "actions": trace.actions}))
             .await;
     }
 
@@ -276,84 +269,23 @@ fn placed_files(p: &Prepared) -> Vec<(String, String, std::path::PathBuf)> {
 }
 
 /// A session's `run_task` input as a job; an error names the bad field.
-fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<Job, String> {
-    let task = input
-        .get("task")
-        .and_then(Value::as_str)
-        .filter(|t| !t.trim().is_empty())
-        .ok_or("run_task: input.task (the instruction) is required")?;
-    let max_steps = match input.get("max_steps") {
-        None | Some(Value::Null) => 32,
-        Some(v) => match v.as_u64() {
-            Some(n @ 2..=128) => n as u32,
-            _ => {
-                return Err(format!(
-                    "run_task: input.max_steps must be an integer from 2 to 128, got {v}"
-                ));
-            }
-        },
-    };
-    let response_model = match input.get("response_model") {
-        None | Some(Value::Null) => None,
-        Some(schema) => {
-            jsonschema::validator_for(schema)
-                .map_err(|e| format!("run_task: input.response_model is not a valid JSON schema: {e}"))?;
-            Some(schema.clone())
-        }
-    };
-    let metadata = match input.get("metadata") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(v) => return Err(format!("run_task: input.metadata must be an object, got {v}")),
-    };
-    let mut secrets = Vec::new();
-    match input.get("secrets") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (name, s) in m {
-                let (value, urls) = match s {
-                    Value::String(v) => (v.clone(), Vec::new()),
-                    Value::Object(o) => (
-                        o.get("value")
-                            .and_then(Value::as_str)
-                            .ok_or(format!("run_task: input.secrets.{name}.value must be a string"))?
-                            .to_string(),
-                        o.get("allowed_urls")
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default(),
-                    ),
-                    _ => {
-                        return Err(format!(
-                            "run_task: input.secrets.{name} must be an object with value and allowed_urls"
-                        ));
-                    }
-                };
-                let mut allowed_urls = Vec::new();
-                for u in urls {
-                    let p = u.as_str().ok_or(format!(
-                        "run_task: input.secrets.{name}.allowed_urls must be strings"
-                    ))?;
-                    allowed_urls.push(
-                        UrlPattern::parse(p)
-                            .map_err(|e| format!("run_task: input.secrets.{name}.allowed_urls: {e}"))?,
-                    );
-                }
-                secrets.push(Secret {
-                    name: name.clone(),
-                    value,
-                    allowed_urls,
-                });
-            }
-        }
-        Some(v) => return Err(format!("run_task: input.secrets must be an object, got {v}")),
-    }
+fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<Job, RunTaskError> {
+    let input = RunTaskInput::from_json(input)?;
+    let secrets = input
+        .secrets
+        .into_iter()
+        .map(|s| Secret {
+            name: s.name,
+            value: s.value,
+            allowed_urls: s.allowed_urls,
+        })
+        .collect();
     Ok(Job {
-        task: task.to_string(),
-        url: input.get("url").and_then(Value::as_str).map(str::to_string),
-        max_steps,
-        response_model,
-        metadata,
+        task: input.task,
+        url: input.url,
+        max_steps: input.max_steps,
+        response_model: input.response_model,
+        metadata: input.metadata,
         files: Vec::new(),
         secrets,
         additional_tools: spec.additional_tools.keys().cloned().collect(),
