@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
+use settings::key;
 
 /// Which parts of the server this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +39,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         .context("cannot open the database")?;
     if let Some(key) = &settings.api_key {
         store
-            .ensure_key("bootstrap", key.trim())
+            .ensure_key("bootstrap", key.expose().trim())
             .await
             .context("cannot store the bootstrap API key")?;
     }
@@ -87,11 +88,11 @@ pub async fn open_blobs(settings: &Settings) -> anyhow::Result<Blobs> {
         let dir = settings.data_dir.join("artifacts");
         return Blobs::local(&dir).with_context(|| format!("cannot open artifact folder {}", dir.display()));
     };
-    let blobs = Blobs::s3(&s3)
-        .with_context(|| format!("s3_bucket (SMOOTHD_S3_BUCKET): cannot use bucket {:?}", s3.bucket))?;
+    let blobs =
+        Blobs::s3(&s3).with_context(|| format!("{}: cannot use bucket {:?}", key("s3_bucket"), s3.bucket))?;
     blobs.check().await.with_context(|| {
         format!(
-            "s3_bucket (SMOOTHD_S3_BUCKET): bucket {:?} at {} did not answer or refused the credentials (s3_endpoint, s3_region, s3_access_key_id)",
+            "{}: bucket {:?} at {} did not answer or refused the credentials (s3_endpoint, s3_region, s3_access_key_id)", key("s3_bucket"),
             s3.bucket,
             s3.endpoint.as_deref().unwrap_or("AWS")
         )
@@ -108,7 +109,7 @@ pub fn browser_pool(settings: &Settings) -> Result<Arc<BrowserPool>, String> {
                 "browser_ws is set: chromium and chromium_args are not used (the remote browser has its own flags)"
             );
         }
-        return Ok(Arc::new(BrowserPool::remote(endpoint.clone())));
+        return Ok(Arc::new(BrowserPool::remote(endpoint.to_string())));
     }
     let chromium = find_chromium(settings.chromium.as_deref()).map_err(|e| e.to_string())?;
     let mut launch = LaunchConfig::new(chromium);
@@ -132,7 +133,7 @@ pub async fn blocker(settings: &Settings) -> anyhow::Result<Option<Arc<Blocker>>
     let blocker = tokio::task::spawn_blocking(move || Blocker::from_files(&lists))
         .await
         .context("ad-block compilation panicked")?
-        .map_err(|e| anyhow::anyhow!("adblock_lists (SMOOTHD_ADBLOCK_LISTS): {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key("adblock_lists")))?;
     tracing::info!(
         rules = blocker.rule_count(),
         ms = started.elapsed().as_millis() as u64,
@@ -214,7 +215,8 @@ pub async fn media_services(
 ) -> anyhow::Result<MediaServices> {
     let listener = TcpListener::bind(&settings.live_listen).await.with_context(|| {
         format!(
-            "live_listen (SMOOTHD_LIVE_LISTEN): cannot listen on {}",
+            "{}: cannot listen on {}",
+            key("live_listen"),
             settings.live_listen
         )
     })?;
@@ -259,10 +261,11 @@ async fn start_tunnel_listener(
         .map(|(c, k)| (std::path::Path::new(c), std::path::Path::new(k)));
     let host = tunnel_host(settings, &settings.public_url());
     let acceptor = smoothd_tunnel::tls::acceptor(files, &host)
-        .context("tunnel_cert_file / tunnel_key_file (SMOOTHD_TUNNEL_CERT_FILE, SMOOTHD_TUNNEL_KEY_FILE)")?;
+        .with_context(|| format!("{} / {}", key("tunnel_cert_file"), key("tunnel_key_file")))?;
     let listener = TcpListener::bind(addr).await.with_context(|| {
         format!(
-            "tunnel_listen (SMOOTHD_TUNNEL_LISTEN): cannot listen on {addr} (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            "{}: cannot listen on {addr} (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+            key("tunnel_listen")
         )
     })?;
     tracing::info!(%addr, %host, generated_certificate = files.is_none(), "tunnel listening (TLS)");
@@ -399,9 +402,9 @@ pub async fn run(
     };
     let metrics = match &settings.metrics_listen {
         Some(addr) => {
-            let listener = TcpListener::bind(addr).await.with_context(|| {
-                format!("metrics_listen (SMOOTHD_METRICS_LISTEN): cannot listen on {addr}")
-            })?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("{}: cannot listen on {addr}", key("metrics_listen")))?;
             let bound = listener.local_addr().context("metrics listener has no address")?;
             tracing::info!(addr = %bound, "metrics listening");
             Some(tokio::spawn(smoothd_api::serve_metrics(
