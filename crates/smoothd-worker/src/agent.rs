@@ -25,7 +25,7 @@ pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: 
     let (prepared, ()) = tokio::join!(services.open_browser(ctx, None), run.prefetch(&stop));
     let prepared = match prepared {
         Ok(p) => p,
-        Err(e) => return Some(Final::failed(e)),
+        Err(e) => return Some(Final::failed(e.to_string())),
     };
     run.set_files(placed_files(&prepared));
     let finish = {

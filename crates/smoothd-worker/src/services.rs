@@ -9,7 +9,7 @@ use smoothd_store::Blobs;
 
 use crate::context::TaskContext;
 use crate::media::MediaServices;
-use crate::setup::{self, Prepared};
+use crate::setup::{self, Prepared, SetupError};
 use crate::tunnel::SessionTunnel;
 
 /// The final error of a task or session whose browser died under it.
@@ -50,8 +50,11 @@ impl Services {
         &self,
         ctx: &TaskContext,
         tunnel: Option<&SessionTunnel>,
-    ) -> Result<Prepared, String> {
-        let pool = self.browsers.as_ref().map_err(Clone::clone)?;
+    ) -> Result<Prepared, SetupError> {
+        let pool = self
+            .browsers
+            .as_ref()
+            .map_err(|why| SetupError::NoBrowser(why.clone()))?;
         let spec = &ctx.spec;
         let opts = SessionOptions {
             device: spec.device,

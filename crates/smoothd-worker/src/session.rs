@@ -13,7 +13,7 @@ use crate::actions::{self, Reply};
 use crate::agent;
 use crate::context::{StopReason, TaskContext};
 use crate::services::{BROWSER_CRASHED, Services};
-use crate::setup::Prepared;
+use crate::setup::{Prepared, SetupError};
 use crate::tunnel::SessionTunnel;
 
 /// How long a session whose browser died waits for a command already on its way.
@@ -36,17 +36,17 @@ pub(crate) async fn run(services: &Services, config: &SessionConfig, ctx: &mut T
     let live = services.media.as_ref().and_then(|m| m.live.as_ref());
     let tunnel = match SessionTunnel::open(ctx, live, config.tunnel_wait).await {
         Ok(t) => t,
-        Err(e) => return Some(Final::failed(e)),
+        Err(e) => return Some(Final::failed(e.to_string())),
     };
     let prepared = match services.open_browser(ctx, tunnel.as_ref()).await {
         Ok(b) => Some(b),
-        Err(e) if services.browsers.is_err() => {
+        Err(e @ SetupError::NoBrowser(_)) => {
             // No browser on this machine: keep the session so close/cancel behave, and
             // answer browser actions with the reason.
             tracing::warn!(error = %e, "session without a browser");
             None
         }
-        Err(e) => return Some(Final::failed(e)),
+        Err(e) => return Some(Final::failed(e.to_string())),
     };
     let session = Session {
         services,
@@ -164,7 +164,7 @@ impl Session<'_> {
             None => None,
         };
         let reply = if let Some(why) = tunnel_down {
-            Reply::user(why)
+            Reply::user(why.to_string())
         } else if event.name == "session_action" && action == "run_task" {
             agent::session_run_task(self.services, ctx, self.browser, event, credits).await
         } else {
