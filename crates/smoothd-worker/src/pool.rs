@@ -100,43 +100,20 @@ impl WorkerPool {
                 },
             };
             // Wait for work with the permit in hand.
-            loop {
-                let notified = self.store.signals().queue_notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let claim_started = tokio::time::Instant::now();
-                let claimed = self.store.claim(&self.worker_id, ms(self.config.lease)).await;
-                smoothd_metrics::record_claim_query(claim_started.elapsed());
-                match claimed {
-                    Ok(Some(claim)) => {
-                        // Queue latency is a first claim's; a re-claim's wait includes a lost worker.
-                        let waited = (claim.task.attempt == 1).then(|| {
-                            let ms = smoothd_core::time::now_ms().saturating_sub(claim.task.created_at);
-                            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-                        });
-                        smoothd_metrics::record_claim(waited);
-                        let stop = if claim.task.is_session() {
-                            session_stop.clone()
-                        } else {
-                            hard_stop.clone()
-                        };
-                        let lease = LeaseClock::new(claim_started, self.config.lease);
-                        let run = self.run_one(claim, lease, stop);
-                        tracker.spawn(async move {
-                            run.await;
-                            drop(permit);
-                        });
-                        break;
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "claim failed; retrying"),
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break 'claiming,
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep(self.config.poll) => {}
-                }
-            }
+            let Some((claim, claim_started)) = self.next_claim(&shutdown).await else {
+                break 'claiming;
+            };
+            let stop = if claim.task.is_session() {
+                session_stop.clone()
+            } else {
+                hard_stop.clone()
+            };
+            let lease = LeaseClock::new(claim_started, self.config.lease);
+            let run = self.run_one(claim, lease, stop);
+            tracker.spawn(async move {
+                run.await;
+                drop(permit);
+            });
         }
 
         tracker.close();
@@ -156,6 +133,37 @@ impl WorkerPool {
             tracker.wait().await;
         }
         tracing::info!(worker.id = %self.worker_id, "workers stopped");
+    }
+
+    /// The next task this process claims, with when the claim was sent (its lease counts
+    /// from then); `None` once `shutdown` fires.
+    async fn next_claim(&self, shutdown: &CancellationToken) -> Option<(Claim, tokio::time::Instant)> {
+        loop {
+            let notified = self.store.signals().queue_notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let claim_started = tokio::time::Instant::now();
+            let claimed = self.store.claim(&self.worker_id, ms(self.config.lease)).await;
+            smoothd_metrics::record_claim_query(claim_started.elapsed());
+            match claimed {
+                Ok(Some(claim)) => {
+                    // Queue latency is a first claim's; a re-claim's wait includes a lost worker.
+                    let waited = (claim.task.attempt == 1).then(|| {
+                        let ms = smoothd_core::time::now_ms().saturating_sub(claim.task.created_at);
+                        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                    });
+                    smoothd_metrics::record_claim(waited);
+                    return Some((claim, claim_started));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "claim failed; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
     }
 
     fn run_one(
