@@ -171,7 +171,7 @@ async fn db_acquire_timeout_is_a_setting() {
     url.set_host(Some(host)).unwrap();
     url.set_port(Some(port.parse().unwrap())).unwrap();
     let mut settings = test_settings(&db);
-    settings.database_url = Some(url.to_string());
+    settings.database_url = Some(url.to_string().into());
     settings.db_acquire_timeout_seconds = 1;
     let api = TestServer::api_only(settings).await;
     let (code, _) = api.get("/v1/task/nonexistent").await;

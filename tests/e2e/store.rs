@@ -3,9 +3,27 @@
 use std::collections::HashSet;
 
 use serde_json::json;
-use smoothd_core::{Direction, TaskSpec, TaskStatus, ids};
+use smoothd_core::{Direction, Final, StepTrace, TaskSpec, TaskStatus, ids};
 use smoothd_store::{CancelOutcome, EraseOutcome, EventFence, Heartbeat, NewTask, Store, StoreError};
 use smoothd_tests::{Backend, TestDb, backend_tests};
+
+/// Step `n`'s trace, told apart by `url`.
+fn step(n: u32, url: &str) -> StepTrace {
+    StepTrace {
+        step: n,
+        url: url.into(),
+        view_chars: 0,
+        model: "m".into(),
+        cost: None,
+        actions: Vec::new(),
+        error: None,
+    }
+}
+
+/// A successful end with `output` and `credits_used`.
+fn done(output: serde_json::Value, credits_used: i64) -> Final {
+    Final::Done { output, credits_used }
+}
 
 pub async fn new_task(store: &Store, owner: &str, session: bool, max_attempts: i64) -> String {
     let spec = TaskSpec::from_json(&if session {
@@ -38,6 +56,7 @@ backend_tests!(
     profile_lock_excludes_live_holders_only,
     reap_artifacts_deletes_bytes_of_ended_tasks_only,
     record_step_is_fenced_and_numbered,
+    finish_writes_each_kind_of_end,
 );
 
 async fn claims_are_exclusive_under_races(b: Backend) {
@@ -86,12 +105,7 @@ async fn lease_expiry_reclaims_and_fences_the_old_attempt(b: Backend) {
         .await
         .unwrap();
     assert!(stale.is_none());
-    assert!(
-        !store
-            .finish(&id, 1, TaskStatus::Done, None, None, 0)
-            .await
-            .unwrap()
-    );
+    assert!(!store.finish(&id, 1, &done(json!(null), 0)).await.unwrap());
     assert!(!store.mark_effects(&id, 1).await.unwrap());
     // The second attempt holds it.
     assert_eq!(
@@ -105,12 +119,7 @@ async fn lease_expiry_reclaims_and_fences_the_old_attempt(b: Backend) {
             .unwrap()
             .is_some()
     );
-    assert!(
-        store
-            .finish(&id, 2, TaskStatus::Done, Some(&json!({"ok": 1})), None, 3)
-            .await
-            .unwrap()
-    );
+    assert!(store.finish(&id, 2, &done(json!({"ok": 1}), 3)).await.unwrap());
     let row = store.get_task("o", &id).await.unwrap().unwrap();
     assert_eq!(
         (row.status.as_str(), row.credits_used, row.output_json()),
@@ -231,12 +240,7 @@ async fn status_only_moves_forward(b: Backend) {
     let store = db.store().await;
     let id = new_task(&store, "o", false, 3).await;
     // Nothing can finish a task no worker holds.
-    assert!(
-        !store
-            .finish(&id, 0, TaskStatus::Done, None, None, 0)
-            .await
-            .unwrap()
-    );
+    assert!(!store.finish(&id, 0, &done(json!(null), 0)).await.unwrap());
     assert_eq!(
         store.request_cancel("o", &id).await.unwrap(),
         CancelOutcome::CancelledNow
@@ -268,13 +272,13 @@ async fn status_only_moves_forward(b: Backend) {
     let c = store.claim("w", 60_000).await.unwrap().unwrap().task;
     assert!(
         store
-            .finish(&id2, c.attempt, TaskStatus::Failed, None, Some("boom"), 0)
+            .finish(&id2, c.attempt, &Final::failed("boom"))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .finish(&id2, c.attempt, TaskStatus::Done, None, None, 0)
+            .finish(&id2, c.attempt, &done(json!(null), 0))
             .await
             .unwrap()
     );
@@ -374,7 +378,7 @@ async fn erase_keeps_a_tombstone(b: Backend) {
         EraseOutcome::NotFinal(TaskStatus::Running)
     );
     store
-        .finish(&id, c.attempt, TaskStatus::Done, Some(&json!("answer")), None, 1)
+        .finish(&id, c.attempt, &done(json!("answer"), 1))
         .await
         .unwrap();
     store
@@ -435,12 +439,7 @@ async fn release_requeues_only_a_clean_attempt(b: Backend) {
     assert_eq!(c.id, last);
     assert!(!store.release(&last, 1).await.unwrap());
     // Nor is a task that has ended.
-    assert!(
-        store
-            .finish(&id, 2, TaskStatus::Done, None, None, 0)
-            .await
-            .unwrap()
-    );
+    assert!(store.finish(&id, 2, &done(json!(null), 0)).await.unwrap());
     assert!(!store.release(&id, 2).await.unwrap());
 }
 
@@ -484,12 +483,7 @@ async fn reap_artifacts_deletes_bytes_of_ended_tasks_only(b: Backend) {
     for _ in 0..2 {
         let c = store.claim("w", 60_000).await.unwrap().unwrap().task;
         if c.id == ended {
-            assert!(
-                store
-                    .finish(&ended, 1, TaskStatus::Done, None, None, 0)
-                    .await
-                    .unwrap()
-            );
+            assert!(store.finish(&ended, 1, &done(json!(null), 0)).await.unwrap());
         }
     }
     let artifact = |task: &str, created_at: i64| smoothd_store::ArtifactRow {
@@ -540,50 +534,77 @@ async fn record_step_is_fenced_and_numbered(b: Backend) {
     let store = db.store().await;
     let id = new_task(&store, "o", false, 3).await;
     // Nothing is recorded for a task no worker runs.
-    assert!(!store.record_step(&id, 1, 1, &json!({"n": 1})).await.unwrap());
+    assert!(!store.record_step(&id, 1, &step(1, "one")).await.unwrap());
     let c = store.claim("w1", 60_000).await.unwrap().unwrap().task;
-    assert!(
-        store
-            .record_step(&id, c.attempt, 2, &json!({"n": 2}))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .record_step(&id, c.attempt, 1, &json!({"n": 1}))
-            .await
-            .unwrap()
-    );
+    assert!(store.record_step(&id, c.attempt, &step(2, "two")).await.unwrap());
+    assert!(store.record_step(&id, c.attempt, &step(1, "one")).await.unwrap());
     // A step number is written once; another attempt's write is fenced off.
     assert!(
         !store
-            .record_step(&id, c.attempt, 1, &json!({"n": "again"}))
+            .record_step(&id, c.attempt, &step(1, "again"))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_step(&id, c.attempt + 1, 3, &json!({"n": 3}))
+            .record_step(&id, c.attempt + 1, &step(3, "three"))
             .await
             .unwrap()
     );
     assert_eq!(
         store.steps(&id).await.unwrap(),
-        vec![json!({"n": 1}), json!({"n": 2})]
+        vec![
+            serde_json::to_value(step(1, "one")).unwrap(),
+            serde_json::to_value(step(2, "two")).unwrap()
+        ]
     );
     assert_eq!(store.step_count(&id).await.unwrap(), 2);
     // After the task ends, late writes are refused.
-    assert!(
-        store
-            .finish(&id, c.attempt, TaskStatus::Done, None, None, 0)
-            .await
-            .unwrap()
-    );
+    assert!(store.finish(&id, c.attempt, &done(json!(null), 0)).await.unwrap());
     assert!(
         !store
-            .record_step(&id, c.attempt, 3, &json!({"n": 3}))
+            .record_step(&id, c.attempt, &step(3, "three"))
             .await
             .unwrap()
     );
     assert_eq!(store.step_count(&id).await.unwrap(), 2);
+}
+
+async fn finish_writes_each_kind_of_end(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.store().await;
+    let ends = [
+        done(json!({"answer": 42}), 7),
+        Final::Failed {
+            error: "reached max_steps".into(),
+            output: Some(json!("partial")),
+            credits_used: 2,
+        },
+        Final::failed("boom"),
+        Final::Cancelled,
+    ];
+    for end in ends {
+        let id = new_task(&store, "o", false, 3).await;
+        let c = store.claim("w", 60_000).await.unwrap().unwrap().task;
+        assert!(store.finish(&id, c.attempt, &end).await.unwrap(), "{end:?}");
+        let row = store.get_task("o", &id).await.unwrap().unwrap();
+        let output = row.output.as_deref().map(|t| serde_json::from_str(t).unwrap());
+        assert_eq!(
+            (
+                row.status.as_str(),
+                output.as_ref(),
+                row.error.as_deref(),
+                row.credits_used
+            ),
+            (
+                end.status().as_str(),
+                end.output(),
+                end.error(),
+                end.credits_used()
+            ),
+            "{end:?}"
+        );
+        assert_eq!(row.lease_expires_at, None);
+        assert!(row.finished_at.is_some());
+    }
 }

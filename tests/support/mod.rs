@@ -115,9 +115,9 @@ pub struct TestServer {
 pub fn test_settings(db: &TestDb) -> Settings {
     Settings {
         listen: "127.0.0.1:0".into(),
-        database_url: Some(db.url.clone()),
+        database_url: Some(db.url.clone().into()),
         data_dir: db.dir.path().to_path_buf(),
-        api_key: Some(format!("test-key-{}", smoothd_core::ids::random_token(24))),
+        api_key: Some(format!("test-key-{}", smoothd_core::ids::random_token(24)).into()),
         workers: 2,
         lease_seconds: 10,
         heartbeat_seconds: 1,
@@ -184,7 +184,11 @@ impl TestServer {
             roles,
             shutdown.clone(),
         ));
-        let key = settings.api_key.clone().unwrap_or_default();
+        let key = settings
+            .api_key
+            .as_ref()
+            .map(|k| k.expose().to_string())
+            .unwrap_or_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

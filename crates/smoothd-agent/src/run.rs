@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use smoothd_browser::{ActError, Action as PageAction, ActionResult, BrowserSession, Driver};
+use smoothd_core::{ActionTrace, StepCost, StepTrace};
 use tokio_util::sync::CancellationToken;
 
 use crate::llm::{self, Llm, LlmError, Reply, Usage};
@@ -43,7 +44,7 @@ pub trait Host: Send {
     /// Emits the `tool_call` event and waits (up to `timeout`) for the client's answer.
     async fn call_tool(&mut self, name: &str, input: Value, timeout: Duration) -> ToolAnswer;
     /// Stores one step's trace.
-    async fn record_step(&mut self, trace: Value);
+    async fn record_step(&mut self, trace: StepTrace);
     /// The latest step in one line, for the live view.
     async fn status(&mut self, text: &str);
     /// Adds a file to the task's downloads.
@@ -415,11 +416,15 @@ impl Run {
                 Ok(r) => r,
                 Err(LlmError::Stopped) => return self.finish(End::Stopped, n - 1),
                 Err(e) => {
-                    host.record_step(json!({
-                        "step": step_no, "url": url, "view_chars": view_text.len(),
-                        "model": self.agent.llm.model(),
-                        "error": e.to_string(), "actions": [],
-                    }))
+                    host.record_step(StepTrace {
+                        step: step_no,
+                        url,
+                        view_chars: view_text.len(),
+                        model: self.agent.llm.model().to_string(),
+                        cost: None,
+                        actions: Vec::new(),
+                        error: Some(e.to_string()),
+                    })
                     .await;
                     return self.finish(
                         End::Failed {
@@ -445,7 +450,7 @@ impl Run {
             ))
             .await;
             let act_started = Instant::now();
-            let mut results: Vec<Value> = Vec::new();
+            let mut results: Vec<ActionTrace> = Vec::new();
             let mut outcome: Option<End> = None;
             if reply.tool_calls.is_empty() {
                 self.history
@@ -505,27 +510,41 @@ impl Run {
                         }
                     };
                     let result = prompt::mask(&cut(&result, 2000), &self.job.secrets);
-                    results.push(json!({"name": call.name, "args": serde_json::from_str::<Value>(&prompt::mask(&call.arguments, &self.job.secrets)).unwrap_or(Value::Null), "result": result}));
+                    results.push(ActionTrace {
+                        name: call.name.clone(),
+                        args: serde_json::from_str::<Value>(&prompt::mask(
+                            &call.arguments,
+                            &self.job.secrets,
+                        ))
+                        .unwrap_or(Value::Null),
+                        result: result.clone(),
+                    });
                     self.history
                         .push(json!({"role": "tool", "tool_call_id": call.id, "content": result}));
                 }
             }
-            host.record_step(json!({
-                "step": step_no,
-                "url": url,
-                "view_chars": view_text.len(),
-                "model": self.agent.llm.model(),
-                "prompt_tokens": reply.usage.prompt,
-                "completion_tokens": reply.usage.completion,
-                "llm_ms": reply.latency.as_millis() as u64,
-                "act_ms": act_started.elapsed().as_millis() as u64,
-                "step_ms": step_started.elapsed().as_millis() as u64,
-                "retries": reply.retries,
-                "first_request_ms": if n == 1 { self.first_request.map(|d| d.as_millis() as u64) } else { None },
-                "reasoning": reasoning,
-                "actions": results,
-                "error": Value::Null,
-            }))
+            host.record_step(StepTrace {
+                step: step_no,
+                url,
+                view_chars: view_text.len(),
+                model: self.agent.llm.model().to_string(),
+                cost: Some(StepCost {
+                    prompt_tokens: reply.usage.prompt,
+                    completion_tokens: reply.usage.completion,
+                    llm_ms: reply.latency.as_millis() as u64,
+                    act_ms: act_started.elapsed().as_millis() as u64,
+                    step_ms: step_started.elapsed().as_millis() as u64,
+                    retries: reply.retries,
+                    first_request_ms: if n == 1 {
+                        self.first_request.map(|d| d.as_millis() as u64)
+                    } else {
+                        None
+                    },
+                    reasoning,
+                }),
+                actions: results,
+                error: None,
+            })
             .await;
             if let Some(end) = outcome {
                 return self.finish(end, n);

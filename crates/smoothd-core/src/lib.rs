@@ -5,11 +5,15 @@ pub mod device;
 pub mod event;
 pub mod ids;
 pub mod request;
+pub mod run_task;
 pub mod status;
+pub mod step;
 pub mod time;
 pub mod urlpattern;
 
 pub use device::Device;
 pub use event::{Direction, Event};
 pub use request::{TaskSpec, ValidationError};
-pub use status::TaskStatus;
+pub use run_task::{RunTaskError, RunTaskInput};
+pub use status::{Final, TaskStatus};
+pub use step::{ActionTrace, StepCost, StepTrace};

@@ -123,7 +123,8 @@ pub struct TaskSpec {
     pub agent: String,
     pub max_steps: u32,
     pub device: Device,
-    pub allowed_urls: Vec<String>,
+    /// Compiled once here; stored as the patterns' text.
+    pub allowed_urls: Vec<UrlPattern>,
     pub enable_recording: bool,
     pub profile_id: Option<String>,
     pub profile_read_only: bool,
@@ -152,72 +153,11 @@ impl TaskSpec {
             .ok_or_else(|| ValidationError::invalid("body", "must be a JSON object"))?;
         let f = Fields(obj);
 
-        let task = match f.opt_str("task")? {
-            Some(t) if t.trim().is_empty() => {
-                return Err(ValidationError::invalid(
-                    "task",
-                    "must not be empty (use null to open a session)",
-                ));
-            }
-            Some(t) if t.len() > 100_000 => {
-                return Err(ValidationError::invalid("task", "longer than 100000 characters"));
-            }
-            t => t,
-        };
-
-        let max_steps = match f.get("max_steps") {
-            None => DEFAULT_MAX_STEPS,
-            Some(v) => {
-                let n = v.as_i64().filter(|_| v.is_i64() || v.is_u64()).ok_or_else(|| {
-                    ValidationError::invalid("max_steps", format!("must be an integer, got {}", kind(v)))
-                })?;
-                if !MAX_STEPS_RANGE.contains(&n) {
-                    return Err(ValidationError::invalid(
-                        "max_steps",
-                        format!("must be between 2 and 128, got {n}"),
-                    ));
-                }
-                u32::try_from(n).unwrap_or(DEFAULT_MAX_STEPS)
-            }
-        };
-
-        let device = match f.opt_str("device")? {
-            None => Device::Desktop,
-            Some(d) => Device::parse(&d).ok_or_else(|| {
-                ValidationError::invalid(
-                    "device",
-                    format!("unknown device {d:?}; expected one of {}", Device::NAMES),
-                )
-            })?,
-        };
-
-        let agent = f.opt_str("agent")?.unwrap_or_else(|| "smooth".into());
-        if !AGENTS.contains(&agent.as_str()) {
-            return Err(ValidationError::invalid(
-                "agent",
-                format!("unknown agent {agent:?}; expected \"smooth\" or \"smooth-lite\""),
-            ));
-        }
-
-        let response_model = match f.get("response_model") {
-            None => None,
-            Some(schema) => {
-                if !schema.is_object() {
-                    return Err(ValidationError::invalid(
-                        "response_model",
-                        format!("must be a JSON schema object, got {}", kind(schema)),
-                    ));
-                }
-                if let Err(e) = jsonschema::validator_for(schema) {
-                    return Err(ValidationError::invalid(
-                        "response_model",
-                        format!("not a valid JSON schema: {e}"),
-                    ));
-                }
-                Some(schema.clone())
-            }
-        };
-
+        let task = task_field(&f)?;
+        let max_steps = max_steps_field(&f)?;
+        let device = device_field(&f)?;
+        let agent = agent_field(&f)?;
+        let response_model = response_model_field(&f)?;
         let url = match f.opt_str("url")? {
             None => None,
             Some(u) if u.trim().is_empty() => None,
@@ -227,25 +167,8 @@ impl TaskSpec {
         let metadata = validate_metadata(f.get("metadata"))?;
         let files = f.str_list("files")?;
         let extensions = f.str_list("extensions")?;
-        let allowed_urls = f.str_list("allowed_urls")?;
-        for (i, p) in allowed_urls.iter().enumerate() {
-            UrlPattern::parse(p)
-                .map_err(|m| ValidationError::invalid(format!("allowed_urls[{i}]"), m.to_string()))?;
-        }
-
-        let profile_id = match f.opt_str("profile_id")? {
-            Some(p) => Some(p),
-            None => f.opt_str("session_id")?,
-        };
-        if let Some(p) = &profile_id
-            && !crate::ids::is_valid_client_id(p)
-        {
-            return Err(ValidationError::invalid(
-                "profile_id",
-                "must be 1-128 characters of A-Z a-z 0-9 . _ -",
-            ));
-        }
-
+        let allowed_urls = allowed_urls_field(&f)?;
+        let profile_id = profile_id_field(&f)?;
         let proxy = validate_proxy(&f)?;
         if task.is_some() && proxy.as_ref().is_some_and(Proxy::is_self) {
             return Err(ValidationError::invalid(
@@ -256,16 +179,7 @@ impl TaskSpec {
         let certificates = validate_certificates(f.get("certificates"))?;
         let additional_tools = validate_additional_tools(f.get("additional_tools"))?;
         let custom_tools = validate_custom_tools(f.get("custom_tools"))?;
-        let experimental_features = match f.get("experimental_features") {
-            None => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(v) => {
-                return Err(ValidationError::invalid(
-                    "experimental_features",
-                    format!("must be an object, got {}", kind(v)),
-                ));
-            }
-        };
+        let experimental_features = experimental_features_field(&f)?;
 
         Ok(TaskSpec {
             task,
@@ -292,6 +206,138 @@ impl TaskSpec {
             show_cursor: f.bool_or("show_cursor", false)?,
         })
     }
+}
+
+/// `task`, checked.
+fn task_field(f: &Fields<'_>) -> Result<Option<String>, ValidationError> {
+    let value = match f.opt_str("task")? {
+        Some(t) if t.trim().is_empty() => {
+            return Err(ValidationError::invalid(
+                "task",
+                "must not be empty (use null to open a session)",
+            ));
+        }
+        Some(t) if t.len() > 100_000 => {
+            return Err(ValidationError::invalid("task", "longer than 100000 characters"));
+        }
+        t => t,
+    };
+    Ok(value)
+}
+
+/// `max_steps`, checked.
+fn max_steps_field(f: &Fields<'_>) -> Result<u32, ValidationError> {
+    let value = match f.get("max_steps") {
+        None => DEFAULT_MAX_STEPS,
+        Some(v) => {
+            let n = v.as_i64().filter(|_| v.is_i64() || v.is_u64()).ok_or_else(|| {
+                ValidationError::invalid("max_steps", format!("must be an integer, got {}", kind(v)))
+            })?;
+            if !MAX_STEPS_RANGE.contains(&n) {
+                return Err(ValidationError::invalid(
+                    "max_steps",
+                    format!("must be between 2 and 128, got {n}"),
+                ));
+            }
+            u32::try_from(n).unwrap_or(DEFAULT_MAX_STEPS)
+        }
+    };
+    Ok(value)
+}
+
+/// `device`, checked.
+fn device_field(f: &Fields<'_>) -> Result<Device, ValidationError> {
+    let value = match f.opt_str("device")? {
+        None => Device::Desktop,
+        Some(d) => Device::parse(&d).ok_or_else(|| {
+            ValidationError::invalid(
+                "device",
+                format!("unknown device {d:?}; expected one of {}", Device::NAMES),
+            )
+        })?,
+    };
+    Ok(value)
+}
+
+/// `agent`, checked.
+fn agent_field(f: &Fields<'_>) -> Result<String, ValidationError> {
+    let agent = f.opt_str("agent")?.unwrap_or_else(|| "smooth".into());
+    if !AGENTS.contains(&agent.as_str()) {
+        return Err(ValidationError::invalid(
+            "agent",
+            format!("unknown agent {agent:?}; expected \"smooth\" or \"smooth-lite\""),
+        ));
+    }
+    Ok(agent)
+}
+
+/// `response_model`, checked.
+fn response_model_field(f: &Fields<'_>) -> Result<Option<Value>, ValidationError> {
+    let value = match f.get("response_model") {
+        None => None,
+        Some(schema) => {
+            if !schema.is_object() {
+                return Err(ValidationError::invalid(
+                    "response_model",
+                    format!("must be a JSON schema object, got {}", kind(schema)),
+                ));
+            }
+            if let Err(e) = jsonschema::validator_for(schema) {
+                return Err(ValidationError::invalid(
+                    "response_model",
+                    format!("not a valid JSON schema: {e}"),
+                ));
+            }
+            Some(schema.clone())
+        }
+    };
+    Ok(value)
+}
+
+/// `allowed_urls`, checked.
+fn allowed_urls_field(f: &Fields<'_>) -> Result<Vec<UrlPattern>, ValidationError> {
+    let value = f
+        .str_list("allowed_urls")?
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            UrlPattern::parse(p)
+                .map_err(|m| ValidationError::invalid(format!("allowed_urls[{i}]"), m.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(value)
+}
+
+/// `profile_id`, checked.
+fn profile_id_field(f: &Fields<'_>) -> Result<Option<String>, ValidationError> {
+    let profile_id = match f.opt_str("profile_id")? {
+        Some(p) => Some(p),
+        None => f.opt_str("session_id")?,
+    };
+    if let Some(p) = &profile_id
+        && !crate::ids::is_valid_client_id(p)
+    {
+        return Err(ValidationError::invalid(
+            "profile_id",
+            "must be 1-128 characters of A-Z a-z 0-9 . _ -",
+        ));
+    }
+    Ok(profile_id)
+}
+
+/// `experimental_features`, checked.
+fn experimental_features_field(f: &Fields<'_>) -> Result<Map<String, Value>, ValidationError> {
+    let value = match f.get("experimental_features") {
+        None => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(v) => {
+            return Err(ValidationError::invalid(
+                "experimental_features",
+                format!("must be an object, got {}", kind(v)),
+            ));
+        }
+    };
+    Ok(value)
 }
 
 /// Accessors over a JSON object that treat `null` as absent and name the field on error.
@@ -757,6 +803,15 @@ mod tests {
         let p = s.proxy.unwrap_or_else(|| panic!("no proxy"));
         assert!(p.is_self());
         assert_eq!(p.password.as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn allowed_urls_are_compiled_once_and_survive_storage() {
+        let s = TaskSpec::from_json(&json!({"task": "x", "allowed_urls": ["example.com/*"]})).unwrap();
+        assert!(s.allowed_urls[0].matches(&url::Url::parse("https://example.com/a").unwrap()));
+        let stored = serde_json::to_string(&s).unwrap();
+        let back: TaskSpec = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

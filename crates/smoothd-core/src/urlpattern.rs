@@ -30,8 +30,10 @@ pub enum PatternError {
 
 /// A compiled pattern: the scheme and the rest are each one anchored, case-insensitive regex,
 /// so matching is linear in the URL's length whatever the wildcards (the intercepted-request
-/// path runs it on every request).
-#[derive(Debug, Clone)]
+/// path runs it on every request). Serialised as the pattern's text, and parsed again (with
+/// its errors) when read back.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct UrlPattern {
     source: String,
     /// `None`: http or https.
@@ -46,6 +48,20 @@ impl PartialEq for UrlPattern {
 }
 
 impl Eq for UrlPattern {}
+
+impl From<UrlPattern> for String {
+    fn from(p: UrlPattern) -> String {
+        p.source
+    }
+}
+
+impl TryFrom<String> for UrlPattern {
+    type Error = PatternError;
+
+    fn try_from(s: String) -> Result<Self, PatternError> {
+        UrlPattern::parse(&s)
+    }
+}
 
 impl UrlPattern {
     /// Parses a pattern; errors say why it is unusable.
@@ -216,5 +232,17 @@ mod tests {
     #[test]
     fn no_patterns_allow_all() {
         assert!(allowed(&[], &url::Url::parse("https://x.y/").unwrap()));
+    }
+
+    #[test]
+    fn serialised_as_its_text_and_checked_when_read_back() {
+        let p = UrlPattern::parse("https://**.example.com/**").unwrap();
+        let text = serde_json::to_value(&p).unwrap();
+        assert_eq!(text, serde_json::json!("https://**.example.com/**"));
+        let back: UrlPattern = serde_json::from_value(text).unwrap();
+        assert!(back.matches(&url::Url::parse("https://example.com/a").unwrap()));
+        assert_eq!(back, p);
+        let bad = serde_json::from_value::<UrlPattern>(serde_json::json!("ftp://"));
+        assert!(bad.is_err_and(|e| e.to_string().contains("no host")));
     }
 }

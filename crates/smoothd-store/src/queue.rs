@@ -3,8 +3,8 @@
 //! fenced on the attempt number: zero rows affected means the lease was lost and the worker
 //! must stop. Expired leases that may not be retried are failed by the reaper.
 
-use smoothd_core::TaskStatus;
 use smoothd_core::time::now_ms;
+use smoothd_core::{Final, TaskStatus};
 
 use crate::tasks::TaskRow;
 use crate::{Backend, Result, Store, with_pool};
@@ -124,24 +124,15 @@ impl Store {
 
     /// Finishes `attempt` of a running task; false if the lease was lost (nothing written).
     #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
-    pub async fn finish(
-        &self,
-        task_id: &str,
-        attempt: i64,
-        status: TaskStatus,
-        output: Option<&serde_json::Value>,
-        error: Option<&str>,
-        credits_used: i64,
-    ) -> Result<bool> {
-        debug_assert!(status.is_final());
-        let output = output.map(serde_json::to_string).transpose()?;
+    pub async fn finish(&self, task_id: &str, attempt: i64, end: &Final) -> Result<bool> {
+        let output = end.output().map(serde_json::to_string).transpose()?;
         let q = self.sql(
             "UPDATE tasks SET status = $1, output = $2, error = $3, credits_used = $4, finished_at = $5, \
              lease_expires_at = NULL, recording = COALESCE(recording, ''), downloads = COALESCE(downloads, '') \
              WHERE id = $6 AND attempt = $7 AND status = 'running'",
         );
         let n = with_pool!(self, pool => sqlx::query(&q)
-            .bind(status.as_str()).bind(output).bind(error).bind(credits_used).bind(now_ms())
+            .bind(end.status().as_str()).bind(output).bind(end.error()).bind(end.credits_used()).bind(now_ms())
             .bind(task_id).bind(attempt).execute(pool).await?.rows_affected());
         if n > 0 {
             self.announce_task(task_id).await;

@@ -1,6 +1,7 @@
 //! Agent step traces: one JSON document per step, in step order.
 
 use serde_json::Value;
+use smoothd_core::StepTrace;
 use smoothd_core::time::now_ms;
 
 use crate::{Result, Store, with_pool};
@@ -9,8 +10,9 @@ impl Store {
     /// Stores one step's trace if `attempt` still holds the running task (a lost worker's late
     /// step is dropped). A step number written twice keeps the first.
     #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
-    pub async fn record_step(&self, task_id: &str, attempt: i64, step: i64, data: &Value) -> Result<bool> {
-        let text = serde_json::to_string(data)?;
+    pub async fn record_step(&self, task_id: &str, attempt: i64, trace: &StepTrace) -> Result<bool> {
+        let text = serde_json::to_string(trace)?;
+        let step = i64::from(trace.step);
         let q = self.sql(
             "INSERT INTO task_steps (task_id, step, created_at, data) \
              SELECT $1, $2, $3, $4 WHERE EXISTS \

@@ -1,25 +1,118 @@
-//! Running the agent for a task or a session's `run_task`: the [`Host`] the loop talks to
-//! (events, custom tools, traces, saved files) over a [`TaskContext`], and the mapping between
-//! task requests and agent jobs.
+//! Running the agent: a task's whole run in a fresh browser, a session's `run_task` on the
+//! session's browser, the [`Host`] the loop talks to (events, custom tools, traces, saved
+//! files) over a [`TaskContext`], and the mapping from task requests to agent jobs.
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_json::{Map, Value, json};
-use smoothd_agent::{CustomTool, End, Finish, Host, Job, Secret, ToolAnswer};
-use smoothd_core::TaskSpec;
+use serde_json::{Value, json};
+use smoothd_agent::{Agent, CustomTool, End, Finish, Host, Job, Secret, ToolAnswer};
+use smoothd_core::event::Event;
 use smoothd_core::ids;
-use smoothd_core::urlpattern::UrlPattern;
+use smoothd_core::{Final, RunTaskError, RunTaskInput, StepTrace, TaskSpec};
 
+use crate::actions::{self, Reply};
 use crate::context::TaskContext;
-use crate::executor::{BasicExecutor, Outcome};
+use crate::services::{BROWSER_CRASHED, Services};
 use crate::setup::Prepared;
 
+/// A task: the agent's loop in a fresh browser. The first model request goes out while the
+/// browser is being prepared when the task starts on a blank tab.
+pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: &Agent) -> Option<Final> {
+    let job = job_for_task(ctx).await;
+    let mut run = agent.start(job);
+    let stop = ctx.stop_token().clone();
+    let (prepared, ()) = tokio::join!(services.open_browser(ctx, None), run.prefetch(&stop));
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => return Some(Final::failed(e.to_string())),
+    };
+    run.set_files(placed_files(&prepared));
+    let finish = {
+        let mut host = TaskHost {
+            services,
+            ctx,
+            browser: &prepared,
+        };
+        // A browser that dies while the model thinks ends the task now, not at its next
+        // action.
+        tokio::select! {
+            f = run.run(&mut host, &prepared.session, &stop) => Some(f),
+            () = prepared.session.browser_gone() => None,
+        }
+    };
+    let Some(finish) = finish else {
+        tracing::warn!(task.id = %ctx.id(), "the browser crashed under an agent task");
+        prepared.finish(ctx, &services.blobs).await;
+        return Some(Final::failed(BROWSER_CRASHED));
+    };
+    tracing::info!(
+        task.id = %ctx.id(), steps = finish.steps, prompt_tokens = finish.usage.prompt,
+        completion_tokens = finish.usage.completion, model_retries = finish.model_retries,
+        "agent finished"
+    );
+    smoothd_metrics::record_task_end(finish.steps);
+    prepared.finish(ctx, &services.blobs).await;
+    final_of(finish)
+}
+
+/// A session's `run_task`: the same loop on the session's browser; answers
+/// `{"output", "credits_used", "duration"}`, or 400 with why the agent failed.
+pub(crate) async fn session_run_task(
+    services: &Services,
+    ctx: &mut TaskContext,
+    browser: Option<&Prepared>,
+    event: &Event,
+    credits: &mut i64,
+) -> Reply {
+    let started = Instant::now();
+    let agent = match services.agent_for(ctx) {
+        Ok(a) => a,
+        Err(why) => return Reply::internal(why),
+    };
+    let Some(prepared) = browser else {
+        return Reply::internal("no browser available for run_task");
+    };
+    let input = event.payload.get("input").cloned().unwrap_or(Value::Null);
+    // Numbering continues the session's steps; guessing 0 on a database error would write
+    // step numbers that collide with the ones already stored.
+    let first = match ctx.store().step_count(ctx.id()).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "run_task: the session's step count could not be read");
+            return Reply::internal("run_task: the database could not be read; try again");
+        }
+    };
+    let mut job = match job_for_run_task(&ctx.spec, &input, u32::try_from(first).unwrap_or(0)) {
+        Ok(j) => j,
+        Err(why) => return Reply::user(why.to_string()),
+    };
+    job.files = placed_files(prepared);
+    let stop = ctx.stop_token().clone();
+    let finish = {
+        let mut host = TaskHost {
+            services,
+            ctx,
+            browser: prepared,
+        };
+        agent.start(job).run(&mut host, &prepared.session, &stop).await
+    };
+    *credits += finish.credits;
+    let duration = started.elapsed().as_secs_f64();
+    match finish.end {
+        End::Done(output) => Reply::ok(json!({
+            "output": output, "credits_used": finish.credits, "duration": duration,
+        })),
+        End::Failed { error, .. } => Reply::user(error),
+        End::Stopped => Reply::internal("the session was stopped"),
+    }
+}
+
 /// The agent's link to its task while it runs.
-pub(crate) struct TaskHost<'a> {
-    pub exec: &'a BasicExecutor,
-    pub ctx: &'a mut TaskContext,
-    pub browser: &'a Prepared,
+struct TaskHost<'a> {
+    services: &'a Services,
+    ctx: &'a mut TaskContext,
+    browser: &'a Prepared,
 }
 
 fn text_of(v: &Value) -> String {
@@ -66,11 +159,16 @@ impl Host for TaskHost<'_> {
             }
             // A tool may drive the browser itself (`task.exec_js`) while we wait for it.
             if event.name == "browser_action" {
-                let action = crate::executor::action_name(&event);
-                let reply = self
-                    .exec
-                    .handle(self.ctx, Some(self.browser), &event, &action, Instant::now())
-                    .await;
+                let action = actions::action_name(&event);
+                let reply = actions::handle(
+                    self.services,
+                    self.ctx,
+                    Some(self.browser),
+                    &event,
+                    &action,
+                    Instant::now(),
+                )
+                .await;
                 if self.ctx.reply(&event, reply.code, reply.output).await.is_err() {
                     return ToolAnswer::Stopped;
                 }
@@ -78,24 +176,21 @@ impl Host for TaskHost<'_> {
         }
     }
 
-    async fn record_step(&mut self, trace: Value) {
-        let step = trace.get("step").and_then(Value::as_i64).unwrap_or(0);
-        let num = |k: &str| trace.get(k).and_then(Value::as_u64).unwrap_or(0);
-        if trace.get("error").is_some_and(|e| !e.is_null()) {
-            smoothd_metrics::record_model_error();
-        } else {
-            smoothd_metrics::record_step(
-                Duration::from_millis(num("step_ms")),
-                num("prompt_tokens"),
-                num("completion_tokens"),
-                u32::try_from(num("retries")).unwrap_or(u32::MAX),
-            );
+    async fn record_step(&mut self, trace: StepTrace) {
+        match &trace.cost {
+            Some(cost) if trace.error.is_none() => smoothd_metrics::record_step(
+                Duration::from_millis(cost.step_ms),
+                cost.prompt_tokens,
+                cost.completion_tokens,
+                cost.retries,
+            ),
+            _ => smoothd_metrics::record_model_error(),
         }
         let task = &self.ctx.task;
         let store = self.ctx.store();
         let (lease, margin) = self.ctx.lease();
         let recorded = crate::context::retry_unavailable("step trace", lease, margin, || {
-            store.record_step(&task.id, task.attempt, step, &trace)
+            store.record_step(&task.id, task.attempt, &trace)
         })
         .await;
         if let Err(e) = recorded {
@@ -104,10 +199,7 @@ impl Host for TaskHost<'_> {
         // Progress for clients that read events (the SDK ignores unknown names).
         let _ = self
             .ctx
-            .notify(
-                "step",
-                json!({"step": step, "actions": trace.get("actions").cloned().unwrap_or(Value::Null)}),
-            )
+            .notify("step", json!({"step": trace.step, "actions": trace.actions}))
             .await;
     }
 
@@ -133,7 +225,7 @@ impl Host for TaskHost<'_> {
 }
 
 /// A task request as an agent job (files get their paths once the browser is prepared).
-pub(crate) async fn job_for_task(ctx: &TaskContext) -> Job {
+async fn job_for_task(ctx: &TaskContext) -> Job {
     let spec = &ctx.spec;
     let mut files = Vec::new();
     for id in &spec.files {
@@ -169,7 +261,7 @@ fn custom_tools(spec: &TaskSpec) -> Vec<CustomTool> {
 }
 
 /// The files of a prepared browser, for the job.
-pub(crate) fn placed_files(p: &Prepared) -> Vec<(String, String, std::path::PathBuf)> {
+fn placed_files(p: &Prepared) -> Vec<(String, String, std::path::PathBuf)> {
     p.files
         .iter()
         .map(|f| (f.name.clone(), f.id.clone(), f.path.clone()))
@@ -177,84 +269,23 @@ pub(crate) fn placed_files(p: &Prepared) -> Vec<(String, String, std::path::Path
 }
 
 /// A session's `run_task` input as a job; an error names the bad field.
-pub(crate) fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<Job, String> {
-    let task = input
-        .get("task")
-        .and_then(Value::as_str)
-        .filter(|t| !t.trim().is_empty())
-        .ok_or("run_task: input.task (the instruction) is required")?;
-    let max_steps = match input.get("max_steps") {
-        None | Some(Value::Null) => 32,
-        Some(v) => match v.as_u64() {
-            Some(n @ 2..=128) => n as u32,
-            _ => {
-                return Err(format!(
-                    "run_task: input.max_steps must be an integer from 2 to 128, got {v}"
-                ));
-            }
-        },
-    };
-    let response_model = match input.get("response_model") {
-        None | Some(Value::Null) => None,
-        Some(schema) => {
-            jsonschema::validator_for(schema)
-                .map_err(|e| format!("run_task: input.response_model is not a valid JSON schema: {e}"))?;
-            Some(schema.clone())
-        }
-    };
-    let metadata = match input.get("metadata") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(v) => return Err(format!("run_task: input.metadata must be an object, got {v}")),
-    };
-    let mut secrets = Vec::new();
-    match input.get("secrets") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (name, s) in m {
-                let (value, urls) = match s {
-                    Value::String(v) => (v.clone(), Vec::new()),
-                    Value::Object(o) => (
-                        o.get("value")
-                            .and_then(Value::as_str)
-                            .ok_or(format!("run_task: input.secrets.{name}.value must be a string"))?
-                            .to_string(),
-                        o.get("allowed_urls")
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default(),
-                    ),
-                    _ => {
-                        return Err(format!(
-                            "run_task: input.secrets.{name} must be an object with value and allowed_urls"
-                        ));
-                    }
-                };
-                let mut allowed_urls = Vec::new();
-                for u in urls {
-                    let p = u.as_str().ok_or(format!(
-                        "run_task: input.secrets.{name}.allowed_urls must be strings"
-                    ))?;
-                    allowed_urls.push(
-                        UrlPattern::parse(p)
-                            .map_err(|e| format!("run_task: input.secrets.{name}.allowed_urls: {e}"))?,
-                    );
-                }
-                secrets.push(Secret {
-                    name: name.clone(),
-                    value,
-                    allowed_urls,
-                });
-            }
-        }
-        Some(v) => return Err(format!("run_task: input.secrets must be an object, got {v}")),
-    }
+fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<Job, RunTaskError> {
+    let input = RunTaskInput::from_json(input)?;
+    let secrets = input
+        .secrets
+        .into_iter()
+        .map(|s| Secret {
+            name: s.name,
+            value: s.value,
+            allowed_urls: s.allowed_urls,
+        })
+        .collect();
     Ok(Job {
-        task: task.to_string(),
-        url: input.get("url").and_then(Value::as_str).map(str::to_string),
-        max_steps,
-        response_model,
-        metadata,
+        task: input.task,
+        url: input.url,
+        max_steps: input.max_steps,
+        response_model: input.response_model,
+        metadata: input.metadata,
         files: Vec::new(),
         secrets,
         additional_tools: spec.additional_tools.keys().cloned().collect(),
@@ -263,18 +294,18 @@ pub(crate) fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) 
     })
 }
 
-/// The task's outcome from the loop's end.
-pub(crate) fn outcome(finish: Finish) -> Outcome {
+/// How the task ended, from the loop's end (`None`: it was stopped).
+fn final_of(finish: Finish) -> Option<Final> {
     match finish.end {
-        End::Done(output) => Outcome::Done {
+        End::Done(output) => Some(Final::Done {
             output,
             credits_used: finish.credits,
-        },
-        End::Failed { error, output } => Outcome::Failed {
+        }),
+        End::Failed { error, output } => Some(Final::Failed {
             error,
             output,
             credits_used: finish.credits,
-        },
-        End::Stopped => Outcome::Stopped,
+        }),
+        End::Stopped => None,
     }
 }

@@ -97,8 +97,6 @@ pub struct TaskContext {
     pub(crate) store: Store,
     pub(crate) stop: CancellationToken,
     pub(crate) reason: Arc<Mutex<Option<StopReason>>>,
-    /// Live view, recording and downloads capture, when this process provides them.
-    pub(crate) media: Option<Arc<crate::media::MediaServices>>,
     inbox_cursor: i64,
     /// This attempt has written `effects_started`.
     effects_marked: AtomicBool,
@@ -123,7 +121,6 @@ impl TaskContext {
             store,
             stop,
             reason,
-            media: None,
             inbox_cursor: 0,
             effects_marked: AtomicBool::new(false),
             lease,

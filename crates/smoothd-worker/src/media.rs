@@ -375,29 +375,28 @@ impl Recorder {
     }
 }
 
-async fn record(
-    ffmpeg: PathBuf,
-    fps: u32,
-    mut frames: watch::Receiver<Option<Arc<Frame>>>,
-    dir: TempDir,
-    stop: CancellationToken,
-) -> Result<Recording, MediaError> {
-    // The video starts with the first frame.
-    let first = loop {
+/// The page's first frame, once it paints one.
+async fn first_frame(
+    frames: &mut watch::Receiver<Option<Arc<Frame>>>,
+    stop: &CancellationToken,
+) -> Result<Arc<Frame>, MediaError> {
+    loop {
         if let Some(f) = frames.borrow_and_update().clone() {
-            break f;
+            return Ok(f);
         }
         tokio::select! {
             _ = stop.cancelled() => return Err(MediaError::NoFrame),
             r = frames.changed() => if r.is_err() { return Err(MediaError::ScreencastEnded) },
         }
-    };
-    let (w, h) = (first.width.max(2) & !1, first.height.max(2) & !1);
-    let out = dir.path().join("recording.mp4");
+    }
+}
+
+/// ffmpeg reading JPEG frames on stdin, stamped as they arrive, into a `w`×`h` MP4 at `out`.
+fn spawn_ffmpeg(ffmpeg: &Path, w: u32, h: u32, out: &Path) -> Result<tokio::process::Child, MediaError> {
     let filter = format!(
         "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=white,format=yuv420p"
     );
-    let mut child = tokio::process::Command::new(&ffmpeg)
+    tokio::process::Command::new(ffmpeg)
         .args([
             "-hide_banner",
             "-loglevel",
@@ -428,7 +427,7 @@ async fn record(
             "+faststart",
             "-y",
         ])
-        .arg(&out)
+        .arg(out)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -437,7 +436,21 @@ async fn record(
         .map_err(|source| MediaError::Ffmpeg {
             path: ffmpeg.display().to_string(),
             source,
-        })?;
+        })
+}
+
+async fn record(
+    ffmpeg: PathBuf,
+    fps: u32,
+    mut frames: watch::Receiver<Option<Arc<Frame>>>,
+    dir: TempDir,
+    stop: CancellationToken,
+) -> Result<Recording, MediaError> {
+    // The video starts with the first frame.
+    let first = first_frame(&mut frames, &stop).await?;
+    let (w, h) = (first.width.max(2) & !1, first.height.max(2) & !1);
+    let out = dir.path().join("recording.mp4");
+    let mut child = spawn_ffmpeg(&ffmpeg, w, h, &out)?;
     let mut stdin = child.stdin.take().ok_or(MediaError::Pipe("stdin"))?;
     let mut stderr = child.stderr.take().ok_or(MediaError::Pipe("stderr"))?;
     let errors = tokio::spawn(async move {

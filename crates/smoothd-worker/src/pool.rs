@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use smoothd_core::TaskStatus;
+use smoothd_core::Final;
 use smoothd_store::{Claim, Heartbeat, Store};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::context::{LeaseClock, StopReason, TaskContext, retry_unavailable};
-use crate::executor::{Executor, Outcome};
+use crate::executor::Executor;
 
 /// Pool settings.
 #[derive(Debug, Clone)]
@@ -33,8 +33,6 @@ pub struct WorkerConfig {
     pub reap_every: Duration,
     /// How long running tasks may keep going after shutdown begins.
     pub drain_timeout: Duration,
-    /// Live view, recording and downloads for tasks with a browser (none: tasks get none).
-    pub media: Option<Arc<crate::media::MediaServices>>,
 }
 
 impl Default for WorkerConfig {
@@ -46,7 +44,6 @@ impl Default for WorkerConfig {
             poll: Duration::from_secs(5),
             reap_every: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
-            media: None,
         }
     }
 }
@@ -103,43 +100,20 @@ impl WorkerPool {
                 },
             };
             // Wait for work with the permit in hand.
-            loop {
-                let notified = self.store.signals().queue_notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let claim_started = tokio::time::Instant::now();
-                let claimed = self.store.claim(&self.worker_id, ms(self.config.lease)).await;
-                smoothd_metrics::record_claim_query(claim_started.elapsed());
-                match claimed {
-                    Ok(Some(claim)) => {
-                        // Queue latency is a first claim's; a re-claim's wait includes a lost worker.
-                        let waited = (claim.task.attempt == 1).then(|| {
-                            let ms = smoothd_core::time::now_ms().saturating_sub(claim.task.created_at);
-                            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-                        });
-                        smoothd_metrics::record_claim(waited);
-                        let stop = if claim.task.is_session() {
-                            session_stop.clone()
-                        } else {
-                            hard_stop.clone()
-                        };
-                        let lease = LeaseClock::new(claim_started, self.config.lease);
-                        let run = self.run_one(claim, lease, stop);
-                        tracker.spawn(async move {
-                            run.await;
-                            drop(permit);
-                        });
-                        break;
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "claim failed; retrying"),
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break 'claiming,
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep(self.config.poll) => {}
-                }
-            }
+            let Some((claim, claim_started)) = self.next_claim(&shutdown).await else {
+                break 'claiming;
+            };
+            let stop = if claim.task.is_session() {
+                session_stop.clone()
+            } else {
+                hard_stop.clone()
+            };
+            let lease = LeaseClock::new(claim_started, self.config.lease);
+            let run = self.run_one(claim, lease, stop);
+            tracker.spawn(async move {
+                run.await;
+                drop(permit);
+            });
         }
 
         tracker.close();
@@ -159,6 +133,37 @@ impl WorkerPool {
             tracker.wait().await;
         }
         tracing::info!(worker.id = %self.worker_id, "workers stopped");
+    }
+
+    /// The next task this process claims, with when the claim was sent (its lease counts
+    /// from then); `None` once `shutdown` fires.
+    async fn next_claim(&self, shutdown: &CancellationToken) -> Option<(Claim, tokio::time::Instant)> {
+        loop {
+            let notified = self.store.signals().queue_notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let claim_started = tokio::time::Instant::now();
+            let claimed = self.store.claim(&self.worker_id, ms(self.config.lease)).await;
+            smoothd_metrics::record_claim_query(claim_started.elapsed());
+            match claimed {
+                Ok(Some(claim)) => {
+                    // Queue latency is a first claim's; a re-claim's wait includes a lost worker.
+                    let waited = (claim.task.attempt == 1).then(|| {
+                        let ms = smoothd_core::time::now_ms().saturating_sub(claim.task.created_at);
+                        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                    });
+                    smoothd_metrics::record_claim(waited);
+                    return Some((claim, claim_started));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "claim failed; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
     }
 
     fn run_one(
@@ -181,16 +186,8 @@ impl WorkerPool {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "stored request does not parse");
-                    let _ = store
-                        .finish(
-                            &id,
-                            attempt,
-                            TaskStatus::Failed,
-                            None,
-                            Some("internal error: corrupt task request"),
-                            0,
-                        )
-                        .await;
+                    let corrupt = Final::failed("internal error: corrupt task request");
+                    let _ = store.finish(&id, attempt, &corrupt).await;
                     return;
                 }
             };
@@ -217,60 +214,14 @@ impl WorkerPool {
                 lease.clone(),
                 margin,
             );
-            ctx.media = config.media.clone();
-            let outcome = executor.run(&mut ctx).await;
-            let stop_reason = ctx.stop_reason();
-            let (status, output, error, credits) = match (outcome, stop_reason) {
-                (_, Some(StopReason::LeaseLost)) => {
-                    tracing::warn!("lease lost; leaving the task to its new owner");
-                    return;
-                }
-                (Outcome::Done { output, credits_used }, _) => {
-                    (TaskStatus::Done, Some(output), None, credits_used)
-                }
-                (
-                    Outcome::Failed {
-                        error,
-                        output,
-                        credits_used,
-                    },
-                    _,
-                ) => (TaskStatus::Failed, output, Some(error), credits_used),
-                (Outcome::Stopped, Some(StopReason::Cancelled)) => (TaskStatus::Cancelled, None, None, 0),
-                (Outcome::Stopped, Some(StopReason::Shutdown)) => {
-                    // A session's browser state dies with this process: give it a final state.
-                    // A task that never acted outside goes back to the queue for another worker.
-                    let released = if is_session {
-                        Ok(false)
-                    } else {
-                        store.release(&id, attempt).await
-                    };
-                    match released {
-                        Ok(true) => {
-                            tracing::info!("handed back to the queue at shutdown");
-                            return;
-                        }
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(error = %e, "could not hand the task back"),
-                    }
-                    (
-                        TaskStatus::Failed,
-                        None,
-                        Some("server shut down while the task was running".into()),
-                        0,
-                    )
-                }
-                (Outcome::Stopped, None) => (
-                    TaskStatus::Failed,
-                    None,
-                    Some("internal error: the task stopped without a reason".into()),
-                    0,
-                ),
+            let ran = executor.run(&mut ctx).await;
+            let Some(end) = final_state(&store, &id, attempt, is_session, ran, ctx.stop_reason()).await
+            else {
+                return;
             };
-            let written = retry_unavailable("final state", &lease, margin, || {
-                store.finish(&id, attempt, status, output.as_ref(), error.as_deref(), credits)
-            })
-            .await;
+            let written =
+                retry_unavailable("final state", &lease, margin, || store.finish(&id, attempt, &end)).await;
+            let status = end.status();
             match written {
                 Ok(true) => {
                     smoothd_metrics::record_task_finished(status.as_str());
@@ -283,6 +234,46 @@ impl WorkerPool {
             }
         }
         .instrument(span)
+    }
+}
+
+/// What to write for a run that ended as `ran` with the stop reason `stop`: its own end; for a
+/// stopped run, cancelled or failed by why it stopped. `None`: write nothing (the lease was
+/// lost, or the task went back to the queue at shutdown).
+async fn final_state(
+    store: &Store,
+    id: &str,
+    attempt: i64,
+    is_session: bool,
+    ran: Option<Final>,
+    stop: Option<StopReason>,
+) -> Option<Final> {
+    match (ran, stop) {
+        (_, Some(StopReason::LeaseLost)) => {
+            tracing::warn!("lease lost; leaving the task to its new owner");
+            None
+        }
+        (Some(end), _) => Some(end),
+        (None, Some(StopReason::Cancelled)) => Some(Final::Cancelled),
+        (None, Some(StopReason::Shutdown)) => {
+            // A session's browser state dies with this process: give it a final state. A
+            // task that never acted outside goes back to the queue for another worker.
+            let released = if is_session {
+                Ok(false)
+            } else {
+                store.release(id, attempt).await
+            };
+            match released {
+                Ok(true) => {
+                    tracing::info!("handed back to the queue at shutdown");
+                    return None;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not hand the task back"),
+            }
+            Some(Final::failed("server shut down while the task was running"))
+        }
+        (None, None) => Some(Final::failed("internal error: the task stopped without a reason")),
     }
 }
 

@@ -18,11 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 use smoothd_browser::storage::{pack_profile, unpack_extension, unpack_profile};
-use smoothd_browser::{BrowserPool, BrowserProcess, BrowserSession, SessionOptions, TempDir};
-use smoothd_store::Blobs;
+use smoothd_browser::{BrowserError, BrowserPool, BrowserProcess, BrowserSession, SessionOptions, TempDir};
+use smoothd_store::{Blobs, StoreError};
 
 use crate::context::TaskContext;
-use crate::media::TaskMedia;
+use crate::media::{MediaServices, TaskMedia};
 
 /// One of the task's uploaded files, on disk where the browser can read it.
 #[derive(Debug, Clone)]
@@ -47,29 +47,95 @@ pub struct Prepared {
     media: Option<TaskMedia>,
 }
 
-fn temp(prefix: &str) -> Result<TempDir, String> {
+/// Why a task's browser could not be had. The text is the task's final error.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// This machine has no browser (the reason, e.g. Chromium is not installed).
+    #[error("{0}")]
+    NoBrowser(String),
+    /// A temporary folder could not be made.
+    #[error("cannot create a folder: {0}")]
+    Folder(std::io::Error),
+    /// The browser could not be started, reached or configured.
+    #[error("{0}")]
+    Browser(BrowserError),
+    /// The browser is up but a session in it could not be opened.
+    #[error("cannot open a browser: {0}")]
+    Open(BrowserError),
+    /// A profile, extensions or certificates need a Chromium of this worker's own, and it
+    /// uses a remote browser.
+    #[error(
+        "{needs} a Chromium of its own, which this worker cannot start: it uses the remote \
+         browser at {endpoint} (browser_ws); run such tasks on workers without browser_ws"
+    )]
+    RemoteBrowser { needs: &'static str, endpoint: String },
+    /// The database could not be read.
+    #[error("{0}")]
+    Store(StoreError),
+    /// A profile, extension or file the task names is gone.
+    #[error("{what} {id:?} was deleted")]
+    Deleted { what: &'static str, id: String },
+    /// A stored archive could not be read.
+    #[error("cannot read {what} {id:?}: {source}")]
+    Read {
+        what: &'static str,
+        id: String,
+        source: StoreError,
+    },
+    /// A profile archive could not be unpacked.
+    #[error("cannot restore profile {id:?}: {source}")]
+    Restore { id: String, source: std::io::Error },
+    /// An extension could not be unpacked.
+    #[error("extension {id:?} ({file}): {why}")]
+    Extension { id: String, file: String, why: String },
+    /// A client certificate is not base64.
+    #[error("certificates[{index}].file: not valid base64: {source}")]
+    Certificate {
+        index: usize,
+        source: base64::DecodeError,
+    },
+    /// An uploaded file could not be put on disk.
+    #[error("cannot place file {id:?}: {source}")]
+    PlaceFile { id: String, source: std::io::Error },
+    /// A folder for uploaded files could not be made.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// Unpacking on a blocking thread panicked.
+    #[error("{0}")]
+    Join(tokio::task::JoinError),
+    /// The profile's write lock could not be taken.
+    #[error("cannot lock profile {id:?}: {source}")]
+    Lock { id: String, source: StoreError },
+    /// The task was stopped while another task held its profile.
+    #[error("stopped while waiting for the profile")]
+    StoppedWaiting,
+}
+
+fn temp(prefix: &str) -> Result<TempDir, SetupError> {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
-        .map_err(|e| format!("cannot create a folder: {e}"))
+        .map_err(SetupError::Folder)
 }
 
-/// Opens the task's browser.
+/// Opens the task's browser: a context in the shared Chromium, or a dedicated one when the
+/// task needs state of its own.
 pub async fn prepare(
     ctx: &TaskContext,
     pool: &BrowserPool,
     blobs: &Blobs,
-    mut opts: SessionOptions,
-) -> Result<Prepared, String> {
+    media: Option<&MediaServices>,
+    opts: SessionOptions,
+) -> Result<Prepared, SetupError> {
     let spec = &ctx.spec;
-    let owner = ctx.task.owner.clone();
     let (files, files_dir) = place_files(ctx, blobs).await?;
-    if spec.profile_id.is_none() && spec.extensions.is_empty() && spec.certificates.is_empty() {
-        let process = pool.shared_for(opts.device).await.map_err(|e| e.to_string())?;
+    let prepared = if spec.profile_id.is_none() && spec.extensions.is_empty() && spec.certificates.is_empty()
+    {
+        let process = pool.shared_for(opts.device).await.map_err(SetupError::Browser)?;
         let session = BrowserSession::open(process, opts)
             .await
-            .map_err(|e| format!("cannot open a browser: {e}"))?;
-        return Ok(Prepared {
+            .map_err(SetupError::Open)?;
+        Prepared {
             session,
             files,
             _files_dir: files_dir,
@@ -78,12 +144,25 @@ pub async fn prepare(
             _extensions: Vec::new(),
             media: None,
         }
-        .with_media(ctx)
-        .await);
-    }
+    } else {
+        let mut prepared = dedicated(ctx, pool, blobs, opts).await?;
+        prepared.files = files;
+        prepared._files_dir = files_dir;
+        prepared
+    };
+    Ok(prepared.with_media(ctx, media).await)
+}
 
-    // A profile or extensions need a Chromium of their own (its own profile folder and
-    // command line), which a worker on a remote browser cannot start.
+/// A Chromium of the task's own on its restored profile, with its extensions and
+/// certificates. A worker on a remote browser cannot start one.
+async fn dedicated(
+    ctx: &TaskContext,
+    pool: &BrowserPool,
+    blobs: &Blobs,
+    mut opts: SessionOptions,
+) -> Result<Prepared, SetupError> {
+    let spec = &ctx.spec;
+    let owner = ctx.task.owner.clone();
     let Some(launch) = pool.config() else {
         let needs = match (spec.profile_id.is_some(), spec.extensions.is_empty()) {
             _ if !spec.certificates.is_empty() => "certificates need",
@@ -91,11 +170,10 @@ pub async fn prepare(
             (true, true) => "profile_id needs",
             _ => "extensions need",
         };
-        return Err(format!(
-            "{needs} a Chromium of its own, which this worker cannot start: it uses the remote \
-             browser at {} (browser_ws); run such tasks on workers without browser_ws",
-            pool.remote_endpoint().unwrap_or_default()
-        ));
+        return Err(SetupError::RemoteBrowser {
+            needs,
+            endpoint: pool.remote_endpoint().unwrap_or_default().to_string(),
+        });
     };
     // Before the profile lock: a certificate that cannot be imported fails the task at once.
     let home = certificate_home(spec).await?;
@@ -106,50 +184,122 @@ pub async fn prepare(
             lock_profile(ctx, &owner, profile).await?;
             save_profile = Some(profile.clone());
         }
-        let row = ctx
-            .store()
-            .get_profile(&owner, profile)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("profile {profile:?} was deleted"))?;
-        if let Some(key) = &row.storage_key {
-            let archive = blobs
-                .get(key)
-                .await
-                .map_err(|e| format!("cannot read profile {profile:?}: {e}"))?;
-            let dir = data_dir.path().to_path_buf();
-            tokio::task::spawn_blocking(move || unpack_profile(&archive, &dir))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot restore profile {profile:?}: {e}"))?;
+        restore_profile(ctx, blobs, profile, data_dir.path()).await?;
+    }
+    let (ext_dirs, ext_roots) = unpack_extensions(ctx, blobs).await?;
+    let args = chromium_args(&ext_roots, opts.proxy_server.as_deref());
+    if home.is_some()
+        && let Err(e) = smoothd_browser::certs::auto_select_certificates(data_dir.path())
+    {
+        release(ctx, &owner, save_profile.as_deref()).await;
+        return Err(SetupError::Browser(e));
+    }
+    let process = match BrowserProcess::launch_with(launch, opts.device, &args, Some(data_dir), home).await {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            release(ctx, &owner, save_profile.as_deref()).await;
+            return Err(SetupError::Browser(e));
+        }
+    };
+    opts.default_context = true;
+    match BrowserSession::open(process.clone(), opts).await {
+        Ok(session) => Ok(Prepared {
+            session,
+            files: Vec::new(),
+            _files_dir: None,
+            dedicated: Some(process),
+            save_profile,
+            _extensions: ext_dirs,
+            media: None,
+        }),
+        Err(e) => {
+            process.kill().await;
+            release(ctx, &owner, save_profile.as_deref()).await;
+            Err(SetupError::Open(e))
         }
     }
+}
 
+/// Unpacks the last saved state of `profile` into `dir` (nothing when it was never saved).
+async fn restore_profile(
+    ctx: &TaskContext,
+    blobs: &Blobs,
+    profile: &str,
+    dir: &std::path::Path,
+) -> Result<(), SetupError> {
+    let row = ctx
+        .store()
+        .get_profile(&ctx.task.owner, profile)
+        .await
+        .map_err(SetupError::Store)?
+        .ok_or_else(|| SetupError::Deleted {
+            what: "profile",
+            id: profile.to_string(),
+        })?;
+    let Some(key) = &row.storage_key else {
+        return Ok(());
+    };
+    let archive = blobs.get(key).await.map_err(|source| SetupError::Read {
+        what: "profile",
+        id: profile.to_string(),
+        source,
+    })?;
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || unpack_profile(&archive, &dir))
+        .await
+        .map_err(SetupError::Join)?
+        .map_err(|source| SetupError::Restore {
+            id: profile.to_string(),
+            source,
+        })
+}
+
+/// The task's extensions, each unpacked in a folder of its own; the folders (kept for the
+/// task's life) and the extensions' roots.
+async fn unpack_extensions(
+    ctx: &TaskContext,
+    blobs: &Blobs,
+) -> Result<(Vec<TempDir>, Vec<std::path::PathBuf>), SetupError> {
     let mut ext_dirs = Vec::new();
     let mut ext_roots = Vec::new();
-    for id in &spec.extensions {
+    for id in &ctx.spec.extensions {
         let row = ctx
             .store()
-            .get_extension(&owner, id)
+            .get_extension(&ctx.task.owner, id)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("extension {id:?} was deleted"))?;
+            .map_err(SetupError::Store)?
+            .ok_or_else(|| SetupError::Deleted {
+                what: "extension",
+                id: id.clone(),
+            })?;
         let bytes = blobs
             .get(&row.storage_key)
             .await
-            .map_err(|e| format!("cannot read extension {id:?}: {e}"))?;
+            .map_err(|source| SetupError::Read {
+                what: "extension",
+                id: id.clone(),
+                source,
+            })?;
         let dir = temp("smoothd-extension-")?;
         let path = dir.path().to_path_buf();
         let root = tokio::task::spawn_blocking(move || unpack_extension(&bytes, &path))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("extension {id:?} ({}): {e}", row.file_name))?;
+            .map_err(SetupError::Join)?
+            .map_err(|why| SetupError::Extension {
+                id: id.clone(),
+                file: row.file_name.clone(),
+                why,
+            })?;
         ext_roots.push(root);
         ext_dirs.push(dir);
     }
+    Ok((ext_dirs, ext_roots))
+}
 
+/// The dedicated Chromium's extra flags: its extensions and its proxy.
+fn chromium_args(ext_roots: &[std::path::PathBuf], proxy: Option<&str>) -> Vec<String> {
     let mut args = Vec::new();
-    if !ext_dirs.is_empty() {
+    if !ext_roots.is_empty() {
         let list = ext_roots
             .iter()
             .map(|d| d.display().to_string())
@@ -158,55 +308,24 @@ pub async fn prepare(
         args.push(format!("--load-extension={list}"));
         args.push(format!("--disable-extensions-except={list}"));
     }
-    if let Some(proxy) = &opts.proxy_server {
+    if let Some(proxy) = proxy {
         args.push(format!("--proxy-server={proxy}"));
         args.push("--proxy-bypass-list=<-loopback>".into());
     }
-    if home.is_some()
-        && let Err(e) = smoothd_browser::certs::auto_select_certificates(data_dir.path())
-    {
-        release(ctx, &owner, save_profile.as_deref()).await;
-        return Err(e.to_string());
-    }
-    let process = match BrowserProcess::launch_with(launch, opts.device, &args, Some(data_dir), home).await {
-        Ok(p) => Arc::new(p),
-        Err(e) => {
-            release(ctx, &owner, save_profile.as_deref()).await;
-            return Err(e.to_string());
-        }
-    };
-    opts.default_context = true;
-    match BrowserSession::open(process.clone(), opts).await {
-        Ok(session) => Ok(Prepared {
-            session,
-            files,
-            _files_dir: files_dir,
-            dedicated: Some(process),
-            save_profile,
-            _extensions: ext_dirs,
-            media: None,
-        }
-        .with_media(ctx)
-        .await),
-        Err(e) => {
-            process.kill().await;
-            release(ctx, &owner, save_profile.as_deref()).await;
-            Err(format!("cannot open a browser: {e}"))
-        }
-    }
+    args
 }
 
 /// A `HOME` whose NSS database holds the task's client certificates, or None without any.
-async fn certificate_home(spec: &smoothd_core::TaskSpec) -> Result<Option<TempDir>, String> {
+async fn certificate_home(spec: &smoothd_core::TaskSpec) -> Result<Option<TempDir>, SetupError> {
     use base64::Engine as _;
     if spec.certificates.is_empty() {
         return Ok(None);
     }
     let mut certs = Vec::with_capacity(spec.certificates.len());
-    for (i, c) in spec.certificates.iter().enumerate() {
+    for (index, c) in spec.certificates.iter().enumerate() {
         let p12 = base64::engine::general_purpose::STANDARD
             .decode(c.file.trim())
-            .map_err(|e| format!("certificates[{i}].file: not valid base64: {e}"))?;
+            .map_err(|source| SetupError::Certificate { index, source })?;
         certs.push(smoothd_browser::ClientCertificate {
             p12,
             password: c.password.clone().unwrap_or_default(),
@@ -215,11 +334,14 @@ async fn certificate_home(spec: &smoothd_core::TaskSpec) -> Result<Option<TempDi
     smoothd_browser::certs::nss_home(&certs)
         .await
         .map(Some)
-        .map_err(|e| e.to_string())
+        .map_err(SetupError::Browser)
 }
 
 /// Copies the task's uploaded files into a folder of their own, under their original names.
-async fn place_files(ctx: &TaskContext, blobs: &Blobs) -> Result<(Vec<PlacedFile>, Option<TempDir>), String> {
+async fn place_files(
+    ctx: &TaskContext,
+    blobs: &Blobs,
+) -> Result<(Vec<PlacedFile>, Option<TempDir>), SetupError> {
     if ctx.spec.files.is_empty() {
         return Ok((Vec::new(), None));
     }
@@ -230,19 +352,29 @@ async fn place_files(ctx: &TaskContext, blobs: &Blobs) -> Result<(Vec<PlacedFile
             .store()
             .get_file(&ctx.task.owner, id)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("file {id:?} was deleted"))?;
+            .map_err(SetupError::Store)?
+            .ok_or_else(|| SetupError::Deleted {
+                what: "file",
+                id: id.clone(),
+            })?;
         let bytes = blobs
             .get(&row.storage_key)
             .await
-            .map_err(|e| format!("cannot read file {id:?}: {e}"))?;
+            .map_err(|source| SetupError::Read {
+                what: "file",
+                id: id.clone(),
+                source,
+            })?;
         // Same-named uploads each keep their name, in their own subfolder.
         let sub = dir.path().join(i.to_string());
-        tokio::fs::create_dir_all(&sub).await.map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(&sub).await.map_err(SetupError::Io)?;
         let path = sub.join(&row.name);
         tokio::fs::write(&path, &bytes)
             .await
-            .map_err(|e| format!("cannot place file {id:?}: {e}"))?;
+            .map_err(|source| SetupError::PlaceFile {
+                id: id.clone(),
+                source,
+            })?;
         placed.push(PlacedFile {
             id: row.id,
             name: row.name,
@@ -253,13 +385,18 @@ async fn place_files(ctx: &TaskContext, blobs: &Blobs) -> Result<(Vec<PlacedFile
 }
 
 /// Waits for the profile's write lock, telling the client once that it is waiting.
-async fn lock_profile(ctx: &TaskContext, owner: &str, profile: &str) -> Result<(), String> {
+async fn lock_profile(ctx: &TaskContext, owner: &str, profile: &str) -> Result<(), SetupError> {
     let mut told = false;
     loop {
         match ctx.store().lock_profile(owner, profile, ctx.id()).await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
-            Err(e) => return Err(format!("cannot lock profile {profile:?}: {e}")),
+            Err(source) => {
+                return Err(SetupError::Lock {
+                    id: profile.to_string(),
+                    source,
+                });
+            }
         }
         if !told {
             told = true;
@@ -271,7 +408,7 @@ async fn lock_profile(ctx: &TaskContext, owner: &str, profile: &str) -> Result<(
                 .await;
         }
         tokio::select! {
-            _ = ctx.stop_token().cancelled() => return Err("stopped while waiting for the profile".into()),
+            _ = ctx.stop_token().cancelled() => return Err(SetupError::StoppedWaiting),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
@@ -287,8 +424,8 @@ async fn release(ctx: &TaskContext, owner: &str, profile: Option<&str>) {
 
 impl Prepared {
     /// Starts the task's media capture; a failure leaves the task without it (logged).
-    async fn with_media(mut self, ctx: &TaskContext) -> Self {
-        if let Some(services) = &ctx.media {
+    async fn with_media(mut self, ctx: &TaskContext, media: Option<&MediaServices>) -> Self {
+        if let Some(services) = media {
             match TaskMedia::start(ctx, services, &self.session).await {
                 Ok(m) => self.media = Some(m),
                 Err(e) => tracing::warn!(error = %e, "no live view, recording or downloads for this task"),

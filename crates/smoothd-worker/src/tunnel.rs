@@ -9,6 +9,24 @@ use smoothd_tunnel::Hub;
 use crate::context::TaskContext;
 use crate::live::LiveServer;
 
+/// Why a session's tunnel is not there.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TunnelError {
+    /// The worker serves no live listener, which the API processes relay the tunnel through.
+    #[error("proxy_server \"self\" needs this worker's live listener (live_listen), which is off")]
+    NoLiveListener,
+    /// The loopback SOCKS5 endpoint could not be opened.
+    #[error("cannot open the tunnel's proxy endpoint: {0}")]
+    Endpoint(std::io::Error),
+    /// The caller's frpc did not connect (or dropped) within the wait.
+    #[error(
+        "the tunnel through your machine (proxy_server \"self\") is not connected: no frpc connection for \
+         this session within {0} s (it has not connected yet, or it dropped; the smooth SDK runs it while \
+         the session is open)"
+    )]
+    NotConnected(u64),
+}
+
 /// The tunnel of one session; dropping it ends the tunnel.
 pub(crate) struct SessionTunnel {
     hub: Hub,
@@ -19,7 +37,11 @@ pub(crate) struct SessionTunnel {
 
 impl SessionTunnel {
     /// The session's tunnel, if it asked for one.
-    pub(crate) async fn open(ctx: &TaskContext, wait: Duration) -> Result<Option<Self>, String> {
+    pub(crate) async fn open(
+        ctx: &TaskContext,
+        live: Option<&LiveServer>,
+        wait: Duration,
+    ) -> Result<Option<Self>, TunnelError> {
         if !ctx
             .spec
             .proxy
@@ -28,14 +50,10 @@ impl SessionTunnel {
         {
             return Ok(None);
         }
-        let Some(live) = ctx.media.as_ref().and_then(|m| m.live.clone()) else {
-            return Err(
-                "proxy_server \"self\" needs this worker's live listener (live_listen), which is off".into(),
-            );
+        let Some(live) = live.cloned() else {
+            return Err(TunnelError::NoLiveListener);
         };
-        let hub = Hub::start(ctx.id(), wait)
-            .await
-            .map_err(|e| format!("cannot open the tunnel's proxy endpoint: {e}"))?;
+        let hub = Hub::start(ctx.id(), wait).await.map_err(TunnelError::Endpoint)?;
         live.register_tunnel(ctx.id(), &ctx.task.live_token, hub.clone());
         Ok(Some(Self {
             hub,
@@ -51,16 +69,11 @@ impl SessionTunnel {
     }
 
     /// Waits (bounded) for frpc; the error an action answers with when it is not there.
-    pub(crate) async fn ready(&self) -> Result<(), String> {
+    pub(crate) async fn ready(&self) -> Result<(), TunnelError> {
         if self.hub.wait_up(self.wait).await {
             return Ok(());
         }
-        Err(format!(
-            "the tunnel through your machine (proxy_server \"self\") is not connected: no frpc connection for \
-             this session within {} s (it has not connected yet, or it dropped; the smooth SDK runs it while \
-             the session is open)",
-            self.wait.as_secs()
-        ))
+        Err(TunnelError::NotConnected(self.wait.as_secs()))
     }
 }
 

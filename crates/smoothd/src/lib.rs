@@ -10,12 +10,13 @@ use smoothd_api::{ApiConfig, AppState, Links, RateLimiter};
 use smoothd_store::{Blobs, Store, StoreOptions};
 use smoothd_worker::{
     BasicExecutor, Blocker, BrowserPool, Executor, LaunchConfig, LiveServer, MediaConfig, MediaServices,
-    WorkerConfig, WorkerPool, find_chromium,
+    Services, SessionConfig, WorkerConfig, WorkerPool, find_chromium,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
+use settings::key;
 
 /// Which parts of the server this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +39,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         .context("cannot open the database")?;
     if let Some(key) = &settings.api_key {
         store
-            .ensure_key("bootstrap", key.trim())
+            .ensure_key("bootstrap", key.expose().trim())
             .await
             .context("cannot store the bootstrap API key")?;
     }
@@ -87,11 +88,11 @@ pub async fn open_blobs(settings: &Settings) -> anyhow::Result<Blobs> {
         let dir = settings.data_dir.join("artifacts");
         return Blobs::local(&dir).with_context(|| format!("cannot open artifact folder {}", dir.display()));
     };
-    let blobs = Blobs::s3(&s3)
-        .with_context(|| format!("s3_bucket (SMOOTHD_S3_BUCKET): cannot use bucket {:?}", s3.bucket))?;
+    let blobs =
+        Blobs::s3(&s3).with_context(|| format!("{}: cannot use bucket {:?}", key("s3_bucket"), s3.bucket))?;
     blobs.check().await.with_context(|| {
         format!(
-            "s3_bucket (SMOOTHD_S3_BUCKET): bucket {:?} at {} did not answer or refused the credentials (s3_endpoint, s3_region, s3_access_key_id)",
+            "{}: bucket {:?} at {} did not answer or refused the credentials (s3_endpoint, s3_region, s3_access_key_id)", key("s3_bucket"),
             s3.bucket,
             s3.endpoint.as_deref().unwrap_or("AWS")
         )
@@ -108,7 +109,7 @@ pub fn browser_pool(settings: &Settings) -> Result<Arc<BrowserPool>, String> {
                 "browser_ws is set: chromium and chromium_args are not used (the remote browser has its own flags)"
             );
         }
-        return Ok(Arc::new(BrowserPool::remote(endpoint.clone())));
+        return Ok(Arc::new(BrowserPool::remote(endpoint.to_string())));
     }
     let chromium = find_chromium(settings.chromium.as_deref()).map_err(|e| e.to_string())?;
     let mut launch = LaunchConfig::new(chromium);
@@ -132,7 +133,7 @@ pub async fn blocker(settings: &Settings) -> anyhow::Result<Option<Arc<Blocker>>
     let blocker = tokio::task::spawn_blocking(move || Blocker::from_files(&lists))
         .await
         .context("ad-block compilation panicked")?
-        .map_err(|e| anyhow::anyhow!("adblock_lists (SMOOTHD_ADBLOCK_LISTS): {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key("adblock_lists")))?;
     tracing::info!(
         rules = blocker.rule_count(),
         ms = started.elapsed().as_millis() as u64,
@@ -147,16 +148,22 @@ pub fn executor(
     browsers: Result<Arc<BrowserPool>, String>,
     blocker: Option<Arc<Blocker>>,
     blobs: Blobs,
+    media: Option<Arc<MediaServices>>,
 ) -> anyhow::Result<Arc<dyn Executor>> {
     let agent = settings.agent()?;
     Ok(Arc::new(BasicExecutor {
-        blocker,
-        blobs,
-        agent,
-        session_idle: Settings::secs(settings.session_idle_seconds),
-        close_grace: Settings::secs(settings.close_grace_seconds),
-        tunnel_wait: Settings::secs(settings.tunnel_wait_seconds),
-        browsers,
+        services: Services {
+            agent,
+            browsers,
+            blocker,
+            blobs,
+            media,
+        },
+        sessions: SessionConfig {
+            idle: Settings::secs(settings.session_idle_seconds),
+            close_grace: Settings::secs(settings.close_grace_seconds),
+            tunnel_wait: Settings::secs(settings.tunnel_wait_seconds),
+        },
     }))
 }
 
@@ -208,7 +215,8 @@ pub async fn media_services(
 ) -> anyhow::Result<MediaServices> {
     let listener = TcpListener::bind(&settings.live_listen).await.with_context(|| {
         format!(
-            "live_listen (SMOOTHD_LIVE_LISTEN): cannot listen on {}",
+            "{}: cannot listen on {}",
+            key("live_listen"),
             settings.live_listen
         )
     })?;
@@ -253,10 +261,11 @@ async fn start_tunnel_listener(
         .map(|(c, k)| (std::path::Path::new(c), std::path::Path::new(k)));
     let host = tunnel_host(settings, &settings.public_url());
     let acceptor = smoothd_tunnel::tls::acceptor(files, &host)
-        .context("tunnel_cert_file / tunnel_key_file (SMOOTHD_TUNNEL_CERT_FILE, SMOOTHD_TUNNEL_KEY_FILE)")?;
+        .with_context(|| format!("{} / {}", key("tunnel_cert_file"), key("tunnel_key_file")))?;
     let listener = TcpListener::bind(addr).await.with_context(|| {
         format!(
-            "tunnel_listen (SMOOTHD_TUNNEL_LISTEN): cannot listen on {addr} (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            "{}: cannot listen on {addr} (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+            key("tunnel_listen")
         )
     })?;
     tracing::info!(%addr, %host, generated_certificate = files.is_none(), "tunnel listening (TLS)");
@@ -309,6 +318,121 @@ pub fn worker_config(settings: &Settings) -> WorkerConfig {
     }
 }
 
+/// The URL clients use, and the signer of the links handed to them. Without a configured
+/// public URL, links point at the port actually bound (the listen address may say port 0).
+async fn links(
+    settings: &Settings,
+    store: &Store,
+    listener: Option<&TcpListener>,
+) -> anyhow::Result<(String, Arc<Links>)> {
+    let secret = store
+        .shared_secret("artifact_url")
+        .await
+        .context("cannot read the link signing secret")?;
+    let public_url = match (&settings.public_url, listener.map(TcpListener::local_addr)) {
+        (None, Some(Ok(addr))) => format!("http://{addr}"),
+        _ => settings.public_url(),
+    };
+    let links = Arc::new(
+        Links::new(
+            &public_url,
+            &secret,
+            Settings::secs(settings.artifact_url_seconds),
+        )
+        .with_tunnel_host(&tunnel_host(settings, &public_url)),
+    );
+    Ok((public_url, links))
+}
+
+/// The API server on `listener`, until `api_stop` fires.
+fn start_api(
+    settings: &Settings,
+    store: &Store,
+    links: Arc<Links>,
+    blobs: &Blobs,
+    public_url: String,
+    listener: TcpListener,
+    api_stop: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let state = AppState {
+        store: store.clone(),
+        links,
+        blobs: blobs.clone(),
+        config: ApiConfig {
+            public_url,
+            long_poll: Settings::secs(settings.long_poll_seconds),
+            max_body_bytes: settings.max_body_bytes,
+            max_upload_bytes: settings.max_upload_bytes,
+            max_attempts: settings.max_attempts,
+            metrics_public: settings.metrics_public,
+            max_running_per_key: i64::from(settings.max_running_per_key),
+            webhooks: settings.webhooks(),
+        },
+        shutdown: api_stop.clone(),
+        rate: Arc::new(RateLimiter::new(settings.rate_limit_per_minute)),
+    };
+    let addr = listener.local_addr().context("listener has no address")?;
+    tracing::info!(%addr, database = store.backend_name(), "API listening");
+    let stop = api_stop.clone();
+    Ok(tokio::spawn(async move {
+        smoothd_api::serve(listener, state, stop).await
+    }))
+}
+
+/// The worker pool with its browsers, ad blocker and media, until `shutdown` fires.
+async fn start_workers(
+    settings: &Settings,
+    store: &Store,
+    blobs: &Blobs,
+    background: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let browsers = browser_pool(settings);
+    match &browsers {
+        Ok(pool) => {
+            // Start the shared browser now so the first task does not wait for it.
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                if let Err(e) = pool.warm().await {
+                    tracing::error!(error = %e, "cannot start or reach the browser; sessions will retry");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "no browser: sessions cannot navigate"),
+    }
+    let blocker = blocker(settings).await?;
+    let media = Some(Arc::new(media_services(settings, background.clone()).await?));
+    let pool = WorkerPool::new(
+        store.clone(),
+        executor(settings, browsers, blocker, blobs.clone(), media)?,
+        worker_config(settings),
+    );
+    Ok(tokio::spawn(pool.run(shutdown.clone())))
+}
+
+/// The metrics-only listener (`metrics_listen`), if one is set, until `api_stop` fires.
+async fn start_metrics(
+    settings: &Settings,
+    store: &Store,
+    api_stop: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    Ok(match &settings.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("{}: cannot listen on {addr}", key("metrics_listen")))?;
+            let bound = listener.local_addr().context("metrics listener has no address")?;
+            tracing::info!(addr = %bound, "metrics listening");
+            Some(tokio::spawn(smoothd_api::serve_metrics(
+                listener,
+                store.clone(),
+                api_stop.clone(),
+            )))
+        }
+        None => None,
+    })
+}
+
 /// Runs the asked-for roles until `shutdown` fires. On shutdown the workers stop claiming
 /// and drain first (so clients can still read final states), then the API drains.
 pub async fn run(
@@ -327,27 +451,7 @@ pub async fn run(
         Settings::secs(settings.artifact_retention_seconds),
         background.clone(),
     ));
-    let secret = store
-        .shared_secret("artifact_url")
-        .await
-        .context("cannot read the link signing secret")?;
-    // Without a configured public URL, links point at the port actually bound (the listen
-    // address may say port 0).
-    let public_url = match (
-        &settings.public_url,
-        listener.as_ref().map(TcpListener::local_addr),
-    ) {
-        (None, Some(Ok(addr))) => format!("http://{addr}"),
-        _ => settings.public_url(),
-    };
-    let links = Arc::new(
-        Links::new(
-            &public_url,
-            &secret,
-            Settings::secs(settings.artifact_url_seconds),
-        )
-        .with_tunnel_host(&tunnel_host(&settings, &public_url)),
-    );
+    let (public_url, links) = links(&settings, &store, listener.as_ref()).await?;
     // Every process that knows the URL clients use (an API process, or any with `public_url`
     // set) delivers webhooks, whose bodies carry links; a lease keeps each attempt to one process.
     if roles.api || settings.public_url.is_some() {
@@ -359,31 +463,9 @@ pub async fn run(
         ));
     }
     let api = match (roles.api, listener) {
-        (true, Some(listener)) => {
-            let state = AppState {
-                store: store.clone(),
-                links,
-                blobs: blobs.clone(),
-                config: ApiConfig {
-                    public_url: public_url.clone(),
-                    long_poll: Settings::secs(settings.long_poll_seconds),
-                    max_body_bytes: settings.max_body_bytes,
-                    max_upload_bytes: settings.max_upload_bytes,
-                    max_attempts: settings.max_attempts,
-                    metrics_public: settings.metrics_public,
-                    max_running_per_key: i64::from(settings.max_running_per_key),
-                    webhooks: settings.webhooks(),
-                },
-                shutdown: api_stop.clone(),
-                rate: Arc::new(RateLimiter::new(settings.rate_limit_per_minute)),
-            };
-            let addr = listener.local_addr().context("listener has no address")?;
-            tracing::info!(%addr, database = store.backend_name(), "API listening");
-            let stop = api_stop.clone();
-            Some(tokio::spawn(async move {
-                smoothd_api::serve(listener, state, stop).await
-            }))
-        }
+        (true, Some(listener)) => Some(start_api(
+            &settings, &store, links, &blobs, public_url, listener, &api_stop,
+        )?),
         (true, None) => anyhow::bail!("the API role needs a listener"),
         (false, _) => None,
     };
@@ -391,21 +473,7 @@ pub async fn run(
         (Some(addr), true) => Some(start_tunnel_listener(&settings, addr, &store, api_stop.clone()).await?),
         _ => None,
     };
-    let metrics = match &settings.metrics_listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr).await.with_context(|| {
-                format!("metrics_listen (SMOOTHD_METRICS_LISTEN): cannot listen on {addr}")
-            })?;
-            let bound = listener.local_addr().context("metrics listener has no address")?;
-            tracing::info!(addr = %bound, "metrics listening");
-            Some(tokio::spawn(smoothd_api::serve_metrics(
-                listener,
-                store.clone(),
-                api_stop.clone(),
-            )))
-        }
-        None => None,
-    };
+    let metrics = start_metrics(&settings, &store, &api_stop).await?;
     let runs_workers = roles.workers && settings.workers > 0;
     if !runs_workers {
         // An API-only deployment still finishes tasks whose worker died (the worker pools do
@@ -417,29 +485,7 @@ pub async fn run(
         ));
     }
     let workers = if runs_workers {
-        let browsers = browser_pool(&settings);
-        match &browsers {
-            Ok(pool) => {
-                // Start the shared browser now so the first task does not wait for it.
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = pool.warm().await {
-                        tracing::error!(error = %e, "cannot start or reach the browser; sessions will retry");
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "no browser: sessions cannot navigate"),
-        }
-        let blocker = blocker(&settings).await?;
-        let mut config = worker_config(&settings);
-        config.media = Some(Arc::new(media_services(&settings, background.clone()).await?));
-        let pool = WorkerPool::new(
-            store.clone(),
-            executor(&settings, browsers, blocker, blobs.clone())?,
-            config,
-        );
-        let stop = shutdown.clone();
-        Some(tokio::spawn(pool.run(stop)))
+        Some(start_workers(&settings, &store, &blobs, &background, &shutdown).await?)
     } else {
         None
     };

@@ -1,0 +1,121 @@
+//! One agent step's trace, as stored and as `GET /v1/task/{id}/steps` returns it: built once
+//! by the agent loop, read for metrics by the worker, serialised once by the store.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What one step saw, asked and did.
+///
+/// On the wire: `{"step", "url", "view_chars", "model", "actions", "error"}`, plus the
+/// [`StepCost`] keys when the model answered (`error` is then `null`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepTrace {
+    /// The step's number in the task (a session's steps continue across `run_task`s).
+    pub step: u32,
+    /// The page's URL when the step observed it.
+    pub url: String,
+    /// Characters of the page view sent to the model.
+    pub view_chars: usize,
+    /// The model asked.
+    pub model: String,
+    /// What the model's answer cost; absent when the model failed.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<StepCost>,
+    /// The actions taken, in order (none when the model failed).
+    pub actions: Vec<ActionTrace>,
+    /// Why the model failed, or `null`.
+    pub error: Option<String>,
+}
+
+/// The model's answer to a step and the time it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepCost {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Waiting for the model, retries included.
+    pub llm_ms: u64,
+    /// Carrying out the actions.
+    pub act_ms: u64,
+    /// The whole step, observation included.
+    pub step_ms: u64,
+    /// Model requests retried.
+    pub retries: u32,
+    /// From the claim to the first model request (the first step only, else `null`).
+    pub first_request_ms: Option<u64>,
+    /// The model's reasoning, cut and with secrets masked.
+    pub reasoning: String,
+}
+
+/// One action of a step: the tool, its arguments (secrets masked) and the result the model
+/// was told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionTrace {
+    pub name: String,
+    pub args: Value,
+    pub result: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn acted() -> StepTrace {
+        StepTrace {
+            step: 2,
+            url: "https://example.com/".into(),
+            view_chars: 120,
+            model: "m".into(),
+            cost: Some(StepCost {
+                prompt_tokens: 10,
+                completion_tokens: 3,
+                llm_ms: 40,
+                act_ms: 5,
+                step_ms: 50,
+                retries: 1,
+                first_request_ms: None,
+                reasoning: "click it".into(),
+            }),
+            actions: vec![ActionTrace {
+                name: "click".into(),
+                args: json!({"index": 0}),
+                result: "ok".into(),
+            }],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_step_the_model_answered_has_every_key() {
+        assert_eq!(
+            serde_json::to_value(acted()).unwrap(),
+            json!({
+                "step": 2, "url": "https://example.com/", "view_chars": 120, "model": "m",
+                "prompt_tokens": 10, "completion_tokens": 3, "llm_ms": 40, "act_ms": 5,
+                "step_ms": 50, "retries": 1, "first_request_ms": null, "reasoning": "click it",
+                "actions": [{"name": "click", "args": {"index": 0}, "result": "ok"}],
+                "error": null,
+            })
+        );
+    }
+
+    #[test]
+    fn a_failed_model_call_leaves_out_the_cost() {
+        let failed = StepTrace {
+            cost: None,
+            actions: Vec::new(),
+            error: Some("timed out".into()),
+            ..acted()
+        };
+        let v = serde_json::to_value(&failed).unwrap();
+        assert_eq!(
+            v,
+            json!({"step": 2, "url": "https://example.com/", "view_chars": 120, "model": "m",
+                   "actions": [], "error": "timed out"})
+        );
+        assert_eq!(serde_json::from_value::<StepTrace>(v).unwrap(), failed);
+        let back: StepTrace = serde_json::from_value(serde_json::to_value(acted()).unwrap()).unwrap();
+        assert_eq!(back, acted());
+    }
+}
