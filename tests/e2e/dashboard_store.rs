@@ -124,9 +124,28 @@ async fn dashboard_step_totals_and_change_feed(b: Backend) {
     let c = store.claim("w1", 60_000).await.unwrap().unwrap().task;
     let id = c.id.clone();
     let idle = if id == first { second } else { first };
-    for step in 1..=2 {
-        let data = json!({"step": step, "prompt_tokens": 10 * step, "completion_tokens": 3});
-        assert!(store.record_step(&id, c.attempt, step, &data).await.unwrap());
+    for step in 1..=2u32 {
+        let trace = smoothd_core::StepTrace {
+            step,
+            url: "https://example.com/".into(),
+            view_chars: 0,
+            view: None,
+            model: "m".into(),
+            cost: Some(smoothd_core::StepCost {
+                prompt_tokens: 10 * u64::from(step),
+                completion_tokens: 3,
+                llm_ms: 0,
+                act_ms: 0,
+                step_ms: 0,
+                retries: 0,
+                first_request_ms: None,
+                reasoning: String::new(),
+                cost_usd: None,
+            }),
+            actions: Vec::new(),
+            error: None,
+        };
+        assert!(store.record_step(&id, c.attempt, &trace).await.unwrap());
     }
     let totals = store.step_totals(&[id.clone(), idle.clone()]).await.unwrap();
     let t = totals[&id];
