@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from scripted_llm import ScriptedLLM
-from smoothd_support import STOP_TIMEOUT, Server, chromium_path, close_client, llm_env, make_client, wait_final, wait_status
+from smoothd_support import LLM_PRICE_IN, LLM_PRICE_OUT, STOP_TIMEOUT, Server, chromium_path, close_client, llm_env, make_client, wait_final, wait_status
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -253,6 +253,14 @@ def test_timeline_and_recording_markers_seek_the_video(dash, server, llm, client
     assert view.get_attribute("open") is None
     view.locator("summary").click()
     assert view.get_attribute("open") is not None
+    # What the model saw is the page view itself: the page's heading and its button are in it.
+    seen = view.locator("pre").inner_text()
+    assert "Waiting room" in seen and "Noop" in seen, seen
+    # Each step shows what the model's answer cost at the price table (SMOOTHD_LLM_PRICES).
+    s1 = server.request("GET", f"/v1/task/{tid}/steps").json()["r"][0]
+    want = s1["prompt_tokens"] * LLM_PRICE_IN / 1e6 + s1["completion_tokens"] * LLM_PRICE_OUT / 1e6
+    assert abs(s1["cost_usd"] - want) < 1e-9, (s1, want)
+    assert "$" in first.locator(".step-head").inner_text()
     page.wait_for_function("document.querySelector('#recording') && document.querySelector('#recording').readyState >= 1", timeout=WAIT_MS)
     page.wait_for_selector("#markers .marker >> nth=3")
     before = page.evaluate("document.querySelector('#recording').currentTime")

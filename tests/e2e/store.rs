@@ -13,6 +13,7 @@ fn step(n: u32, url: &str) -> StepTrace {
         step: n,
         url: url.into(),
         view_chars: 0,
+        view: None,
         model: "m".into(),
         cost: None,
         actions: Vec::new(),

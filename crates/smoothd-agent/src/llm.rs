@@ -283,10 +283,15 @@ fn parse_reply(body: &Value) -> Result<(String, Vec<ToolCall>, Usage), String> {
     Ok((content, tool_calls, usage))
 }
 
+/// What the tokens used cost in US dollars at `price`, or None without a price for the model.
+pub fn usd(usage: Usage, price: Option<Price>) -> Option<f64> {
+    let p = price?;
+    Some(usage.prompt as f64 * p.input / 1e6 + usage.completion as f64 * p.output / 1e6)
+}
+
 /// Credits (1 credit = $0.01, rounded up) for the tokens used at `price`.
 pub fn credits(usage: Usage, price: Option<Price>) -> i64 {
-    let Some(p) = price else { return 0 };
-    let usd = usage.prompt as f64 * p.input / 1e6 + usage.completion as f64 * p.output / 1e6;
+    let Some(usd) = usd(usage, price) else { return 0 };
     let cents = (usd * 100.0 - 1e-9).ceil();
     if cents.is_finite() && cents > 0.0 {
         cents as i64

@@ -420,6 +420,7 @@ impl Run {
                         step: step_no,
                         url,
                         view_chars: view_text.len(),
+                        view: Some(smoothd_core::step::kept_view(&view_text)),
                         model: self.agent.llm.model().to_string(),
                         cost: None,
                         actions: Vec::new(),
@@ -527,6 +528,7 @@ impl Run {
                 step: step_no,
                 url,
                 view_chars: view_text.len(),
+                view: Some(smoothd_core::step::kept_view(&view_text)),
                 model: self.agent.llm.model().to_string(),
                 cost: Some(StepCost {
                     prompt_tokens: reply.usage.prompt,
@@ -541,6 +543,7 @@ impl Run {
                         None
                     },
                     reasoning,
+                    cost_usd: llm::usd(reply.usage, self.agent.llm.price()),
                 }),
                 actions: results,
                 error: None,

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 /// What one step saw, asked and did.
 ///
-/// On the wire: `{"step", "url", "view_chars", "model", "actions", "error"}`, plus the
+/// On the wire: `{"step", "url", "view_chars", "view", "model", "actions", "error"}`, plus the
 /// [`StepCost`] keys when the model answered (`error` is then `null`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepTrace {
@@ -16,6 +16,10 @@ pub struct StepTrace {
     pub url: String,
     /// Characters of the page view sent to the model.
     pub view_chars: usize,
+    /// The page view as the model saw it (secrets masked), cut to [`VIEW_KEPT_CHARS`]; absent in
+    /// traces recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<String>,
     /// The model asked.
     pub model: String,
     /// What the model's answer cost; absent when the model failed.
@@ -25,6 +29,21 @@ pub struct StepTrace {
     pub actions: Vec<ActionTrace>,
     /// Why the model failed, or `null`.
     pub error: Option<String>,
+}
+
+/// How much of a step's page view its trace keeps (the model saw `view_chars` in all).
+pub const VIEW_KEPT_CHARS: usize = 32_000;
+
+/// The page view to keep in a trace: at most [`VIEW_KEPT_CHARS`] characters, and a note when cut.
+pub fn kept_view(view: &str) -> String {
+    match view.char_indices().nth(VIEW_KEPT_CHARS) {
+        None => view.to_string(),
+        Some((at, _)) => format!(
+            "{}\n… (cut: the model saw {} characters)",
+            &view[..at],
+            view.chars().count()
+        ),
+    }
 }
 
 /// The model's answer to a step and the time it took.
@@ -44,6 +63,10 @@ pub struct StepCost {
     pub first_request_ms: Option<u64>,
     /// The model's reasoning, cut and with secrets masked.
     pub reasoning: String,
+    /// What this answer cost in US dollars at the model's price (`llm_prices`), or `null`
+    /// without a price for the model.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
 }
 
 /// One action of a step: the tool, its arguments (secrets masked) and the result the model
@@ -66,6 +89,7 @@ mod tests {
             step: 2,
             url: "https://example.com/".into(),
             view_chars: 120,
+            view: Some("[0] <button> Go".into()),
             model: "m".into(),
             cost: Some(StepCost {
                 prompt_tokens: 10,
@@ -76,6 +100,7 @@ mod tests {
                 retries: 1,
                 first_request_ms: None,
                 reasoning: "click it".into(),
+                cost_usd: Some(0.25),
             }),
             actions: vec![ActionTrace {
                 name: "click".into(),
@@ -91,9 +116,11 @@ mod tests {
         assert_eq!(
             serde_json::to_value(acted()).unwrap(),
             json!({
-                "step": 2, "url": "https://example.com/", "view_chars": 120, "model": "m",
+                "step": 2, "url": "https://example.com/", "view_chars": 120,
+                "view": "[0] <button> Go", "model": "m",
                 "prompt_tokens": 10, "completion_tokens": 3, "llm_ms": 40, "act_ms": 5,
                 "step_ms": 50, "retries": 1, "first_request_ms": null, "reasoning": "click it",
+                "cost_usd": 0.25,
                 "actions": [{"name": "click", "args": {"index": 0}, "result": "ok"}],
                 "error": null,
             })
@@ -111,11 +138,24 @@ mod tests {
         let v = serde_json::to_value(&failed).unwrap();
         assert_eq!(
             v,
-            json!({"step": 2, "url": "https://example.com/", "view_chars": 120, "model": "m",
-                   "actions": [], "error": "timed out"})
+            json!({"step": 2, "url": "https://example.com/", "view_chars": 120,
+                   "view": "[0] <button> Go", "model": "m", "actions": [], "error": "timed out"})
         );
         assert_eq!(serde_json::from_value::<StepTrace>(v).unwrap(), failed);
         let back: StepTrace = serde_json::from_value(serde_json::to_value(acted()).unwrap()).unwrap();
         assert_eq!(back, acted());
+    }
+
+    #[test]
+    fn a_long_view_is_cut_on_a_character_boundary_with_a_note() {
+        let short = "é".repeat(10);
+        assert_eq!(kept_view(&short), short);
+        let long = "é".repeat(VIEW_KEPT_CHARS + 5);
+        let kept = kept_view(&long);
+        assert!(kept.starts_with(&"é".repeat(VIEW_KEPT_CHARS)));
+        assert!(
+            kept.ends_with(&format!("the model saw {} characters)", VIEW_KEPT_CHARS + 5)),
+            "{kept}"
+        );
     }
 }

@@ -628,7 +628,8 @@
           h("button", { type: "button", class: "step-no", title: "Jump to this step in the recording", onclick: () => seekTo(i) }, "Step " + (s.step || i + 1)),
           h("span", { class: "muted small" },
             num(s.prompt_tokens) + " in · " + num(s.completion_tokens) + " out tokens · model " + dur(s.llm_ms) +
-            " · step " + dur(s.step_ms) + (s.retries ? " · " + s.retries + " retries" : ""))),
+            " · step " + dur(s.step_ms) + (s.retries ? " · " + s.retries + " retries" : "") +
+            (typeof s.cost_usd === "number" ? " · $" + s.cost_usd.toFixed(s.cost_usd < 0.01 ? 4 : 2) : ""))),
         s.url ? h("div", { class: "small mono url" }, s.url) : null,
         h("details", { class: "view" }, h("summary", {}, "What the model saw"),
           h("p", { class: "small" }, "Page ", h("span", { class: "mono" }, s.url || "(none)"), ", a page view of " + num(s.view_chars) + " characters" +

@@ -417,13 +417,14 @@ async fn erase_task_data(
     }
 }
 
-/// The agent's step traces: per step what it saw (sizes), said and did, the results, tokens,
+/// The agent's step traces: per step what it saw (the page view), said and did, the results, tokens,
 /// retries and timings. Growing while the task runs.
 #[utoipa::path(get, path = "/task/{id}/steps", tag = "task",
     params(("id" = String, Path, description = "Task id")),
     responses(
-        (status = 200, description = "One object per step, oldest first: step, url, view_chars, prompt_tokens, \
-            completion_tokens, llm_ms, act_ms, step_ms, retries, reasoning, actions [{name, args, result}], error",
+        (status = 200, description = "One object per step, oldest first: step, url, view_chars, view (the page view \
+            the model saw, secrets masked, cut at 32,000 characters), model, prompt_tokens, completion_tokens, \
+            llm_ms, act_ms, step_ms, retries, first_request_ms, reasoning, cost_usd, actions [{name, args, result}], error",
             body = Envelope<Vec<Object>>),
         (status = 404, body = ErrorBody),
         ApiPath<String>, Owner,
