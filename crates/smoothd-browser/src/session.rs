@@ -444,6 +444,11 @@ impl BrowserSession {
     }
 
     /// The browser's DevTools WebSocket address (for a second connection of our own).
+    /// The device this session emulates.
+    pub(crate) fn device(&self) -> Device {
+        self.opts.device
+    }
+
     pub(crate) fn ws_url(&self) -> String {
         self.process.browser.websocket_address().clone()
     }

@@ -1,11 +1,11 @@
 //! Actions: element actions by index with real input events (the mouse moves to the element's
-//! centre, keys go through `Input.dispatchKeyEvent`), navigation, history and file uploads. Each
+//! centre, or on a touch device a finger taps it; keys go through `Input.dispatchKeyEvent`), navigation, history and file uploads. Each
 //! waits for what it started (see settle.rs) and says what it did.
 
 use chromiumoxide::cdp::browser_protocol::dom::SetFileInputFilesParams;
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
-    InsertTextParams, MouseButton,
+    DispatchTouchEventParams, DispatchTouchEventType, InsertTextParams, MouseButton, TouchPoint,
 };
 use chromiumoxide::cdp::browser_protocol::page::{GetNavigationHistoryParams, NavigateToHistoryEntryParams};
 use serde_json::{Value, json};
@@ -14,6 +14,34 @@ use super::frames::FrameError;
 use super::keys::{key_info, key_name};
 use super::{ActError, ActionResult, CALL_LIMIT, Driver, PAGE_JS};
 use crate::error::BrowserError;
+
+/// `Input.dispatchTouchEvent` ending a touch: DevTools requires `touchPoints` and wants it
+/// empty, and chromiumoxide's generated type leaves an empty list out.
+#[derive(Debug, serde::Serialize)]
+struct TouchEnd {
+    r#type: &'static str,
+    #[serde(rename = "touchPoints")]
+    touch_points: [TouchPoint; 0],
+}
+
+impl Default for TouchEnd {
+    fn default() -> Self {
+        TouchEnd {
+            r#type: "touchEnd",
+            touch_points: [],
+        }
+    }
+}
+
+impl chromiumoxide::Method for TouchEnd {
+    fn identifier(&self) -> chromiumoxide::types::MethodId {
+        "Input.dispatchTouchEvent".into()
+    }
+}
+
+impl chromiumoxide::Command for TouchEnd {
+    type Response = chromiumoxide::cdp::browser_protocol::input::DispatchTouchEventReturns;
+}
 
 impl Driver<'_> {
     async fn mouse(
@@ -64,10 +92,27 @@ impl Driver<'_> {
         Ok((x, y, what))
     }
 
+    /// A finger's tap at (x, y): how a phone clicks. On a touch device Chromium turns mouse
+    /// input into touch (`Emulation.setEmitTouchEventsForMouse`), and a pressed mouse event sent
+    /// through DevTools then never answers; a tap does, and fires the same click.
+    async fn tap(&self, x: f64, y: f64) -> Result<(), ActError> {
+        let start =
+            DispatchTouchEventParams::new(DispatchTouchEventType::TouchStart, vec![TouchPoint::new(x, y)]);
+        self.session.cdp(&self.page, start, CALL_LIMIT).await?;
+        self.session
+            .cdp(&self.page, TouchEnd::default(), CALL_LIMIT)
+            .await?;
+        Ok(())
+    }
+
     pub(super) async fn click(&mut self, index: u32) -> Result<ActionResult, ActError> {
         let (x, y, _) = self.point(index).await?;
+        let touch = self.session.device().viewport().touch;
         let ((), nav) = self
             .settled_in(Some(index), || async {
+                if touch {
+                    return self.tap(x, y).await;
+                }
                 self.mouse(DispatchMouseEventType::MouseMoved, x, y, false)
                     .await?;
                 self.mouse(DispatchMouseEventType::MousePressed, x, y, true)
