@@ -258,6 +258,31 @@ def close_client(c: SmoothClient) -> None:
         c._loop_thread.join(5)
 
 
+def serve(backend: str, extra_env: dict | None = None, **start_kw):
+    """A started smoothd for a fixture to `yield from`: after the tests it is stopped with SIGTERM
+    and must exit 0 within STOP_TIMEOUT; its data is removed either way."""
+    srv = Server(backend, extra_env=extra_env)
+    try:
+        srv.start(**start_kw)
+        yield srv
+        rc = srv.stop()
+        assert rc is not None, (
+            f"smoothd ({srv.backend}) did not exit within {STOP_TIMEOUT}s of SIGTERM; stderr:\n{srv.stderr_tail()}"
+        )
+        assert rc == 0, f"smoothd ({srv.backend}) exited with {rc} after SIGTERM; stderr:\n{srv.stderr_tail()}"
+    finally:
+        srv.cleanup()
+
+
+def scripted_model():
+    """A scripted OpenAI-compatible model on loopback for a fixture to `yield from`."""
+    from scripted_llm import ScriptedLLM
+
+    s = ScriptedLLM()
+    yield s
+    s.close()
+
+
 def make_client(base_url: str, key: str) -> SmoothClient:
     return SmoothClient(api_key=key, base_url=base_url, timeout=30)
 

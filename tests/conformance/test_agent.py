@@ -24,19 +24,19 @@ from smooth import ToolCallError
 from smooth._exceptions import ApiError
 from smooth.models import Secret
 
-from scripted_llm import ScriptedLLM, content_text, tool_names, tool_results
+from scripted_llm import content_text, tool_names, tool_results
 from smoothd_support import (
     LLM_MODEL,
     LLM_PRICE_IN,
     LLM_PRICE_OUT,
-    STOP_TIMEOUT,
     AuthProxy,
-    Server,
-    Site,
     chromium_browser_pids,
     get_task,
     llm_env,
     named,
+    scripted_model,
+    serve,
+    Site,
     wait_final,
     wait_status,
 )
@@ -61,22 +61,12 @@ BASE_TOOLS = {
 
 @pytest.fixture(scope="module")
 def llm():
-    s = ScriptedLLM()
-    yield s
-    s.close()
+    yield from scripted_model()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request, llm):
-    srv = Server(request.param, extra_env=llm_env(llm.base_url, SMOOTHD_LLM_LITE_MODEL=LITE_MODEL))
-    try:
-        srv.start()
-        yield srv
-        rc = srv.stop()
-        assert rc is not None, f"smoothd ({srv.backend}) did not exit within {STOP_TIMEOUT}s of SIGTERM"
-        assert rc == 0, f"smoothd ({srv.backend}) exited with {rc} after SIGTERM; stderr:\n{srv.stderr_tail()}"
-    finally:
-        srv.cleanup()
+    yield from serve(request.param, llm_env(llm.base_url, SMOOTHD_LLM_LITE_MODEL=LITE_MODEL))
 
 
 @pytest.fixture(autouse=True)

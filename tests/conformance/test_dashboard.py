@@ -16,8 +16,19 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripted_llm import ScriptedLLM
-from smoothd_support import LLM_PRICE_IN, LLM_PRICE_OUT, STOP_TIMEOUT, Server, chromium_path, close_client, llm_env, make_client, wait_final, wait_status
+from smoothd_support import (
+    LLM_PRICE_IN,
+    LLM_PRICE_OUT,
+    chromium_path,
+    close_client,
+    llm_env,
+    make_client,
+    scripted_model,
+    serve,
+    Server,
+    wait_final,
+    wait_status,
+)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -38,22 +49,12 @@ WAIT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def llm():
-    s = ScriptedLLM()
-    yield s
-    s.close()
+    yield from scripted_model()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request, llm):
-    srv = Server(request.param, extra_env=llm_env(llm.base_url))
-    try:
-        srv.start()
-        yield srv
-        rc = srv.stop()
-        assert rc is not None, f"smoothd ({srv.backend}) did not exit within {STOP_TIMEOUT}s of SIGTERM"
-        assert rc == 0, f"smoothd ({srv.backend}) exited with {rc} after SIGTERM; stderr:\n{srv.stderr_tail()}"
-    finally:
-        srv.cleanup()
+    yield from serve(request.param, llm_env(llm.base_url))
 
 
 @pytest.fixture(scope="module")

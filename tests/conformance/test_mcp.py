@@ -13,8 +13,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from scripted_llm import ScriptedLLM
-from smoothd_support import STOP_TIMEOUT, Server, llm_env, wait_final
+from smoothd_support import llm_env, scripted_model, serve, Server, wait_final
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("browser")]
 
@@ -33,22 +32,12 @@ TOOLS = {
 
 @pytest.fixture(scope="module")
 def llm():
-    s = ScriptedLLM()
-    yield s
-    s.close()
+    yield from scripted_model()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request, llm):
-    srv = Server(request.param, extra_env=llm_env(llm.base_url))
-    try:
-        srv.start(create_other_key=False)
-        yield srv
-        rc = srv.stop()
-        assert rc is not None, f"smoothd ({srv.backend}) did not exit within {STOP_TIMEOUT}s of SIGTERM"
-        assert rc == 0, f"smoothd ({srv.backend}) exited with {rc} after SIGTERM; stderr:\n{srv.stderr_tail()}"
-    finally:
-        srv.cleanup()
+    yield from serve(request.param, llm_env(llm.base_url), create_other_key=False)
 
 
 async def with_session(server, key, fn, statuses: list | None = None):

@@ -19,8 +19,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from scripted_llm import ScriptedLLM
-from smoothd_support import STOP_TIMEOUT, Server, _free_port, close_client, llm_env, make_client, wait_final
+from smoothd_support import (
+    _free_port,
+    close_client,
+    llm_env,
+    make_client,
+    scripted_model,
+    serve,
+    Server,
+    wait_final,
+)
 
 pytestmark = [pytest.mark.timeout(240)]
 
@@ -108,22 +116,12 @@ def unsign(task: dict, origin: bool = True) -> dict:
 
 @pytest.fixture(scope="module")
 def llm():
-    s = ScriptedLLM()
-    yield s
-    s.close()
+    yield from scripted_model()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request, llm):
-    srv = Server(request.param, extra_env={**llm_env(llm.base_url), **WEBHOOK_ENV})
-    try:
-        srv.start()
-        yield srv
-        rc = srv.stop()
-        assert rc is not None, f"smoothd ({srv.backend}) did not exit within {STOP_TIMEOUT}s of SIGTERM"
-        assert rc == 0, f"smoothd ({srv.backend}) exited with {rc} after SIGTERM; stderr:\n{srv.stderr_tail()}"
-    finally:
-        srv.cleanup()
+    yield from serve(request.param, {**llm_env(llm.base_url), **WEBHOOK_ENV})
 
 
 @pytest.fixture
