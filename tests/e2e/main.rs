@@ -10,6 +10,7 @@
 mod api;
 mod browser;
 mod dashboard_store;
+mod layout;
 mod limits;
 mod media;
 mod metrics;

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
-use smoothd_browser::{ActError, Action as PageAction, ActionResult, BrowserSession, Driver};
+use smoothd_browser::{ActError, Action as PageAction, ActionResult, BrowserSession, Driver, PageView};
 use smoothd_core::{ActionTrace, StepCost, StepTrace};
 use tokio_util::sync::CancellationToken;
 
-use crate::llm::{self, Llm, LlmError, Reply, Usage};
+use crate::llm::{self, Llm, LlmError, Reply, ToolCall, Usage};
 use crate::prompt::{self, Secret};
 use crate::tools::{self, Action, CustomTool};
 
@@ -331,7 +331,9 @@ impl Run {
         }
     }
 
-    /// Runs the loop on `session` until the task ends.
+    /// Runs the loop on `session` until the task ends. Each step observes the page and asks the
+    /// model, carries out the reply's tool calls, records the step's trace, then decides
+    /// whether the run ends.
     pub async fn run(
         mut self,
         host: &mut dyn Host,
@@ -340,216 +342,39 @@ impl Run {
     ) -> Finish {
         let max = self.job.max_steps.max(1);
         let mut driver = Driver::new(session);
-        if let Err(e) = driver.install().await
-            && e.is_fatal()
-        {
-            return self.crashed(&e, 0);
-        }
-        if let Some(url) = self.job.url.clone() {
-            if !host.acted().await {
-                return self.finish(End::Stopped, 0);
-            }
-            if let Err(e) = driver.act(PageAction::Goto { url: url.clone() }).await {
-                return self.finish(
-                    End::Failed {
-                        error: format!("could not open the start URL: {e}"),
-                        output: None,
-                    },
-                    0,
-                );
-            }
+        if let Err(finish) = self.open_start(host, &mut driver).await {
+            return finish;
         }
         let mut pending_shot: Option<Vec<u8>> = None;
         for n in 1..=max {
             if stop.is_cancelled() {
                 return self.finish(End::Stopped, n - 1);
             }
-            let step_started = Instant::now();
-            let step_no = self.job.first_step + n;
-            // Observe (unless the first step was asked before the browser was ready).
-            let (view_text, reply, url) = match self.prefetched.take() {
-                Some((view, reply)) if n == 1 => (view, reply, "about:blank".to_string()),
-                _ => {
-                    let view = match driver.observe().await {
-                        Ok(v) => v,
-                        Err(e) if e.is_fatal() => return self.crashed(&e, n - 1),
-                        Err(e) => {
-                            // A page mid-navigation can refuse once; look again.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            driver.forget_view();
-                            match driver.observe().await {
-                                Ok(v) => v,
-                                Err(_) => smoothd_browser::PageView {
-                                    url: "unknown".into(),
-                                    text: format!("(the page could not be read: {e})"),
-                                    ..Default::default()
-                                },
-                            }
-                        }
-                    };
-                    let tabs = driver.tabs().await.unwrap_or_default();
-                    let current = driver.current_tab(&tabs);
-                    let text = prompt::mask(
-                        &prompt::render_view(n, max, &view, &tabs, current),
-                        &self.job.secrets,
-                    );
-                    let wants_shot = match self.agent.config.vision {
-                        Vision::On => true,
-                        Vision::Off => false,
-                        Vision::Auto => {
-                            view.canvas > 0
-                                || view.cross_origin > 0
-                                || (view.elements == 0 && view.text.len() < 200 && view.url != "about:blank")
-                        }
-                    };
-                    let shot = match pending_shot.take() {
-                        Some(s) => Some(s),
-                        None if wants_shot => driver.screenshot(false, true).await.ok(),
-                        None => None,
-                    };
-                    let reply = self.ask(&text, shot.as_deref(), stop).await;
-                    (text, reply, view.url)
-                }
+            let (seen, reply) = match self
+                .observe_and_ask(&mut driver, n, max, &mut pending_shot, stop)
+                .await
+            {
+                Ok(asked) => asked,
+                Err(e) => return self.crashed(&e, n - 1),
             };
-            let llm_started = Instant::now();
             let reply = match reply {
                 Ok(r) => r,
                 Err(LlmError::Stopped) => return self.finish(End::Stopped, n - 1),
-                Err(e) => {
-                    host.record_step(StepTrace {
-                        step: step_no,
-                        url,
-                        view_chars: view_text.len(),
-                        view: Some(smoothd_core::step::kept_view(&view_text)),
-                        model: self.agent.llm.model().to_string(),
-                        cost: None,
-                        actions: Vec::new(),
-                        error: Some(e.to_string()),
-                    })
-                    .await;
-                    return self.finish(
-                        End::Failed {
-                            error: format!("the model failed: {e}"),
-                            output: self.best_output.clone(),
-                        },
-                        n,
-                    );
-                }
+                Err(e) => return self.model_failed(host, &seen, &e).await,
             };
-            let _ = llm_started;
             let reasoning = prompt::mask(&cut(reply.content.trim(), 600), &self.job.secrets);
-            host.status(&format!(
-                "step {step_no}: {}",
-                cut(
-                    if reasoning.is_empty() {
-                        "acting"
-                    } else {
-                        &reasoning
-                    },
-                    120
-                )
-            ))
-            .await;
-            let act_started = Instant::now();
-            let mut results: Vec<ActionTrace> = Vec::new();
-            let mut outcome: Option<End> = None;
-            if reply.tool_calls.is_empty() {
-                self.history
-                    .push(json!({"role": "assistant", "content": reasoning}));
-                self.history.push(json!({"role": "user", "content": "Call one of the tools. When the task is complete, call done."}));
-                if !reasoning.is_empty() {
-                    self.best_output = Some(Value::String(reasoning.clone()));
-                }
-            } else {
-                let calls: Vec<Value> = reply
-                    .tool_calls
-                    .iter()
-                    .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": prompt::mask(&c.arguments, &self.job.secrets)}}))
-                    .collect();
-                self.history.push(json!({"role": "assistant", "content": if reasoning.is_empty() { Value::Null } else { Value::String(reasoning.clone()) }, "tool_calls": calls}));
-                let mut page_changed = false;
-                for call in &reply.tool_calls {
-                    if stop.is_cancelled() && outcome.is_none() {
-                        outcome = Some(End::Stopped);
-                    }
-                    let result = if outcome == Some(End::Stopped) {
-                        "skipped: the task was cancelled".to_string()
-                    } else if outcome.is_some() || page_changed {
-                        "skipped: the page changed before this action ran; look at the new page and issue it again if still needed".to_string()
-                    } else {
-                        match tools::parse(&call.name, &call.arguments, &self.offered, &self.job.custom_tools)
-                        {
-                            Err(why) => format!("error: {why}"),
-                            Ok(action) => {
-                                match self.act(host, &mut driver, action, stop, &mut pending_shot).await {
-                                    Step::Result(Ok(effect)) => {
-                                        page_changed = effect.navigated;
-                                        if effect.navigated {
-                                            self.obstacle = None;
-                                        }
-                                        if effect.note.is_empty() {
-                                            "ok".into()
-                                        } else {
-                                            format!("ok: {}", effect.note)
-                                        }
-                                    }
-                                    Step::Result(Err(e)) if e.is_fatal() => return self.crashed(&e, n),
-                                    Step::Result(Err(e)) => {
-                                        let text = e.to_string();
-                                        if OBSTACLES.iter().any(|o| text.contains(o)) {
-                                            self.obstacle = Some(text.clone());
-                                        }
-                                        format!("error: {text}")
-                                    }
-                                    Step::Text(t) => t,
-                                    Step::End(end) => {
-                                        outcome = Some(end);
-                                        "ok".into()
-                                    }
-                                }
-                            }
-                        }
-                    };
-                    let result = prompt::mask(&cut(&result, 2000), &self.job.secrets);
-                    results.push(ActionTrace {
-                        name: call.name.clone(),
-                        args: serde_json::from_str::<Value>(&prompt::mask(
-                            &call.arguments,
-                            &self.job.secrets,
-                        ))
-                        .unwrap_or(Value::Null),
-                        result: result.clone(),
-                    });
-                    self.history
-                        .push(json!({"role": "tool", "tool_call_id": call.id, "content": result}));
-                }
-            }
-            host.record_step(StepTrace {
-                step: step_no,
-                url,
-                view_chars: view_text.len(),
-                view: Some(smoothd_core::step::kept_view(&view_text)),
-                model: self.agent.llm.model().to_string(),
-                cost: Some(StepCost {
-                    prompt_tokens: reply.usage.prompt,
-                    completion_tokens: reply.usage.completion,
-                    llm_ms: reply.latency.as_millis() as u64,
-                    act_ms: act_started.elapsed().as_millis() as u64,
-                    step_ms: step_started.elapsed().as_millis() as u64,
-                    retries: reply.retries,
-                    first_request_ms: if n == 1 {
-                        self.first_request.map(|d| d.as_millis() as u64)
-                    } else {
-                        None
-                    },
-                    reasoning,
-                    cost_usd: llm::usd(reply.usage, self.agent.llm.price()),
-                }),
-                actions: results,
-                error: None,
-            })
-            .await;
-            if let Some(end) = outcome {
+            host.status(&status_line(seen.step, &reasoning)).await;
+            let acted = match self
+                .carry_out(host, &mut driver, &reply, &reasoning, stop, &mut pending_shot)
+                .await
+            {
+                Ok(acted) => acted,
+                Err(e) => return self.crashed(&e, n),
+            };
+            let cost = self.cost(&seen, &reply, reasoning, acted.started);
+            host.record_step(self.trace(&seen, Some(cost), acted.actions, None))
+                .await;
+            if let Some(end) = acted.outcome {
                 return self.finish(end, n);
             }
             if stop.is_cancelled() {
@@ -568,6 +393,256 @@ impl Run {
         )
     }
 
+    /// Prepares the page and opens the start URL; `Err` is how the run ends when it cannot.
+    async fn open_start(&self, host: &mut dyn Host, driver: &mut Driver<'_>) -> Result<(), Finish> {
+        if let Err(e) = driver.install().await
+            && e.is_fatal()
+        {
+            return Err(self.crashed(&e, 0));
+        }
+        let Some(url) = self.job.url.clone() else {
+            return Ok(());
+        };
+        if !host.acted().await {
+            return Err(self.finish(End::Stopped, 0));
+        }
+        if let Err(e) = driver.act(PageAction::Goto { url }).await {
+            return Err(self.finish(
+                End::Failed {
+                    error: format!("could not open the start URL: {e}"),
+                    output: None,
+                },
+                0,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step `n`'s observation and the model's reply to it (asked before the browser was ready
+    /// for the first step of a task without a start URL). `Err` only when the browser crashed.
+    async fn observe_and_ask(
+        &mut self,
+        driver: &mut Driver<'_>,
+        n: u32,
+        max: u32,
+        pending_shot: &mut Option<Vec<u8>>,
+        stop: &CancellationToken,
+    ) -> Result<(Observation, Result<Reply, LlmError>), ActError> {
+        let started = Instant::now();
+        let step = self.job.first_step + n;
+        if let Some((view, reply)) = self.prefetched.take()
+            && n == 1
+        {
+            let url = "about:blank".to_string();
+            return Ok((
+                Observation {
+                    n,
+                    step,
+                    view,
+                    url,
+                    started,
+                },
+                reply,
+            ));
+        }
+        let view = observe_page(driver).await?;
+        let tabs = driver.tabs().await.unwrap_or_default();
+        let current = driver.current_tab(&tabs);
+        let text = prompt::mask(
+            &prompt::render_view(n, max, &view, &tabs, current),
+            &self.job.secrets,
+        );
+        let shot = match pending_shot.take() {
+            Some(s) => Some(s),
+            None if self.wants_shot(&view) => driver.screenshot(false, true).await.ok(),
+            None => None,
+        };
+        let reply = self.ask(&text, shot.as_deref(), stop).await;
+        let seen = Observation {
+            n,
+            step,
+            view: text,
+            url: view.url,
+            started,
+        };
+        Ok((seen, reply))
+    }
+
+    /// Whether the model gets a screenshot with this view.
+    fn wants_shot(&self, view: &PageView) -> bool {
+        match self.agent.config.vision {
+            Vision::On => true,
+            Vision::Off => false,
+            Vision::Auto => {
+                view.canvas > 0
+                    || view.cross_origin > 0
+                    || (view.elements == 0 && view.text.len() < 200 && view.url != "about:blank")
+            }
+        }
+    }
+
+    /// Records the failed step and ends the run: the model could not answer (after its retries).
+    async fn model_failed(&self, host: &mut dyn Host, seen: &Observation, e: &LlmError) -> Finish {
+        host.record_step(self.trace(seen, None, Vec::new(), Some(e.to_string())))
+            .await;
+        self.finish(
+            End::Failed {
+                error: format!("the model failed: {e}"),
+                output: self.best_output.clone(),
+            },
+            seen.n,
+        )
+    }
+
+    /// Carries out the reply's tool calls in order, each result going back to the model. After
+    /// one that navigates, ends the run or is cancelled, the rest are skipped. `Err` only when
+    /// the browser crashed.
+    async fn carry_out(
+        &mut self,
+        host: &mut dyn Host,
+        driver: &mut Driver<'_>,
+        reply: &Reply,
+        reasoning: &str,
+        stop: &CancellationToken,
+        pending_shot: &mut Option<Vec<u8>>,
+    ) -> Result<Acted, ActError> {
+        let mut acted = Acted {
+            actions: Vec::new(),
+            outcome: None,
+            started: Instant::now(),
+        };
+        if reply.tool_calls.is_empty() {
+            self.history
+                .push(json!({"role": "assistant", "content": reasoning}));
+            self.history.push(json!({"role": "user", "content": "Call one of the tools. When the task is complete, call done."}));
+            if !reasoning.is_empty() {
+                self.best_output = Some(Value::String(reasoning.to_string()));
+            }
+            return Ok(acted);
+        }
+        let calls: Vec<Value> = reply
+            .tool_calls
+            .iter()
+            .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": prompt::mask(&c.arguments, &self.job.secrets)}}))
+            .collect();
+        self.history.push(json!({"role": "assistant", "content": if reasoning.is_empty() { Value::Null } else { Value::String(reasoning.to_string()) }, "tool_calls": calls}));
+        let mut page_changed = false;
+        for call in &reply.tool_calls {
+            if stop.is_cancelled() && acted.outcome.is_none() {
+                acted.outcome = Some(End::Stopped);
+            }
+            let result = if acted.outcome == Some(End::Stopped) {
+                "skipped: the task was cancelled".to_string()
+            } else if acted.outcome.is_some() || page_changed {
+                "skipped: the page changed before this action ran; look at the new page and issue it again if still needed".to_string()
+            } else {
+                let called = self.call(host, driver, call, stop, pending_shot).await?;
+                page_changed = called.navigated;
+                acted.outcome = called.end;
+                called.text
+            };
+            let result = prompt::mask(&cut(&result, 2000), &self.job.secrets);
+            acted.actions.push(ActionTrace {
+                name: call.name.clone(),
+                args: serde_json::from_str::<Value>(&prompt::mask(&call.arguments, &self.job.secrets))
+                    .unwrap_or(Value::Null),
+                result: result.clone(),
+            });
+            self.history
+                .push(json!({"role": "tool", "tool_call_id": call.id, "content": result}));
+        }
+        Ok(acted)
+    }
+
+    /// Parses and runs one tool call. `Err` only when the browser crashed.
+    async fn call(
+        &mut self,
+        host: &mut dyn Host,
+        driver: &mut Driver<'_>,
+        call: &ToolCall,
+        stop: &CancellationToken,
+        pending_shot: &mut Option<Vec<u8>>,
+    ) -> Result<Called, ActError> {
+        let text = |text: String| Called {
+            text,
+            navigated: false,
+            end: None,
+        };
+        let action = match tools::parse(&call.name, &call.arguments, &self.offered, &self.job.custom_tools) {
+            Err(why) => return Ok(text(format!("error: {why}"))),
+            Ok(action) => action,
+        };
+        Ok(match self.act(host, driver, action, stop, pending_shot).await {
+            Step::Result(Ok(effect)) => {
+                if effect.navigated {
+                    self.obstacle = None;
+                }
+                Called {
+                    text: if effect.note.is_empty() {
+                        "ok".into()
+                    } else {
+                        format!("ok: {}", effect.note)
+                    },
+                    navigated: effect.navigated,
+                    end: None,
+                }
+            }
+            Step::Result(Err(e)) if e.is_fatal() => return Err(e),
+            Step::Result(Err(e)) => {
+                let why = e.to_string();
+                if OBSTACLES.iter().any(|o| why.contains(o)) {
+                    self.obstacle = Some(why.clone());
+                }
+                text(format!("error: {why}"))
+            }
+            Step::Text(t) => text(t),
+            Step::End(end) => Called {
+                text: "ok".into(),
+                navigated: false,
+                end: Some(end),
+            },
+        })
+    }
+
+    /// The cost and timings of a step the model answered.
+    fn cost(&self, seen: &Observation, reply: &Reply, reasoning: String, act_started: Instant) -> StepCost {
+        StepCost {
+            prompt_tokens: reply.usage.prompt,
+            completion_tokens: reply.usage.completion,
+            llm_ms: reply.latency.as_millis() as u64,
+            act_ms: act_started.elapsed().as_millis() as u64,
+            step_ms: seen.started.elapsed().as_millis() as u64,
+            retries: reply.retries,
+            first_request_ms: if seen.n == 1 {
+                self.first_request.map(|d| d.as_millis() as u64)
+            } else {
+                None
+            },
+            reasoning,
+            cost_usd: llm::usd(reply.usage, self.agent.llm.price()),
+        }
+    }
+
+    /// One step's trace, as stored.
+    fn trace(
+        &self,
+        seen: &Observation,
+        cost: Option<StepCost>,
+        actions: Vec<ActionTrace>,
+        error: Option<String>,
+    ) -> StepTrace {
+        StepTrace {
+            step: seen.step,
+            url: seen.url.clone(),
+            view_chars: seen.view.len(),
+            view: Some(smoothd_core::step::kept_view(&seen.view)),
+            model: self.agent.llm.model().to_string(),
+            cost,
+            actions,
+            error,
+        }
+    }
+
     fn crashed(&self, e: &ActError, steps: u32) -> Finish {
         self.finish(
             End::Failed {
@@ -578,6 +653,7 @@ impl Run {
         )
     }
 
+    /// Runs one parsed action; the page-changing ones first tell the host (which may stop the task).
     async fn act(
         &mut self,
         host: &mut dyn Host,
@@ -608,28 +684,7 @@ impl Run {
             Action::PressKey { key } => d.act(PageAction::PressKey { key }).await,
             Action::GoBack => d.act(PageAction::GoBack).await,
             Action::SwitchTab { tab } => d.act(PageAction::SwitchTab { tab }).await,
-            Action::UploadFile { index, file } => {
-                let found = self.job.files.iter().find(|(name, id, _)| {
-                    *name == file || *id == file || file.ends_with(&format!("/{name}"))
-                });
-                match found {
-                    Some((_, _, path)) => {
-                        d.act(PageAction::Upload {
-                            index,
-                            path: path.clone(),
-                        })
-                        .await
-                    }
-                    None => {
-                        let names: Vec<&str> = self.job.files.iter().map(|f| f.0.as_str()).collect();
-                        Err(ActError::Model(if names.is_empty() {
-                            "this task has no files to upload".into()
-                        } else {
-                            format!("no file {file:?}; the task's files are: {}", names.join(", "))
-                        }))
-                    }
-                }
-            }
+            Action::UploadFile { index, file } => self.upload(d, index, &file).await,
             Action::Wait { seconds } => {
                 tokio::select! {
                     e = d.act(PageAction::Wait { seconds }) => e,
@@ -638,58 +693,92 @@ impl Run {
             }
             Action::Hover { index } => d.act(PageAction::Hover { index }).await,
             Action::DragDrop { from, to } => d.act(PageAction::DragDrop { from, to }).await,
-            Action::Screenshot { full_page } => match d.screenshot(full_page, false).await {
-                Ok(png) => {
-                    let name = format!("screenshot-{}.png", self.started.elapsed().as_millis());
-                    let saved = host.save_file(&name, &png).await;
-                    *pending_shot = d.screenshot(false, true).await.ok();
-                    Ok(ActionResult {
-                        navigated: false,
-                        note: match saved {
-                            Ok(()) => format!("saved {name}; you see it with the next view"),
-                            Err(e) => format!("taken (not saved: {e}); you see it with the next view"),
-                        },
-                    })
-                }
-                Err(e) => Err(e),
-            },
-            Action::PrintPage => match d.pdf().await {
-                Ok(pdf) => {
-                    let name = format!("page-{}.pdf", self.started.elapsed().as_millis());
-                    match host.save_file(&name, &pdf).await {
-                        Ok(()) => Ok(ActionResult {
-                            navigated: false,
-                            note: format!("saved {name}"),
-                        }),
-                        Err(e) => Err(ActError::Model(format!("could not save the PDF: {e}"))),
-                    }
-                }
-                Err(e) => Err(e),
-            },
-            Action::Custom { name, input } => {
-                let timeout = self.agent.config.custom_tool_timeout;
-                return match host.call_tool(&name, input, timeout).await {
-                    ToolAnswer::Ok(v) => Step::Text(format!(
-                        "ok: {}",
-                        match v {
-                            Value::String(s) => s,
-                            other => other.to_string(),
-                        }
-                    )),
-                    ToolAnswer::Error(e) => Step::Text(format!("error: {e}")),
-                    ToolAnswer::Fatal(e) => Step::End(End::Failed {
-                        error: format!("the custom tool {name} failed: {e}"),
-                        output: self.best_output.clone(),
-                    }),
-                    ToolAnswer::TimedOut => Step::Text(format!(
-                        "error: the tool {name} did not answer within {} s",
-                        timeout.as_secs()
-                    )),
-                    ToolAnswer::Stopped => Step::End(End::Stopped),
-                };
-            }
+            Action::Screenshot { full_page } => self.screenshot(host, d, full_page, pending_shot).await,
+            Action::PrintPage => self.print_page(host, d).await,
+            Action::Custom { name, input } => return self.custom_tool(host, name, input).await,
             Action::Done { output, success } => return self.done(output, success),
         })
+    }
+
+    /// Uploads one of the task's files (by name, id or a path ending in its name).
+    async fn upload(&self, d: &mut Driver<'_>, index: u32, file: &str) -> Result<ActionResult, ActError> {
+        let found = self
+            .job
+            .files
+            .iter()
+            .find(|(name, id, _)| *name == file || *id == file || file.ends_with(&format!("/{name}")));
+        if let Some((_, _, path)) = found {
+            return d
+                .act(PageAction::Upload {
+                    index,
+                    path: path.clone(),
+                })
+                .await;
+        }
+        let names: Vec<&str> = self.job.files.iter().map(|f| f.0.as_str()).collect();
+        Err(ActError::Model(if names.is_empty() {
+            "this task has no files to upload".into()
+        } else {
+            format!("no file {file:?}; the task's files are: {}", names.join(", "))
+        }))
+    }
+
+    /// Saves a screenshot to the task's files and shows it to the model with the next view.
+    async fn screenshot(
+        &self,
+        host: &mut dyn Host,
+        d: &mut Driver<'_>,
+        full_page: bool,
+        pending_shot: &mut Option<Vec<u8>>,
+    ) -> Result<ActionResult, ActError> {
+        let png = d.screenshot(full_page, false).await?;
+        let name = format!("screenshot-{}.png", self.started.elapsed().as_millis());
+        let saved = host.save_file(&name, &png).await;
+        *pending_shot = d.screenshot(false, true).await.ok();
+        Ok(ActionResult {
+            navigated: false,
+            note: match saved {
+                Ok(()) => format!("saved {name}; you see it with the next view"),
+                Err(e) => format!("taken (not saved: {e}); you see it with the next view"),
+            },
+        })
+    }
+
+    /// Saves the page as a PDF to the task's files.
+    async fn print_page(&self, host: &mut dyn Host, d: &mut Driver<'_>) -> Result<ActionResult, ActError> {
+        let pdf = d.pdf().await?;
+        let name = format!("page-{}.pdf", self.started.elapsed().as_millis());
+        match host.save_file(&name, &pdf).await {
+            Ok(()) => Ok(ActionResult {
+                navigated: false,
+                note: format!("saved {name}"),
+            }),
+            Err(e) => Err(ActError::Model(format!("could not save the PDF: {e}"))),
+        }
+    }
+
+    /// A round trip to the client for a custom tool.
+    async fn custom_tool(&self, host: &mut dyn Host, name: String, input: Value) -> Step {
+        let timeout = self.agent.config.custom_tool_timeout;
+        match host.call_tool(&name, input, timeout).await {
+            ToolAnswer::Ok(v) => Step::Text(format!(
+                "ok: {}",
+                match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                }
+            )),
+            ToolAnswer::Error(e) => Step::Text(format!("error: {e}")),
+            ToolAnswer::Fatal(e) => Step::End(End::Failed {
+                error: format!("the custom tool {name} failed: {e}"),
+                output: self.best_output.clone(),
+            }),
+            ToolAnswer::TimedOut => Step::Text(format!(
+                "error: the tool {name} did not answer within {} s",
+                timeout.as_secs()
+            )),
+            ToolAnswer::Stopped => Step::End(End::Stopped),
+        }
     }
 
     fn done(&mut self, output: Value, success: bool) -> Step {
@@ -736,10 +825,65 @@ impl Run {
     }
 }
 
+/// What one action came to.
 enum Step {
     Result(Result<ActionResult, ActError>),
     Text(String),
     End(End),
+}
+
+/// One step's look at the page: what the model was shown, and where.
+struct Observation {
+    /// The step's number in this run, from 1.
+    n: u32,
+    /// The step's number in the trace (continuing a session's count).
+    step: u32,
+    /// The page view as the model got it (secrets masked).
+    view: String,
+    url: String,
+    started: Instant,
+}
+
+/// A reply's tool calls, carried out.
+struct Acted {
+    actions: Vec<ActionTrace>,
+    /// How the run ends, when one of the calls ended it.
+    outcome: Option<End>,
+    started: Instant,
+}
+
+/// One tool call's result as the model hears it.
+struct Called {
+    text: String,
+    navigated: bool,
+    end: Option<End>,
+}
+
+/// The latest step in one line, for the live view.
+fn status_line(step: u32, reasoning: &str) -> String {
+    let what = if reasoning.is_empty() { "acting" } else { reasoning };
+    format!("step {step}: {}", cut(what, 120))
+}
+
+/// The page view; a page mid-navigation can refuse once, so it looks again, and then shows
+/// the model why it cannot read the page. `Err` only when the browser crashed.
+async fn observe_page(driver: &mut Driver<'_>) -> Result<PageView, ActError> {
+    match driver.observe().await {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_fatal() => Err(e),
+        Err(e) => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            driver.forget_view();
+            Ok(match driver.observe().await {
+                Ok(v) => v,
+                Err(_) => PageView {
+                    url: "unknown".into(),
+                    text: format!("(the page could not be read: {e})"),
+                    ..Default::default()
+                },
+            })
+        }
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ fn index(desc: &str) -> Value {
 
 /// The tool list for one task: the built-in tools, the extra ones it enabled, its custom tools,
 /// and `done` whose `output` takes `response_model` as its schema when there is one.
+///
+/// Long because it is a table: one schema per tool, read side by side with [`parse`].
 pub fn definitions(
     additional: &[String],
     custom: &[CustomTool],
@@ -222,6 +224,8 @@ fn get_num(a: &Map<String, Value>, key: &str) -> Option<f64> {
 
 /// Parses one tool call. `offered` are the names in this request's tool list: a call to a tool
 /// that was not offered is refused, so `additional_tools` cannot be bypassed.
+///
+/// Long because it is a table: one arm per tool, in the order of [`definitions`].
 pub fn parse(
     name: &str,
     arguments: &str,

@@ -10,6 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::ApiError;
 use crate::links::Links;
 
+/// Most events one task body carries (a poll, or a webhook's copy of the task); a client
+/// polling asks again from the last one.
+pub(crate) const EVENT_PAGE: i64 = 500;
+
 /// Every success body: `{"r": payload}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Envelope<T> {

@@ -10,7 +10,7 @@
 //! Shared workers belong to no page, and a service worker's `navigator.userAgent` is fixed when
 //! the browser starts it, before any override: both take that string from the browser's
 //! `--user-agent` flag alone, so a phone's tasks run in a browser launched with the phone's
-//! user agent (see [`crate::emulation::launch_args`]). Their client hints do follow an
+//! user agent (the emulation module puts it in the launch arguments). Their client hints follow an
 //! override, which [`watch_browser`] gives every shared and service worker of such a browser
 //! before it runs.
 

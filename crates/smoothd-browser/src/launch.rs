@@ -206,20 +206,8 @@ impl BrowserProcess {
         data_dir: Option<tempfile::TempDir>,
         home: Option<tempfile::TempDir>,
     ) -> Result<Self, BrowserError> {
-        let home = match home {
-            Some(h) => h,
-            None => tempfile::Builder::new()
-                .prefix("smoothd-home-")
-                .tempdir()
-                .map_err(|e| BrowserError::Launch(format!("cannot create a home folder: {e}")))?,
-        };
-        let data_dir = match data_dir {
-            Some(d) => d,
-            None => tempfile::Builder::new()
-                .prefix("smoothd-chromium-")
-                .tempdir()
-                .map_err(|e| BrowserError::Launch(format!("cannot create a profile folder: {e}")))?,
-        };
+        let home = folder(home, "smoothd-home-", "a home folder")?;
+        let data_dir = folder(data_dir, "smoothd-chromium-", "a profile folder")?;
         let mut args = base_args(data_dir.path());
         // The start page stays last.
         let start = args.pop();
@@ -228,24 +216,7 @@ impl BrowserProcess {
         args.extend(cfg.extra_args.iter().cloned());
         args.extend(extra.iter().cloned());
         args.extend(start);
-        // Chromium dies with us even when we are killed outright (SIGKILL leaves no time to close
-        // it): util-linux's setpriv sets the parent-death signal, then execs Chromium in place.
-        let mut command = match setpriv() {
-            Some(setpriv) => {
-                let mut c = Command::new(setpriv);
-                c.args(["--pdeathsig", "KILL", "--"]).arg(&cfg.chromium);
-                c
-            }
-            None => Command::new(&cfg.chromium),
-        };
-        command.env_clear();
-        for (k, v) in std::env::vars_os() {
-            if k.to_str().is_some_and(|k| KEPT_ENV.contains(&k)) {
-                command.env(k, v);
-            }
-        }
-        command.env("HOME", home.path());
-        let mut child = command
+        let mut child = chromium_command(&cfg.chromium, home.path())
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -589,4 +560,42 @@ async fn read_ws_url(stderr: tokio::process::ChildStderr) -> Result<String, Brow
         "Chromium exited before it was ready: {}",
         tail.join(" | ")
     )))
+}
+
+/// The folder given, or a new temporary one named `prefix...`.
+fn folder(
+    given: Option<tempfile::TempDir>,
+    prefix: &str,
+    what: &str,
+) -> Result<tempfile::TempDir, BrowserError> {
+    match given {
+        Some(d) => Ok(d),
+        None => tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .map_err(|e| BrowserError::Launch(format!("cannot create {what}: {e}"))),
+    }
+}
+
+/// The command that starts Chromium at `chromium`, with only the kept environment and `home`
+/// as its HOME. Chromium dies with us even when we are killed outright (SIGKILL leaves no
+/// time to close it): util-linux's setpriv sets the parent-death signal, then execs Chromium
+/// in place.
+fn chromium_command(chromium: &Path, home: &Path) -> Command {
+    let mut command = match setpriv() {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(chromium);
+            c
+        }
+        None => Command::new(chromium),
+    };
+    command.env_clear();
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| KEPT_ENV.contains(&k)) {
+            command.env(k, v);
+        }
+    }
+    command.env("HOME", home);
+    command
 }

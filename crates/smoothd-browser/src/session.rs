@@ -94,27 +94,7 @@ const EVAL_WRAPPER: &str = r#"(async (src, args) => {
 impl BrowserSession {
     /// Opens a fresh context and page in `process`.
     pub async fn open(process: Arc<BrowserProcess>, opts: SessionOptions) -> Result<Self, BrowserError> {
-        // A dedicated process (profile, extensions) runs in its default context, whose proxy
-        // comes from its command line; a shared one gets a fresh isolated context.
-        let context = if opts.default_context {
-            None
-        } else {
-            let mut params = CreateBrowserContextParams::builder().dispose_on_detach(true);
-            if let Some(proxy) = &opts.proxy_server {
-                // `<-loopback>` removes Chromium's implicit bypass for localhost: all page
-                // traffic goes through the proxy the user asked for.
-                params = params
-                    .proxy_server(proxy.clone())
-                    .proxy_bypass_list("<-loopback>");
-            }
-            Some(
-                process
-                    .browser
-                    .create_browser_context(params.build())
-                    .await
-                    .map_err(|e| crashed(&process, e))?,
-            )
-        };
+        let context = new_context(&process, &opts).await?;
         let mut target = CreateTargetParams::builder().url("about:blank");
         if let Some(c) = &context {
             target = target.browser_context_id(c.clone());
@@ -146,23 +126,7 @@ impl BrowserSession {
             &version.user_agent,
         )
         .await?;
-        // Iframes in other processes and workers get the page's overrides before they run, and
-        // service workers get started at all (chromiumoxide detaches from them while they wait).
-        // Without it the page still works (a browser that takes one connection only, say); its
-        // workers and other-process iframes then keep the browser-wide identity.
-        let children = match contexts::watch(
-            process.browser.websocket_address(),
-            page.target_id().as_ref(),
-            overrides,
-        )
-        .await
-        {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the page's workers and frames");
-                None
-            }
-        };
+        let children = watch_children(&process, &page, overrides).await;
         if opts.show_cursor {
             emulation::show_cursor(&page).await?;
         }
@@ -496,6 +460,55 @@ fn proxy_refused(url: &str) -> String {
     format!(
         "cannot open {url}: the proxy refused the credentials (407 Proxy Authentication Required; check proxy_username and proxy_password)"
     )
+}
+/// A fresh isolated context for the session, with the proxy it asked for; `None` for a
+/// dedicated process (profile, extensions), which runs in its default context, whose proxy
+/// comes from its command line.
+async fn new_context(
+    process: &BrowserProcess,
+    opts: &SessionOptions,
+) -> Result<Option<BrowserContextId>, BrowserError> {
+    if opts.default_context {
+        return Ok(None);
+    }
+    let mut params = CreateBrowserContextParams::builder().dispose_on_detach(true);
+    if let Some(proxy) = &opts.proxy_server {
+        // `<-loopback>` removes Chromium's implicit bypass for localhost: all page
+        // traffic goes through the proxy the user asked for.
+        params = params
+            .proxy_server(proxy.clone())
+            .proxy_bypass_list("<-loopback>");
+    }
+    let context = process
+        .browser
+        .create_browser_context(params.build())
+        .await
+        .map_err(|e| crashed(process, e))?;
+    Ok(Some(context))
+}
+
+/// Iframes in other processes and workers get the page's overrides before they run, and
+/// service workers get started at all (chromiumoxide detaches from them while they wait).
+/// Without it the page still works (a browser that takes one connection only, say); its
+/// workers and other-process iframes then keep the browser-wide identity.
+async fn watch_children(
+    process: &BrowserProcess,
+    page: &Page,
+    overrides: contexts::Overrides,
+) -> Option<contexts::ChildOverrides> {
+    match contexts::watch(
+        process.browser.websocket_address(),
+        page.target_id().as_ref(),
+        overrides,
+    )
+    .await
+    {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the page's workers and frames");
+            None
+        }
+    }
 }
 
 /// Turns a CDP failure into `Crashed` when the connection is gone.

@@ -85,6 +85,9 @@ const STEP_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 6
 const STEPS_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 32.0, 64.0, 128.0];
 
 impl Metrics {
+    /// Registers every series.
+    ///
+    /// Long because it is a table: one definition per series, each with its help text.
     #[expect(
         clippy::expect_used,
         reason = "constant metric definitions, checked by every_series_registers"

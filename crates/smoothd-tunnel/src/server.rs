@@ -99,6 +99,14 @@ where
     let _ = driver.await;
 }
 
+/// A login the server accepted.
+struct Accepted {
+    /// The sessions whose token the login's key matches.
+    matching: Vec<Candidate>,
+    token: String,
+    run_id: String,
+}
+
 struct Control {
     sessions: Arc<dyn Sessions>,
     peer: String,
@@ -114,49 +122,14 @@ impl Control {
     where
         C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let login = match tokio::time::timeout(LOGIN_WAIT, msg::read(&mut control)).await {
-            Ok(Ok(Message::Login(l))) => l,
-            Ok(Ok(other)) => {
-                tracing::info!(peer = %self.peer, ?other, "tunnel: expected a login");
-                return;
-            }
-            _ => return,
-        };
-        let candidates = match self.sessions.candidates().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "tunnel: reading sessions failed");
-                refuse(&mut control, "the server cannot check the token now; retry").await;
-                return;
-            }
-        };
-        let matching: Vec<Candidate> = candidates
-            .into_iter()
-            .filter(|c| same_secret(&auth_key(&c.password, login.timestamp), &login.privilege_key))
-            .collect();
-        let Some(token) = matching.first().map(|c| c.password.clone()) else {
-            tracing::info!(peer = %self.peer, "tunnel login refused: the token matches no session");
-            refuse(
-                &mut control,
-                "register control error: the token matches no waiting or running session with proxy_server \"self\"",
-            )
-            .await;
+        let Some(Accepted {
+            matching,
+            token,
+            run_id,
+        }) = self.login(&mut control).await
+        else {
             return;
         };
-        let run_id = if login.run_id.is_empty() || login.run_id.len() > 64 {
-            format!("{:016x}", rand::random::<u64>())
-        } else {
-            login.run_id.clone()
-        };
-        let resp = Message::LoginResp(LoginResp {
-            version: SERVER_VERSION.into(),
-            run_id: run_id.clone(),
-            error: String::new(),
-        });
-        if msg::write(&mut control, &resp).await.is_err() {
-            return;
-        }
-        tracing::info!(peer = %self.peer, version = %login.version, "tunnel login accepted");
         let key = derive_key(&token);
         let (rd, mut wr) = tokio::io::split(control);
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
@@ -191,6 +164,62 @@ impl Control {
         self.done.cancel();
         work.abort();
         let _ = writer.await;
+    }
+
+    /// Reads frpc's login and answers it: accepted when its key matches a session's token.
+    /// `None` when the connection ends here (refused, or gone).
+    async fn login<C>(&self, control: &mut C) -> Option<Accepted>
+    where
+        C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let login = match tokio::time::timeout(LOGIN_WAIT, msg::read(control)).await {
+            Ok(Ok(Message::Login(l))) => l,
+            Ok(Ok(other)) => {
+                tracing::info!(peer = %self.peer, ?other, "tunnel: expected a login");
+                return None;
+            }
+            _ => return None,
+        };
+        let candidates = match self.sessions.candidates().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "tunnel: reading sessions failed");
+                refuse(control, "the server cannot check the token now; retry").await;
+                return None;
+            }
+        };
+        let matching: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|c| same_secret(&auth_key(&c.password, login.timestamp), &login.privilege_key))
+            .collect();
+        let Some(token) = matching.first().map(|c| c.password.clone()) else {
+            tracing::info!(peer = %self.peer, "tunnel login refused: the token matches no session");
+            refuse(
+                control,
+                "register control error: the token matches no waiting or running session with proxy_server \"self\"",
+            )
+            .await;
+            return None;
+        };
+        let run_id = if login.run_id.is_empty() || login.run_id.len() > 64 {
+            format!("{:016x}", rand::random::<u64>())
+        } else {
+            login.run_id.clone()
+        };
+        let resp = Message::LoginResp(LoginResp {
+            version: SERVER_VERSION.into(),
+            run_id: run_id.clone(),
+            error: String::new(),
+        });
+        if msg::write(control, &resp).await.is_err() {
+            return None;
+        }
+        tracing::info!(peer = %self.peer, version = %login.version, "tunnel login accepted");
+        Some(Accepted {
+            matching,
+            token,
+            run_id,
+        })
     }
 
     fn clone_refs(&self) -> Self {

@@ -435,6 +435,9 @@ async fn start_metrics(
 
 /// Runs the asked-for roles until `shutdown` fires. On shutdown the workers stop claiming
 /// and drain first (so clients can still read final states), then the API drains.
+///
+/// Longer than most because it is the one startup seam: every role starts here and stops
+/// here in order, and that order reads best in one place.
 pub async fn run(
     settings: Settings,
     store: Store,

@@ -43,6 +43,8 @@ fn session_id_prop() -> (String, Value) {
 }
 
 /// Every tool, with input schemas cut from the `TaskRequest` OpenAPI schema.
+///
+/// Long because it is a table: one entry per tool, read side by side with [`call`].
 pub(super) fn definitions() -> Vec<Tool> {
     let request = component_schema("TaskRequest");
     let props = request
@@ -179,6 +181,9 @@ fn str_arg<'a>(args: &'a Map<String, Value>, name: &str) -> Result<&'a str, Stri
     }
 }
 
+/// Runs one tool call for `owner`.
+///
+/// Long because it is a table: one arm per tool, each a few lines over the task API.
 pub(super) async fn call(
     state: &AppState,
     owner: &Owner,

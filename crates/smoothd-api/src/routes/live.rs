@@ -117,13 +117,15 @@ fn text(v: serde_json::Value) -> Message {
     Message::Text(v.to_string().into())
 }
 
-/// Finds the worker serving the task and pipes the viewer to it until either side ends.
-async fn relay(state: AppState, task: TaskRow, interactive: bool, mut viewer: WebSocket) {
+/// The address of the worker streaming `task`, once it has one; meanwhile the viewer hears
+/// "waiting" once. `None` (the viewer told, when there is anything to tell) when the task
+/// ends, the wait runs out or the server shuts down.
+async fn worker_address(state: &AppState, task: &TaskRow, viewer: &mut WebSocket) -> Option<String> {
     let deadline = tokio::time::Instant::now() + START_WAIT;
     let mut told = false;
-    let addr = loop {
+    loop {
         match state.store.live_stream(&task.id).await {
-            Ok(Some(addr)) => break addr,
+            Ok(Some(addr)) => return Some(addr),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(task.id = %task.id, error = %e, "reading the live stream address failed")
@@ -136,18 +138,25 @@ async fn relay(state: AppState, task: TaskRow, interactive: bool, mut viewer: We
         };
         if ended || tokio::time::Instant::now() > deadline {
             let _ = viewer.send(text(json!({"type": "ended"}))).await;
-            return;
+            return None;
         }
         if !told {
             told = true;
             if viewer.send(text(json!({"type": "waiting"}))).await.is_err() {
-                return;
+                return None;
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(300)) => {}
-            _ = state.shutdown.cancelled() => return,
+            _ = state.shutdown.cancelled() => return None,
         }
+    }
+}
+
+/// Finds the worker serving the task and pipes the viewer to it until either side ends.
+async fn relay(state: AppState, task: TaskRow, interactive: bool, mut viewer: WebSocket) {
+    let Some(addr) = worker_address(&state, &task, &mut viewer).await else {
+        return;
     };
     let url = format!(
         "ws://{addr}/live/{}?token={}&interactive={interactive}",

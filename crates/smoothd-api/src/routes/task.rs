@@ -17,12 +17,9 @@ use crate::auth::{Owner, Unmetered};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::models::{
-    Envelope, ErrorBody, EventRequest, IdResponse, ListQuery, TaskEvent, TaskQuery, TaskRequest,
+    EVENT_PAGE, Envelope, ErrorBody, EventRequest, IdResponse, ListQuery, TaskEvent, TaskQuery, TaskRequest,
     TaskResponse, ToolResponseRequest,
 };
-
-/// Most events returned by one poll; the client asks again from the last one.
-pub(crate) const EVENT_PAGE: i64 = 500;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

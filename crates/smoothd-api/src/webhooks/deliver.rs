@@ -157,7 +157,7 @@ pub(crate) async fn render(store: &Store, links: &Links, task_id: &str) -> Resul
         .await?
         .ok_or(DeliverError::NoTask)?;
     let events = store
-        .events_after(task_id, Direction::Out, 0, crate::routes::task::EVENT_PAGE)
+        .events_after(task_id, Direction::Out, 0, crate::models::EVENT_PAGE)
         .await?;
     let events: Vec<TaskEvent> = events.into_iter().map(TaskEvent::from).collect();
     let body = TaskResponse::from_row(&task, Some(events), false, links);
