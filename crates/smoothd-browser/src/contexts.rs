@@ -138,6 +138,26 @@ pub async fn watch_browser(ws_url: &str, user_agent: Value) -> Result<ChildOverr
     Ok(ChildOverrides { task })
 }
 
+/// The page's session: the first answer with id 1 (the attach) carries it.
+async fn page_session(stream: &mut Stream) -> Result<String, BrowserError> {
+    tokio::time::timeout(CONNECT_LIMIT, async {
+        while let Some(Ok(msg)) = stream.next().await {
+            let Message::Text(text) = msg else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+                continue;
+            };
+            if v["id"] == 1 {
+                return v["result"]["sessionId"].as_str().map(str::to_string);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| BrowserError::Cdp("cannot attach to the page for its workers and frames".into()))
+}
+
 /// Attaches to page `target_id` over `ws_url` and overrides its children from now on.
 pub async fn watch(
     ws_url: &str,
@@ -154,23 +174,7 @@ pub async fn watch(
     sink.send(attach)
         .await
         .map_err(|e| BrowserError::Cdp(format!("DevTools connection: {e}")))?;
-    // The first answer with id 1 carries the page's session.
-    let session = tokio::time::timeout(CONNECT_LIMIT, async {
-        while let Some(Ok(msg)) = stream.next().await {
-            let Message::Text(text) = msg else { continue };
-            let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
-                continue;
-            };
-            if v["id"] == 1 {
-                return v["result"]["sessionId"].as_str().map(str::to_string);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .ok_or_else(|| BrowserError::Cdp("cannot attach to the page for its workers and frames".into()))?;
+    let session = page_session(&mut stream).await?;
     let mut first = Vec::new();
     if overrides.automation {
         first.push(send(

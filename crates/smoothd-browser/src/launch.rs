@@ -225,15 +225,7 @@ impl BrowserProcess {
             .spawn()
             .map_err(|e| BrowserError::Launch(format!("{}: {e}", cfg.chromium.display())))?;
         let pid = child.id();
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| BrowserError::Launch("no stderr".into()))?;
-        let ws_url = tokio::time::timeout(cfg.launch_timeout, read_ws_url(stderr))
-            .await
-            .map_err(|_| {
-                BrowserError::Launch(format!("Chromium did not start within {:?}", cfg.launch_timeout))
-            })??;
+        let ws_url = devtools_url(&mut child, cfg.launch_timeout).await?;
         let (browser, handler) = Browser::connect_with_config(ws_url, handler_config())
             .await
             .map_err(|e| BrowserError::Launch(format!("cannot connect to Chromium: {e}")))?;
@@ -560,6 +552,17 @@ async fn read_ws_url(stderr: tokio::process::ChildStderr) -> Result<String, Brow
         "Chromium exited before it was ready: {}",
         tail.join(" | ")
     )))
+}
+
+/// The DevTools WebSocket the starting Chromium prints on its stderr, within `limit`.
+async fn devtools_url(child: &mut tokio::process::Child, limit: Duration) -> Result<String, BrowserError> {
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| BrowserError::Launch("no stderr".into()))?;
+    tokio::time::timeout(limit, read_ws_url(stderr))
+        .await
+        .map_err(|_| BrowserError::Launch(format!("Chromium did not start within {limit:?}")))?
 }
 
 /// The folder given, or a new temporary one named `prefix...`.

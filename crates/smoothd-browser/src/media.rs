@@ -178,23 +178,9 @@ impl BrowserSession {
                 let mut seq = 0u64;
                 while let Some(ev) = events.next().await {
                     let started = tokio::time::Instant::now();
-                    let data: &str = ev.data.as_ref();
-                    match base64::engine::general_purpose::STANDARD.decode(data) {
-                        Ok(jpeg) => match jpeg_size(&jpeg) {
-                            Some((width, height)) => {
-                                seq += 1;
-                                frame_tx.send_replace(Some(Arc::new(Frame {
-                                    jpeg: Bytes::from(jpeg),
-                                    width,
-                                    height,
-                                    css_width: ev.metadata.device_width,
-                                    css_height: ev.metadata.device_height,
-                                    seq,
-                                })));
-                            }
-                            None => tracing::debug!("screencast frame is not a JPEG we can read"),
-                        },
-                        Err(e) => tracing::debug!(error = %e, "screencast frame is not base64"),
+                    if let Some(frame) = decode_frame(&ev, seq + 1) {
+                        seq += 1;
+                        frame_tx.send_replace(Some(Arc::new(frame)));
                     }
                     // The next frame comes only after the ack: pacing it bounds the frame rate.
                     tokio::time::sleep_until(started + pace).await;
@@ -480,6 +466,31 @@ fn key_code(key: &str) -> (Option<i64>, Option<String>) {
         }
         _ => (None, None),
     }
+}
+
+/// Screencast event `ev` as frame number `seq`; `None` (logged) when it is not a JPEG we can
+/// read.
+fn decode_frame(ev: &EventScreencastFrame, seq: u64) -> Option<Frame> {
+    let data: &str = ev.data.as_ref();
+    let jpeg = match base64::engine::general_purpose::STANDARD.decode(data) {
+        Ok(jpeg) => jpeg,
+        Err(e) => {
+            tracing::debug!(error = %e, "screencast frame is not base64");
+            return None;
+        }
+    };
+    let Some((width, height)) = jpeg_size(&jpeg) else {
+        tracing::debug!("screencast frame is not a JPEG we can read");
+        return None;
+    };
+    Some(Frame {
+        jpeg: Bytes::from(jpeg),
+        width,
+        height,
+        css_width: ev.metadata.device_width,
+        css_height: ev.metadata.device_height,
+        seq,
+    })
 }
 
 /// Width and height from a JPEG's start-of-frame marker.
