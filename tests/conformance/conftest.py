@@ -11,22 +11,12 @@ os.environ["SMOOTH_TELEMETRY"] = "off"
 import pytest  # noqa: E402
 import requests  # noqa: E402
 
-from smoothd_support import STOP_TIMEOUT, Server, Site, chromium_path, close_client, make_client, wait_final  # noqa: E402
+from smoothd_support import Site, chromium_path, serve, close_client, make_client, wait_final  # noqa: E402
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def server(request):
-    srv = Server(request.param)
-    try:
-        srv.start()
-        yield srv
-        rc = srv.stop()
-        assert rc is not None, (
-            f"smoothd ({srv.backend}) did not exit within {STOP_TIMEOUT}s of SIGTERM; stderr:\n{srv.stderr_tail()}"
-        )
-        assert rc == 0, f"smoothd ({srv.backend}) exited with {rc} after SIGTERM; stderr:\n{srv.stderr_tail()}"
-    finally:
-        srv.cleanup()
+    yield from serve(request.param)
 
 
 @pytest.fixture(scope="session")

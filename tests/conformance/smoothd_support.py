@@ -258,6 +258,20 @@ def close_client(c: SmoothClient) -> None:
         c._loop_thread.join(5)
 
 
+# The flags every Chromium a test starts by itself needs here (the brief's list): without them its
+# background connections fail on this network.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def serve(backend: str, extra_env: dict | None = None, **start_kw):
     """A started smoothd for a fixture to `yield from`: after the tests it is stopped with SIGTERM
     and must exit 0 within STOP_TIMEOUT; its data is removed either way."""

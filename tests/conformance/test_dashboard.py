@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from smoothd_support import (
+    CHROMIUM_FLAGS,
     LLM_PRICE_IN,
     LLM_PRICE_OUT,
     chromium_path,
@@ -32,16 +33,6 @@ from smoothd_support import (
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DESKTOP = {"width": 1280, "height": 800}
 MOBILE = {"width": 390, "height": 844}
 WAIT_MS = 60_000

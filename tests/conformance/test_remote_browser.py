@@ -22,6 +22,7 @@ import requests
 
 from smooth import ApiError
 from smoothd_support import (
+    CHROMIUM_FLAGS,
     Server,
     _free_port,
     chromium_browser_pids,
@@ -43,14 +44,7 @@ class RemoteChromium:
         self.proc = subprocess.Popen(
             [
                 chromium_path(),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
+                *CHROMIUM_FLAGS,
                 f"--remote-debugging-port={port}",
                 f"--user-data-dir={self.tmp}",
                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
