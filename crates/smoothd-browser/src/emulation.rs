@@ -22,8 +22,8 @@ use chromiumoxide::cdp::browser_protocol::browser::{
     Bounds, GetWindowForTargetParams, SetWindowBoundsParams,
 };
 use chromiumoxide::cdp::browser_protocol::emulation::{
-    SetDeviceMetricsOverrideParams, SetEmitTouchEventsForMouseParams, SetTouchEmulationEnabledParams,
-    SetUserAgentOverrideParams, UserAgentBrandVersion, UserAgentMetadata,
+    SetDeviceMetricsOverrideParams, SetTouchEmulationEnabledParams, SetUserAgentOverrideParams,
+    UserAgentBrandVersion, UserAgentMetadata,
 };
 use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
 use smoothd_core::Device;
@@ -239,18 +239,15 @@ pub async fn apply(
             tracing::debug!(error = %e, "cannot size the browser window");
         }
     }
+    // Touch is emulated, but mouse input is not turned into touch
+    // (`Emulation.setEmitTouchEventsForMouse`): with that on, a pressed mouse event sent through
+    // DevTools never answers, which hung the agent's clicks and the live view's on phones. The
+    // agent taps instead (driver/act.rs).
     page.execute(SetTouchEmulationEnabledParams {
         enabled: vp.touch,
         max_touch_points: vp.touch.then_some(5),
     })
     .await?;
-    if vp.touch {
-        page.execute(SetEmitTouchEventsForMouseParams {
-            enabled: true,
-            configuration: None,
-        })
-        .await?;
-    }
     let Some(params) = user_agent_override(device, chrome_version, browser_user_agent) else {
         return Ok(Overrides {
             user_agent: None,

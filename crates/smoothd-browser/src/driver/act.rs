@@ -92,9 +92,7 @@ impl Driver<'_> {
         Ok((x, y, what))
     }
 
-    /// A finger's tap at (x, y): how a phone clicks. On a touch device Chromium turns mouse
-    /// input into touch (`Emulation.setEmitTouchEventsForMouse`), and a pressed mouse event sent
-    /// through DevTools then never answers; a tap does, and fires the same click.
+    /// A finger's tap at (x, y): how a phone clicks, touch events first, then the click.
     async fn tap(&self, x: f64, y: f64) -> Result<(), ActError> {
         let start =
             DispatchTouchEventParams::new(DispatchTouchEventType::TouchStart, vec![TouchPoint::new(x, y)]);
