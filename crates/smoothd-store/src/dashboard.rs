@@ -142,25 +142,12 @@ impl Store {
             return Ok(HashMap::new());
         }
         let marks: Vec<String> = (1..=task_ids.len()).map(|i| format!("${i}")).collect();
-        let (p, c) = match self.backend {
-            Backend::Postgres(_) => (
-                "(data::json->>'prompt_tokens')::bigint",
-                "(data::json->>'completion_tokens')::bigint",
-            ),
-            Backend::Sqlite(_) => (
-                "json_extract(data, '$.prompt_tokens')",
-                "json_extract(data, '$.completion_tokens')",
-            ),
-        };
-        // The placeholders are rewritten before the json paths are spliced in: SQLite's
-        // `$.path` must keep its `$`.
-        let head = self.sql_owned(format!(
-            "FROM task_steps WHERE task_id IN ({}) GROUP BY task_id",
+        let q = self.sql_owned(format!(
+            "SELECT task_id, COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) \
+             FROM task_steps WHERE task_id IN ({}) GROUP BY task_id",
             marks.join(", ")
         ));
-        let q = format!(
-            "SELECT task_id, COUNT(*), CAST(COALESCE(SUM({p}), 0) AS BIGINT), CAST(COALESCE(SUM({c}), 0) AS BIGINT) {head}"
-        );
         let rows: Vec<(String, i64, i64, i64)> = with_pool!(self, pool => {
             let mut query = sqlx::query_as(&q);
             for id in task_ids {

@@ -1,4 +1,5 @@
-//! Agent step traces: one JSON document per step, in step order.
+//! Agent step traces: one JSON document per step, in step order, with its token counts
+//! beside it as columns for cheap totals.
 
 use serde_json::Value;
 use smoothd_core::StepTrace;
@@ -13,14 +14,21 @@ impl Store {
     pub async fn record_step(&self, task_id: &str, attempt: i64, trace: &StepTrace) -> Result<bool> {
         let text = serde_json::to_string(trace)?;
         let step = i64::from(trace.step);
+        let (prompt, completion) = trace.cost.as_ref().map_or((0, 0), |c| {
+            (
+                i64::try_from(c.prompt_tokens).unwrap_or(i64::MAX),
+                i64::try_from(c.completion_tokens).unwrap_or(i64::MAX),
+            )
+        });
         let q = self.sql(
-            "INSERT INTO task_steps (task_id, step, created_at, data) \
-             SELECT $1, $2, $3, $4 WHERE EXISTS \
+            "INSERT INTO task_steps (task_id, step, created_at, data, prompt_tokens, completion_tokens) \
+             SELECT $1, $2, $3, $4, $6, $7 WHERE EXISTS \
                (SELECT 1 FROM tasks WHERE id = $1 AND status = 'running' AND attempt = $5) \
              ON CONFLICT DO NOTHING",
         );
         let n = with_pool!(self, pool => sqlx::query(&q)
             .bind(task_id).bind(step).bind(now_ms()).bind(&text).bind(attempt)
+            .bind(prompt).bind(completion)
             .execute(pool).await?.rows_affected());
         Ok(n > 0)
     }

@@ -1,0 +1,7 @@
+-- Each step's token counts as columns, so totals (the dashboard's task list) sum integers
+-- instead of parsing every step's JSON, which holds up to 32 KB of page view.
+ALTER TABLE task_steps ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE task_steps ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
+UPDATE task_steps SET
+    prompt_tokens = COALESCE(json_extract(data, '$.prompt_tokens'), 0),
+    completion_tokens = COALESCE(json_extract(data, '$.completion_tokens'), 0);
