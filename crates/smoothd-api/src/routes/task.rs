@@ -359,13 +359,6 @@ pub(crate) async fn append_client_event(
     name: &str,
     payload: &Value,
 ) -> ApiResult<()> {
-    // A run_task's input is checked before it is stored: a malformed secret (a bad otpauth
-    // URI) is refused here, and the refused value is never written anywhere.
-    if name == "session_action" && payload.get("name").and_then(Value::as_str) == Some("run_task") {
-        let input = payload.get("input").unwrap_or(&Value::Null);
-        RunTaskInput::from_json(input)
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    }
     let task = state
         .store
         .get_task(&owner.id, task_id)
@@ -376,6 +369,13 @@ pub(crate) async fn append_client_event(
             "task is {}; it no longer accepts events",
             task.status()
         )));
+    }
+    // A run_task's input is checked before it is stored: a malformed secret (a bad otpauth
+    // URI) is refused here, and the refused value is never written anywhere.
+    if name == "session_action" && payload.get("name").and_then(Value::as_str) == Some("run_task") {
+        let input = payload.get("input").unwrap_or(&Value::Null);
+        RunTaskInput::from_json(input)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     }
     let stored = state
         .store
