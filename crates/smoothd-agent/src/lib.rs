@@ -3,17 +3,20 @@
 //! - [`llm`]: the OpenAI-compatible client (async-openai), with counted retries and credits;
 //! - [`tools`]: the tool definitions offered to the model and their parsing;
 //! - [`prompt`]: the system rules, the task message, the page view, secrets;
+//! - [`otp`]: the one-time codes of TOTP secrets, remembered for masking;
 //! - [`run`]: the loop itself, talking to the worker through [`Host`], and to the page through
 //!   `smoothd_browser::Driver` (observe → `PageView`, act(`Action`) → `ActionResult`).
 //!
 //! The contract with the model is `docs/agent-protocol.md`.
 
 pub mod llm;
+pub mod otp;
 pub mod prompt;
 pub mod run;
 pub mod tools;
 
 pub use llm::{Llm, LlmConfig, LlmError, Price, Usage};
+pub use otp::OneTimeCodes;
 pub use prompt::Secret;
 pub use run::{Agent, AgentConfig, End, Finish, Host, Job, Run, ToolAnswer, Vision};
 pub use tools::CustomTool;

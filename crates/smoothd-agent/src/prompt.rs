@@ -1,15 +1,40 @@
 //! What the model reads: the system rules, the task message, and the page view of each step.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value};
 use smoothd_browser::{PageView, Tab};
 use smoothd_core::urlpattern::UrlPattern;
 
-/// A secret the model may type by name on matching pages.
-#[derive(Debug, Clone)]
+use crate::otp::{self, OneTimeCodes};
+
+/// A secret the model may type by name on matching pages. `Debug` hides the value.
+#[derive(Clone, Default)]
 pub struct Secret {
     pub name: String,
     pub value: String,
     pub allowed_urls: Vec<UrlPattern>,
+    /// A TOTP secret: typing it types the current one-time code, never `value`.
+    pub totp: Option<OneTimeCodes>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("name", &self.name)
+            .field("value", &"<hidden>")
+            .field("allowed_urls", &self.allowed_urls)
+            .field("totp", &self.totp)
+            .finish()
+    }
+}
+
+impl Secret {
+    /// Whether the secret may be typed on `url` (no patterns: anywhere).
+    fn allowed_on(&self, url: &str) -> bool {
+        self.allowed_urls.is_empty()
+            || url::Url::parse(url).is_ok_and(|u| smoothd_core::urlpattern::allowed(&self.allowed_urls, &u))
+    }
 }
 
 pub const SYSTEM: &str = "You operate a web browser to complete the user's task. Each step you get the \
@@ -50,10 +75,17 @@ pub fn task_message(
         s.push_str("\nSecrets (type them as <secret>NAME</secret>; values are hidden from you):");
         for sec in secrets {
             let urls: Vec<&str> = sec.allowed_urls.iter().map(UrlPattern::as_str).collect();
-            if urls.is_empty() {
+            let mut notes = Vec::new();
+            if sec.totp.is_some() {
+                notes.push("one-time code, typed fresh each time".to_string());
+            }
+            if !urls.is_empty() {
+                notes.push(format!("allowed on {}", urls.join(", ")));
+            }
+            if notes.is_empty() {
                 s.push_str(&format!("\n{}", sec.name));
             } else {
-                s.push_str(&format!("\n{} (allowed on {})", sec.name, urls.join(", ")));
+                s.push_str(&format!("\n{} ({})", sec.name, notes.join("; ")));
             }
         }
     }
@@ -114,7 +146,8 @@ pub fn blank_view(step: u32, max_steps: u32) -> String {
     format!("Step {step}/{max_steps}\nURL: about:blank\nTitle: \nThe tab is empty. Use goto to open a page.")
 }
 
-/// Replaces every secret value in `text` by its `<secret>NAME</secret>` placeholder.
+/// Replaces every secret value in `text`, and every one-time code typed for a TOTP secret, by
+/// its `<secret>NAME</secret>` placeholder.
 pub fn mask(text: &str, secrets: &[Secret]) -> String {
     let mut out = text.to_string();
     for s in secrets {
@@ -122,12 +155,37 @@ pub fn mask(text: &str, secrets: &[Secret]) -> String {
             out = out.replace(&s.value, &format!("<secret>{}</secret>", s.name));
         }
     }
+    for s in secrets {
+        if let Some(codes) = &s.totp {
+            for code in codes.issued() {
+                out = otp::replace_code(&out, &code, &format!("<secret>{}</secret>", s.name));
+            }
+        }
+    }
     out
 }
 
-/// `text` with `<secret>NAME</secret>` replaced by values, if every secret named is allowed on
-/// `url`; an error naming the first one that is not (or is unknown).
+/// How long to wait before typing `text` on `url` so that every one-time code in it stays
+/// valid at least `min_left` after it is typed (see [`smoothd_core::Totp::wait_before`]).
+pub fn code_wait(text: &str, secrets: &[Secret], url: &str, now: Duration, min_left: Duration) -> Duration {
+    secrets
+        .iter()
+        .filter(|s| text.contains(&format!("<secret>{}</secret>", s.name)) && s.allowed_on(url))
+        .filter_map(|s| s.totp.as_ref())
+        .map(|codes| codes.wait_before(now, min_left))
+        .max()
+        .unwrap_or_default()
+}
+
+/// `text` with `<secret>NAME</secret>` replaced by values (a TOTP secret: its code now), if
+/// every secret named is allowed on `url`; an error naming the first one that is not (or is
+/// unknown).
 pub fn unmask(text: &str, secrets: &[Secret], url: &str) -> Result<String, String> {
+    unmask_at(text, secrets, url, otp::now())
+}
+
+/// [`unmask`] at `now` (since the epoch).
+pub fn unmask_at(text: &str, secrets: &[Secret], url: &str, now: Duration) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("<secret>") {
@@ -138,10 +196,7 @@ pub fn unmask(text: &str, secrets: &[Secret], url: &str) -> Result<String, Strin
             .iter()
             .find(|s| s.name == name)
             .ok_or_else(|| format!("there is no secret named {name:?}"))?;
-        let ok = secret.allowed_urls.is_empty()
-            || url::Url::parse(url)
-                .is_ok_and(|u| smoothd_core::urlpattern::allowed(&secret.allowed_urls, &u));
-        if !ok {
+        if !secret.allowed_on(url) {
             return Err(format!(
                 "the secret {name} may not be typed on {url} (allowed on {})",
                 secret
@@ -153,7 +208,10 @@ pub fn unmask(text: &str, secrets: &[Secret], url: &str) -> Result<String, Strin
             ));
         }
         out.push_str(&rest[..start]);
-        out.push_str(&secret.value);
+        match &secret.totp {
+            Some(codes) => out.push_str(&codes.issue(now)),
+            None => out.push_str(&secret.value),
+        }
         rest = &after[end + 9..];
     }
     out.push_str(rest);
@@ -169,7 +227,70 @@ mod tests {
             name: "PW".into(),
             value: "hunter22".into(),
             allowed_urls: vec![UrlPattern::parse("http://127.0.0.1:*/login*").unwrap()],
+            totp: None,
         }
+    }
+
+    const URI: &str = "otpauth://totp/Site:ada?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Site";
+
+    fn otp() -> Secret {
+        Secret {
+            name: "OTP".into(),
+            value: URI.into(),
+            allowed_urls: vec![UrlPattern::parse("http://127.0.0.1:*/login*").unwrap()],
+            totp: Some(OneTimeCodes::new(smoothd_core::totp::from_uri(URI).unwrap())),
+        }
+    }
+
+    #[test]
+    fn a_totp_secret_types_its_code_and_the_code_is_masked_after() {
+        let s = [secret(), otp()];
+        let now = Duration::from_secs(1_000_000_020);
+        let code = smoothd_core::totp::from_uri(URI).unwrap().code_at(now.as_secs());
+        let url = "http://127.0.0.1:8080/login-2fa";
+        assert_eq!(unmask_at("<secret>OTP</secret>", &s, url, now).unwrap(), code);
+        let err = unmask_at("<secret>OTP</secret>", &s, "http://evil.test/", now).unwrap_err();
+        assert!(err.contains("may not be typed") && !err.contains(&code), "{err}");
+        // The page echoes the code (and, say, the URI): the model sees the placeholder.
+        let view = format!("[3]<input value={code}> from {URI}");
+        assert_eq!(
+            mask(&view, &s),
+            "[3]<input value=<secret>OTP</secret>> from <secret>OTP</secret>"
+        );
+        let msg = task_message("t", None, &Map::new(), &[], &s, false);
+        assert!(
+            msg.contains(
+                "\nOTP (one-time code, typed fresh each time; allowed on http://127.0.0.1:*/login*)"
+            ),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("GEZDGNBV")
+                && !format!("{s:?}").contains("GEZDGNBV")
+                && !format!("{s:?}").contains("hunter22")
+        );
+    }
+
+    #[test]
+    fn a_code_about_to_expire_is_waited_for_only_where_it_will_be_typed() {
+        let s = [secret(), otp()];
+        let min = Duration::from_secs(3);
+        let url = "http://127.0.0.1:8080/login";
+        let at = Duration::from_millis(1_000_000_018_500); // 1.5 s before a 30 s boundary
+        assert_eq!(
+            code_wait("<secret>OTP</secret>", &s, url, at, min),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(code_wait("<secret>PW</secret>", &s, url, at, min), Duration::ZERO);
+        assert_eq!(
+            code_wait("<secret>OTP</secret>", &s, "http://evil.test/", at, min),
+            Duration::ZERO
+        );
+        let early = Duration::from_secs(1_000_000_001);
+        assert_eq!(
+            code_wait("<secret>OTP</secret>", &s, url, early, min),
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct Finish {
 pub struct AgentConfig {
     pub vision: Vision,
     pub custom_tool_timeout: Duration,
+    /// A TOTP secret's code is typed only with at least this long left; else the next one.
+    pub totp_min_validity: Duration,
 }
 
 /// The agent: a model client and its settings; cheap to clone, shared by all tasks.
@@ -674,6 +676,15 @@ impl Run {
             Action::Click { index } => d.act(PageAction::Click { index }).await,
             Action::Type { index, text, submit } => {
                 let url = d.url().await;
+                let min_left = self.agent.config.totp_min_validity;
+                let wait = prompt::code_wait(&text, &self.job.secrets, &url, crate::otp::now(), min_left);
+                if !wait.is_zero() {
+                    // Past the period's boundary by a little, so the code is the next one.
+                    tokio::select! {
+                        () = tokio::time::sleep(wait + Duration::from_millis(50)) => {}
+                        () = stop.cancelled() => return Step::End(End::Stopped),
+                    }
+                }
                 match prompt::unmask(&text, &self.job.secrets, &url) {
                     Ok(text) => d.act(PageAction::Type { index, text, submit }).await,
                     Err(why) => Err(ActError::Model(why)),
@@ -907,6 +918,7 @@ mod agent_choice_tests {
             config: AgentConfig {
                 vision: Vision::Off,
                 custom_tool_timeout: Duration::from_secs(1),
+                totp_min_validity: Duration::from_secs(3),
             },
             lite_model: lite.map(str::to_string),
         }

@@ -1,5 +1,6 @@
 //! Domain rules shared by the API and the workers, with no I/O: identifiers, task status
-//! transitions, request validation, events and their timestamps, devices and URL patterns.
+//! transitions, request validation, events and their timestamps, devices, URL patterns
+//! and one-time codes.
 
 pub mod device;
 pub mod event;
@@ -9,6 +10,7 @@ pub mod run_task;
 pub mod status;
 pub mod step;
 pub mod time;
+pub mod totp;
 pub mod urlpattern;
 
 pub use device::Device;
@@ -17,3 +19,4 @@ pub use request::{TaskSpec, ValidationError};
 pub use run_task::{RunTaskError, RunTaskInput};
 pub use status::{Final, TaskStatus};
 pub use step::{ActionTrace, StepCost, StepTrace};
+pub use totp::Totp;

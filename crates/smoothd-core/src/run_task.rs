@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::request::{DEFAULT_MAX_STEPS, MAX_STEPS_RANGE};
+use crate::totp::{self, Totp, TotpError};
 use crate::urlpattern::{PatternError, UrlPattern};
 
 /// Why a `run_task` input is refused.
@@ -22,15 +23,18 @@ pub enum RunTaskError {
     /// `metadata` is not an object.
     #[error("run_task: input.metadata must be an object, got {0}")]
     Metadata(Value),
-    /// `secrets` is not an object.
+    /// `secrets` is not an object (its JSON type is named, never its content).
     #[error("run_task: input.secrets must be an object, got {0}")]
-    Secrets(Value),
+    Secrets(&'static str),
     /// A secret is neither a string nor an object.
     #[error("run_task: input.secrets.{0} must be an object with value and allowed_urls")]
     Secret(String),
-    /// A secret object's `value` is not a string.
+    /// A secret object's `value` is not a string (or a `{"totp"}` object).
     #[error("run_task: input.secrets.{0}.value must be a string")]
     SecretValue(String),
+    /// A secret's value is a TOTP form (`otpauth://` URI, `{"totp"}`) that cannot be used.
+    #[error("run_task: input.secrets.{name}: {error}")]
+    SecretTotp { name: String, error: TotpError },
     /// A secret's `allowed_urls` holds something other than strings.
     #[error("run_task: input.secrets.{0}.allowed_urls must be strings")]
     SecretUrlsNotStrings(String),
@@ -39,12 +43,26 @@ pub enum RunTaskError {
     SecretUrl { name: String, error: PatternError },
 }
 
-/// A secret the agent may type, only on pages its patterns allow (none: any page).
-#[derive(Debug, Clone, PartialEq)]
+/// A secret the agent may type, only on pages its patterns allow (none: any page). `Debug`
+/// hides the value.
+#[derive(Clone, PartialEq)]
 pub struct SecretInput {
     pub name: String,
     pub value: String,
     pub allowed_urls: Vec<UrlPattern>,
+    /// Set when the value is a TOTP key: the agent types its current code, not the value.
+    pub totp: Option<Totp>,
+}
+
+impl std::fmt::Debug for SecretInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretInput")
+            .field("name", &self.name)
+            .field("value", &"<hidden>")
+            .field("allowed_urls", &self.allowed_urls)
+            .field("totp", &self.totp)
+            .finish()
+    }
 }
 
 /// A validated `run_task` input.
@@ -94,7 +112,7 @@ impl RunTaskInput {
                 .iter()
                 .map(|(name, s)| secret(name, s))
                 .collect::<Result<_, _>>()?,
-            Some(v) => return Err(RunTaskError::Secrets(v.clone())),
+            Some(v) => return Err(RunTaskError::Secrets(json_type(v))),
         };
         Ok(Self {
             task: task.to_string(),
@@ -107,15 +125,30 @@ impl RunTaskInput {
     }
 }
 
-/// One entry of `secrets`: a string, or `{"value", "allowed_urls"}`.
+/// The JSON type of `v`, for errors that must not quote it.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One entry of `secrets`: a string, or `{"value", "allowed_urls"}`. A value that is a TOTP
+/// form (an `otpauth://totp/` URI, or `{"totp": "<base32>"}` as JSON text or, on the raw wire,
+/// as an object) makes the secret a one-time code generator.
 fn secret(name: &str, s: &Value) -> Result<SecretInput, RunTaskError> {
     let (value, urls) = match s {
         Value::String(v) => (v.clone(), Vec::new()),
         Value::Object(o) => (
-            o.get("value")
-                .and_then(Value::as_str)
-                .ok_or_else(|| RunTaskError::SecretValue(name.to_string()))?
-                .to_string(),
+            match o.get("value") {
+                Some(Value::String(v)) => v.clone(),
+                Some(v @ Value::Object(inner)) if inner.contains_key("totp") => v.to_string(),
+                _ => return Err(RunTaskError::SecretValue(name.to_string())),
+            },
             o.get("allowed_urls")
                 .and_then(Value::as_array)
                 .cloned()
@@ -123,6 +156,12 @@ fn secret(name: &str, s: &Value) -> Result<SecretInput, RunTaskError> {
         ),
         _ => return Err(RunTaskError::Secret(name.to_string())),
     };
+    let totp = totp::parse_value(&value)
+        .transpose()
+        .map_err(|error| RunTaskError::SecretTotp {
+            name: name.to_string(),
+            error,
+        })?;
     let allowed_urls = urls
         .iter()
         .map(|u| {
@@ -139,6 +178,7 @@ fn secret(name: &str, s: &Value) -> Result<SecretInput, RunTaskError> {
         name: name.to_string(),
         value,
         allowed_urls,
+        totp,
     })
 }
 
@@ -205,7 +245,7 @@ mod tests {
         );
         assert_eq!(
             err(json!({"task": "x", "secrets": 1})),
-            "run_task: input.secrets must be an object, got 1"
+            "run_task: input.secrets must be an object, got a number"
         );
         assert_eq!(
             err(json!({"task": "x", "secrets": {"a": 1}})),
@@ -222,6 +262,53 @@ mod tests {
         assert_eq!(
             err(json!({"task": "x", "secrets": {"a": {"value": "v", "allowed_urls": [""]}}})),
             "run_task: input.secrets.a.allowed_urls: empty pattern"
+        );
+    }
+
+    #[test]
+    fn totp_secrets_are_parsed_and_their_errors_name_the_field_not_the_value() {
+        let key = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+        let i = RunTaskInput::from_json(&json!({"task": "x", "secrets": {
+            "uri": format!("otpauth://totp/Site:ada?secret={key}&issuer=Site"),
+            "text": {"value": format!(r#"{{"totp": "{key}"}}"#), "allowed_urls": ["example.com/*"]},
+            "object": {"value": {"totp": key, "digits": 8}},
+            "pw": "hunter2",
+        }}))
+        .unwrap();
+        let kinds: Vec<(&str, bool)> = i
+            .secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s.totp.is_some()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("object", true), ("pw", false), ("text", true), ("uri", true)]
+        );
+        let shown = format!("{i:?}");
+        assert!(!shown.contains(key) && !shown.contains("hunter2"), "{shown}");
+        for (value, want) in [
+            (
+                json!("otpauth://totp/x?secret=nope1"),
+                "run_task: input.secrets.github_2fa: not a valid otpauth URI: the secret is not base32 (letters A-Z and digits 2-7)",
+            ),
+            (
+                json!({"value": "otpauth://totp/x?secret=GEZDGNBV1Y3TQOJQ&digits=9"}),
+                "run_task: input.secrets.github_2fa: not a valid otpauth URI: digits must be 6, 7 or 8",
+            ),
+            (
+                json!({"value": {"totp": "GEZDGNBV"}}),
+                "run_task: input.secrets.github_2fa: not a valid {\"totp\": \"<base32>\"} value: the secret is shorter than 80 bits (16 base32 characters)",
+            ),
+            (
+                json!({"value": {"user": "x"}}),
+                "run_task: input.secrets.github_2fa.value must be a string",
+            ),
+        ] {
+            assert_eq!(err(json!({"task": "x", "secrets": {"github_2fa": value}})), want);
+        }
+        assert_eq!(
+            err(json!({"task": "x", "secrets": "otpauth://totp/x?secret=GEZDGNBVGY3TQOJQ"})),
+            "run_task: input.secrets must be an object, got a string"
         );
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use smoothd_agent::{Agent, CustomTool, End, Finish, Host, Job, Secret, ToolAnswer};
+use smoothd_agent::{Agent, CustomTool, End, Finish, Host, Job, OneTimeCodes, Secret, ToolAnswer};
 use smoothd_core::event::Event;
 use smoothd_core::ids;
 use smoothd_core::{Final, RunTaskError, RunTaskInput, StepTrace, TaskSpec};
@@ -278,6 +278,7 @@ fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<J
             name: s.name,
             value: s.value,
             allowed_urls: s.allowed_urls,
+            totp: s.totp.map(OneTimeCodes::new),
         })
         .collect();
     Ok(Job {

@@ -31,21 +31,24 @@ fn unprocessable(detail: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
 }
 
+/// Removes anything secret from a stored value: proxy passwords, certificates, and a
+/// session `run_task`'s `secrets` (their values, TOTP keys among them).
+fn scrub(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| {
+                let k = k.to_ascii_lowercase();
+                !(k.contains("password") || k.contains("secret") || k == "certificates")
+            });
+            m.values_mut().for_each(scrub);
+        }
+        Value::Array(a) => a.iter_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
 /// The request as stored, without anything secret (proxy passwords, certificates).
 fn public_request(row: &TaskRow) -> Value {
-    fn scrub(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.retain(|k, _| {
-                    let k = k.to_ascii_lowercase();
-                    !(k.contains("password") || k.contains("secret") || k == "certificates")
-                });
-                m.values_mut().for_each(scrub);
-            }
-            Value::Array(a) => a.iter_mut().for_each(scrub),
-            _ => {}
-        }
-    }
     let mut v: Value = serde_json::from_str(&row.request).unwrap_or(Value::Null);
     scrub(&mut v);
     v
@@ -170,7 +173,11 @@ async fn task_detail(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResu
     let response = TaskResponse::from_row(&row, None, true, &state.links);
     let mut events = Vec::new();
     for (dir, name) in [(Direction::Out, "out"), (Direction::In, "in")] {
-        for e in state.store.events_after(id, dir, 0, 1000).await? {
+        for mut e in state.store.events_after(id, dir, 0, 1000).await? {
+            // The client's events carry run_task secrets; the dashboard shows them without.
+            if matches!(dir, Direction::In) {
+                scrub(&mut e.payload);
+            }
             events.push(json!({"direction": name, "id": e.id, "name": e.name, "payload": e.payload, "t": e.timestamp}));
         }
     }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use smoothd_core::event::Direction;
-use smoothd_core::{TaskSpec, ValidationError, ids};
+use smoothd_core::{RunTaskInput, TaskSpec, ValidationError, ids};
 use smoothd_store::{CancelOutcome, EventFence, NewTask, TaskRow};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -315,6 +315,8 @@ async fn update_task(
         (status = 200, description = "Stored", body = Envelope<IdResponse>),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The task has finished", body = ErrorBody),
+        (status = 422, description = "A bad event name or id, or a session_action run_task whose input \
+            cannot run (the detail names the field, never a secret's value)", body = ErrorBody),
         ApiPath<String>, ApiJson<EventRequest>, Owner,
     ))]
 #[tracing::instrument(skip_all, fields(task.id = %id))]
@@ -367,6 +369,13 @@ pub(crate) async fn append_client_event(
             "task is {}; it no longer accepts events",
             task.status()
         )));
+    }
+    // A run_task's input is checked before it is stored: a malformed secret (a bad otpauth
+    // URI) is refused here, and the refused value is never written anywhere.
+    if name == "session_action" && payload.get("name").and_then(Value::as_str) == Some("run_task") {
+        let input = payload.get("input").unwrap_or(&Value::Null);
+        RunTaskInput::from_json(input)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     }
     let stored = state
         .store

@@ -88,6 +88,9 @@ pub struct Settings {
     pub llm_prices: std::collections::HashMap<String, smoothd_agent::Price>,
     /// How long the agent waits for a custom tool's answer from the client.
     pub custom_tool_timeout_seconds: u64,
+    /// A TOTP secret's code is typed only if it stays valid at least this long; else the agent
+    /// waits for the next code.
+    pub totp_min_validity_seconds: u64,
     /// A task's lease; a worker silent this long loses the task.
     pub lease_seconds: u64,
     /// Lease renewal interval.
@@ -192,6 +195,7 @@ impl Default for Settings {
             llm_vision: "auto".into(),
             llm_prices: std::collections::HashMap::new(),
             custom_tool_timeout_seconds: 300,
+            totp_min_validity_seconds: 3,
             lease_seconds: 30,
             heartbeat_seconds: 5,
             queue_poll_seconds: 5,
@@ -343,6 +347,7 @@ impl Settings {
             config: smoothd_agent::AgentConfig {
                 vision: self.vision()?,
                 custom_tool_timeout: Duration::from_secs(self.custom_tool_timeout_seconds),
+                totp_min_validity: Duration::from_secs(self.totp_min_validity_seconds),
             },
             lite_model: self.llm_lite_model.clone(),
         }))

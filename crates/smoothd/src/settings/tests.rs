@@ -325,3 +325,25 @@ fn a_base_url_without_a_model_is_refused() {
         Ok(())
     });
 }
+
+#[test]
+fn totp_min_validity_reaches_the_agent_and_is_bounded() {
+    figment::Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("SMOOTHD_LLM_BASE_URL", "http://127.0.0.1:9/v1");
+        jail.set_env("SMOOTHD_LLM_MODEL", "m1");
+        let s = Settings::load(None).map_err(|e| e.to_string())?;
+        assert_eq!(s.totp_min_validity_seconds, 3);
+        jail.set_env("SMOOTHD_TOTP_MIN_VALIDITY_SECONDS", "5");
+        let s = Settings::load(None).map_err(|e| e.to_string())?;
+        let agent = s.agent().map_err(|e| e.to_string())?.ok_or("no agent")?;
+        assert_eq!(agent.config.totp_min_validity, std::time::Duration::from_secs(5));
+        jail.set_env("SMOOTHD_TOTP_MIN_VALIDITY_SECONDS", "30");
+        let err = Settings::load(None).unwrap_err().to_string();
+        assert!(
+            err.contains("totp_min_validity_seconds (SMOOTHD_TOTP_MIN_VALIDITY_SECONDS): at most 15"),
+            "{err}"
+        );
+        Ok(())
+    });
+}

@@ -154,6 +154,10 @@ impl Settings {
         if self.llm_max_retries > 10 {
             bail!("{}: at most 10", key("llm_max_retries"));
         }
+        // A margin as long as a 30 s code would make the agent wait for codes that never come.
+        if self.totp_min_validity_seconds > 15 {
+            bail!("{}: at most 15", key("totp_min_validity_seconds"));
+        }
         for (model, p) in &self.llm_prices {
             if !(p.input >= 0.0 && p.output >= 0.0) {
                 bail!(
