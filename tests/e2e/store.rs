@@ -18,6 +18,8 @@ fn step(n: u32, url: &str) -> StepTrace {
         cost: None,
         actions: Vec::new(),
         error: None,
+        guard: None,
+        total_cost_usd: None,
     }
 }
 

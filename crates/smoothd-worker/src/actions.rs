@@ -147,7 +147,7 @@ async fn extract(
     }
     let prompt = input.get("prompt").and_then(Value::as_str).unwrap_or("");
     match agent
-        .extract(&prepared.session, schema, prompt, ctx.stop_token())
+        .extract(&prepared.session, schema, prompt, ctx.spec.max_cost_usd(), ctx.stop_token())
         .await
     {
         Ok((output, usage)) => {

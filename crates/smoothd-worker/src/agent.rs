@@ -196,11 +196,20 @@ impl Host for TaskHost<'_> {
         if let Err(e) = recorded {
             tracing::warn!(task.id = %task.id, error = %e, "could not store a step trace");
         }
-        // Progress for clients that read events (the SDK ignores unknown names).
-        let _ = self
-            .ctx
-            .notify("step", json!({"step": trace.step, "actions": trace.actions}))
-            .await;
+        // Progress for clients that read events (the SDK ignores unknown names): the step's
+        // actions, its cost and the run's so far, and what the loop guard said.
+        let mut payload = json!({"step": trace.step, "actions": trace.actions});
+        let cost = trace.cost.as_ref().and_then(|c| c.cost_usd);
+        for (k, v) in [
+            ("cost_usd", cost.map(Value::from)),
+            ("total_cost_usd", trace.total_cost_usd.map(Value::from)),
+            ("guard", trace.guard.clone().map(Value::from)),
+        ] {
+            if let (Some(v), Value::Object(m)) = (v, &mut payload) {
+                m.insert(k.into(), v);
+            }
+        }
+        let _ = self.ctx.notify("step", payload).await;
     }
 
     async fn status(&mut self, text: &str) {
@@ -246,6 +255,7 @@ async fn job_for_task(ctx: &TaskContext) -> Job {
         additional_tools: spec.additional_tools.keys().cloned().collect(),
         custom_tools: custom_tools(spec),
         first_step: 0,
+        max_cost_usd: spec.max_cost_usd(),
     }
 }
 
@@ -291,6 +301,7 @@ fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<J
         additional_tools: spec.additional_tools.keys().cloned().collect(),
         custom_tools: custom_tools(spec),
         first_step,
+        max_cost_usd: spec.max_cost_usd(),
     })
 }
 
