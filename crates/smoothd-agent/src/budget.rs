@@ -89,7 +89,10 @@ mod tests {
         assert!((worst_case(P, 3_000, 0, 100) - 0.002).abs() < 1e-12);
         assert!(check(Some(0.002), "m", Some(P), used(0, 0), 3_000, 0, 100).is_ok());
         let e = check(Some(0.002), "m", Some(P), used(1, 0), 3_000, 0, 100).unwrap_err();
-        assert!(e.starts_with("budget reached: spent $0.000001 of max_cost_usd $0.002"), "{e}");
+        assert!(
+            e.starts_with("budget reached: spent $0.000001 of max_cost_usd $0.002"),
+            "{e}"
+        );
         // An image counts as many prompt tokens.
         assert!(check(Some(0.002), "m", Some(P), used(0, 0), 3_000, 1, 100).is_err());
         assert!(check(None, "m", None, used(10_000_000, 0), 3_000, 1, 100).is_ok());
@@ -98,7 +101,10 @@ mod tests {
     #[test]
     fn a_cap_without_a_price_is_refused_not_ignored() {
         let e = check(Some(1.0), "free-model", None, used(0, 0), 10, 0, 10).unwrap_err();
-        assert!(e.contains("cannot be enforced") && e.contains("\"free-model\""), "{e}");
+        assert!(
+            e.contains("cannot be enforced") && e.contains("\"free-model\""),
+            "{e}"
+        );
         assert_eq!(unenforceable(None, "m", None), None);
     }
 }

@@ -125,7 +125,10 @@ impl Guard {
             }
             let left = self.config.grace.saturating_sub(stuck);
             let line = if self.config.grace == 0 {
-                format!("WARNING: still no progress: {}. Change your approach.", self.summary(&what))
+                format!(
+                    "WARNING: still no progress: {}. Change your approach.",
+                    self.summary(&what)
+                )
             } else {
                 format!(
                     "WARNING: still no progress: {}. The task will be stopped after {left} more step(s) without progress. Change your approach now.",
@@ -134,7 +137,10 @@ impl Guard {
             };
             return Verdict::Warn {
                 line,
-                note: format!("loop, {stuck} step(s) without progress since the warning: {}", self.summary(&what)),
+                note: format!(
+                    "loop, {stuck} step(s) without progress since the warning: {}",
+                    self.summary(&what)
+                ),
             };
         }
         if last_neutral {
@@ -154,11 +160,7 @@ impl Guard {
             self.warning(&what)
         );
         let note = format!("loop detected, warned: {}", self.summary(&what));
-        self.warned = Some(Warned {
-            what,
-            stuck: 0,
-            seen,
-        });
+        self.warned = Some(Warned { what, stuck: 0, seen });
         Verdict::Warn { line, note }
     }
 

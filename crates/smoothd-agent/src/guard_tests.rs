@@ -48,16 +48,22 @@ fn kinds(v: &[Verdict]) -> String {
 #[test]
 fn the_same_click_on_an_unchanged_page_warns_then_stops() {
     let mut g = Guard::new(GuardConfig::default());
-    let steps: Vec<_> = (0..6).map(|_| ("http://x/a", PAGE.to_string(), click(1))).collect();
+    let steps: Vec<_> = (0..6)
+        .map(|_| ("http://x/a", PAGE.to_string(), click(1)))
+        .collect();
     let v = run(&mut g, &steps);
     assert_eq!(kinds(&v), "...WWS");
-    let Verdict::Warn { line, note } = &v[3] else { unreachable!() };
+    let Verdict::Warn { line, note } = &v[3] else {
+        unreachable!()
+    };
     assert!(
         line.starts_with("WARNING: you have repeated click on <button id=next>Next 3 times on the same page"),
         "{line}"
     );
     assert!(note.contains("click on <button id=next>Next"), "{note}");
-    let Verdict::Stop { reason } = &v[5] else { unreachable!() };
+    let Verdict::Stop { reason } = &v[5] else {
+        unreachable!()
+    };
     assert_eq!(
         reason,
         "the agent was in a loop (click on <button id=next>Next 5 times, page unchanged)"
@@ -102,9 +108,16 @@ fn alternating_between_two_pages_warns_then_stops() {
         .collect();
     let v = run(&mut g, &steps);
     assert_eq!(kinds(&v[..6]), "...WWS");
-    let Verdict::Warn { line, .. } = &v[3] else { unreachable!() };
-    assert!(line.contains("back and forth between the same two page states (http://x/a and http://x/b)"), "{line}");
-    let Verdict::Stop { reason } = &v[5] else { unreachable!() };
+    let Verdict::Warn { line, .. } = &v[3] else {
+        unreachable!()
+    };
+    assert!(
+        line.contains("back and forth between the same two page states (http://x/a and http://x/b)"),
+        "{line}"
+    );
+    let Verdict::Stop { reason } = &v[5] else {
+        unreachable!()
+    };
     assert!(reason.contains("alternating between two page states"), "{reason}");
 }
 
@@ -123,17 +136,32 @@ fn steps_that_change_nothing_stall() {
         .collect();
     let v = run(&mut g, &steps);
     assert_eq!(kinds(&v), ".....WWS");
-    let Verdict::Stop { reason } = &v[7] else { unreachable!() };
-    assert_eq!(reason, "the agent was in a loop (7 steps without any change to the page)");
+    let Verdict::Stop { reason } = &v[7] else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason,
+        "the agent was in a loop (7 steps without any change to the page)"
+    );
 }
 
 #[test]
 fn progress_after_the_warning_clears_it() {
     let mut g = Guard::new(GuardConfig::default());
-    let mut steps: Vec<_> = (0..4).map(|_| ("http://x/a", PAGE.to_string(), click(1))).collect();
+    let mut steps: Vec<_> = (0..4)
+        .map(|_| ("http://x/a", PAGE.to_string(), click(1)))
+        .collect();
     steps.push(("http://x/a", PAGE.to_string(), click(0)));
-    steps.push(("http://x/b", "Done page".to_string(), vec![act("wait", json!({}))]));
-    steps.push(("http://x/b", "Done page".to_string(), vec![act("wait", json!({}))]));
+    steps.push((
+        "http://x/b",
+        "Done page".to_string(),
+        vec![act("wait", json!({}))],
+    ));
+    steps.push((
+        "http://x/b",
+        "Done page".to_string(),
+        vec![act("wait", json!({}))],
+    ));
     assert_eq!(kinds(&run(&mut g, &steps)), "...WW..");
 }
 
@@ -141,15 +169,29 @@ fn progress_after_the_warning_clears_it() {
 fn paging_scrolling_and_typing_are_progress() {
     let mut g = Guard::new(GuardConfig::default());
     let pages: Vec<_> = (1..=8)
-        .map(|i| ("http://x/list", format!("Page {i} of 8\n[0]<button>Next"), click(0)))
+        .map(|i| {
+            (
+                "http://x/list",
+                format!("Page {i} of 8\n[0]<button>Next"),
+                click(0),
+            )
+        })
         .collect();
     assert_eq!(kinds(&run(&mut g, &pages)), "........");
 
     let mut g = Guard::new(GuardConfig::default());
     let article: Vec<_> = (0..8)
         .map(|i| {
-            let body = format!("Viewport 800x600; {} px above, {} px below\nChapter {i}", i * 600, 4800 - i * 600);
-            ("http://x/article", body, vec![act("scroll", json!({"down": true}))])
+            let body = format!(
+                "Viewport 800x600; {} px above, {} px below\nChapter {i}",
+                i * 600,
+                4800 - i * 600
+            );
+            (
+                "http://x/article",
+                body,
+                vec![act("scroll", json!({"down": true}))],
+            )
         })
         .collect();
     assert_eq!(kinds(&run(&mut g, &article)), "........");
@@ -160,7 +202,11 @@ fn paging_scrolling_and_typing_are_progress() {
         .map(|i| {
             let body = format!("[0]<input name=a{filled}>\n[1]<button>Send");
             filled.push('x');
-            ("http://x/form", body, vec![act("type", json!({"index": 0, "text": format!("v{i}")}))])
+            (
+                "http://x/form",
+                body,
+                vec![act("type", json!({"index": 0, "text": format!("v{i}")}))],
+            )
         })
         .collect();
     assert_eq!(kinds(&run(&mut g, &form)), "......");
@@ -191,7 +237,9 @@ fn zero_turns_a_detector_off_and_zero_grace_only_warns() {
         grace: 2,
     };
     let mut g = Guard::new(off);
-    let steps: Vec<_> = (0..9).map(|_| ("http://x/a", PAGE.to_string(), click(1))).collect();
+    let steps: Vec<_> = (0..9)
+        .map(|_| ("http://x/a", PAGE.to_string(), click(1)))
+        .collect();
     assert_eq!(kinds(&run(&mut g, &steps)), ".........");
 
     let warn_only = GuardConfig {

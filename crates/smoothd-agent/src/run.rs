@@ -310,8 +310,16 @@ impl Run {
             let llm = &self.agent.llm;
             let tokens = llm.max_completion_tokens();
             let images = usize::from(shot.is_some());
-            budget::check(self.cap, llm.model(), llm.price(), self.usage, chars, images, tokens)
-                .map_err(LlmError::Withheld)?;
+            budget::check(
+                self.cap,
+                llm.model(),
+                llm.price(),
+                self.usage,
+                chars,
+                images,
+                tokens,
+            )
+            .map_err(LlmError::Withheld)?;
         }
         if self.first_request.is_none() {
             self.first_request = Some(self.started.elapsed());
@@ -513,7 +521,13 @@ impl Run {
 
     /// The view after the loop guard's look: with its warning first, and its note for the
     /// trace; or the run's final error when the guard ends the run.
-    fn guarded(&mut self, url: &str, text: String, n: u32, max: u32) -> (String, Option<String>, Option<String>) {
+    fn guarded(
+        &mut self,
+        url: &str,
+        text: String,
+        n: u32,
+        max: u32,
+    ) -> (String, Option<String>, Option<String>) {
         match self.guard.observe(url, &text) {
             Verdict::Clear => (text, None, None),
             Verdict::Warn { line, note } => (format!("{line}\n{text}"), Some(note), None),

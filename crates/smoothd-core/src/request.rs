@@ -756,7 +756,9 @@ mod tests {
 
     #[test]
     fn max_cost_usd_is_a_positive_number() {
-        let spec = |v: Value| TaskSpec::from_json(&json!({"task": "x", "experimental_features": {"max_cost_usd": v}}));
+        let spec = |v: Value| {
+            TaskSpec::from_json(&json!({"task": "x", "experimental_features": {"max_cost_usd": v}}))
+        };
         assert_eq!(spec(json!(0.25)).unwrap().max_cost_usd(), Some(0.25));
         assert_eq!(spec(json!(2)).unwrap().max_cost_usd(), Some(2.0));
         assert_eq!(spec(Value::Null).unwrap().max_cost_usd(), None);

@@ -163,7 +163,10 @@ mod tests {
             ..acted()
         };
         let v = serde_json::to_value(&guarded).unwrap();
-        assert_eq!(v["guard"], json!("loop detected, warned: click on <button>Next 3 times"));
+        assert_eq!(
+            v["guard"],
+            json!("loop detected, warned: click on <button>Next 3 times")
+        );
         assert_eq!(v["total_cost_usd"], json!(0.75));
         assert_eq!(serde_json::from_value::<StepTrace>(v).unwrap(), guarded);
         let plain = serde_json::to_value(acted()).unwrap();

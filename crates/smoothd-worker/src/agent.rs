@@ -19,7 +19,11 @@ use crate::setup::Prepared;
 /// A task: the agent's loop in a fresh browser. The first model request goes out while the
 /// browser is being prepared when the task starts on a blank tab.
 pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: &Agent) -> Option<Final> {
-    let job = job_for_task(ctx).await;
+    let mut job = job_for_task(ctx).await;
+    job.max_cost_usd = match max_cost_usd(ctx).await {
+        Ok(cap) => cap,
+        Err(why) => return Some(Final::failed(why)),
+    };
     let mut run = agent.start(job);
     let stop = ctx.stop_token().clone();
     let (prepared, ()) = tokio::join!(services.open_browser(ctx, None), run.prefetch(&stop));
@@ -88,6 +92,10 @@ pub(crate) async fn session_run_task(
         Err(why) => return Reply::user(why.to_string()),
     };
     job.files = placed_files(prepared);
+    job.max_cost_usd = match max_cost_usd(ctx).await {
+        Ok(cap) => cap,
+        Err(why) => return Reply::internal(why),
+    };
     let stop = ctx.stop_token().clone();
     let finish = {
         let mut host = TaskHost {
@@ -105,6 +113,18 @@ pub(crate) async fn session_run_task(
         })),
         End::Failed { error, .. } => Reply::user(error),
         End::Stopped => Reply::internal("the session was stopped"),
+    }
+}
+
+/// The task's spend cap: the smaller of its `max_cost_usd` and its key's (the server's own is
+/// the agent's). A cap that cannot be read is not skipped: the run does not start.
+pub(crate) async fn max_cost_usd(ctx: &TaskContext) -> Result<Option<f64>, String> {
+    match ctx.store().key_max_cost(&ctx.task.owner).await {
+        Ok(key) => Ok(smoothd_agent::budget::smallest(ctx.spec.max_cost_usd(), key)),
+        Err(e) => {
+            tracing::warn!(task.id = %ctx.id(), error = %e, "the key's max_cost_usd could not be read");
+            Err("the key's max_cost_usd could not be read (database unavailable); try again".into())
+        }
     }
 }
 

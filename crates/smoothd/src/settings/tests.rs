@@ -79,7 +79,10 @@ fn guardrail_settings_from_the_environment() {
         jail.set_env("SMOOTHD_AGENT_LOOP_GRACE", "1");
         jail.set_env("SMOOTHD_AGENT_LOOP_ALTERNATION", "2");
         let err = Settings::load(None).unwrap_err().to_string();
-        assert!(err.contains("agent_loop_alternation (SMOOTHD_AGENT_LOOP_ALTERNATION)"), "{err}");
+        assert!(
+            err.contains("agent_loop_alternation (SMOOTHD_AGENT_LOOP_ALTERNATION)"),
+            "{err}"
+        );
         jail.set_env("SMOOTHD_AGENT_LOOP_ALTERNATION", "6");
         jail.set_env("SMOOTHD_MAX_COST_USD", "0.5");
         let err = Settings::load(None).unwrap_err().to_string();

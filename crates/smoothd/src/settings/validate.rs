@@ -177,7 +177,10 @@ impl Settings {
             return Ok(());
         };
         if !(cap.is_finite() && cap > 0.0) {
-            bail!("{}: a positive number of US dollars, got {cap}", key("max_cost_usd"));
+            bail!(
+                "{}: a positive number of US dollars, got {cap}",
+                key("max_cost_usd")
+            );
         }
         for model in [&self.llm_model, &self.llm_lite_model].into_iter().flatten() {
             if !self.llm_prices.contains_key(model) {
