@@ -164,6 +164,27 @@ impl Guard {
         Verdict::Warn { line, note }
     }
 
+    /// The view of step `n` (of `max`) after the guard's look: with its warning first, and its
+    /// note for the trace; or, when the guard ends the run, the run's final error (as the note
+    /// too).
+    pub fn screen(
+        &mut self,
+        url: &str,
+        view: String,
+        n: u32,
+        max: u32,
+    ) -> (String, Option<String>, Option<String>) {
+        match self.observe(url, &view) {
+            Verdict::Clear => (view, None, None),
+            Verdict::Warn { line, note } => (format!("{line}\n{view}"), Some(note), None),
+            Verdict::Stop { reason } => {
+                let saved = max.saturating_sub(n.saturating_sub(1));
+                let why = format!("stopped: {reason}; {saved} of max_steps {max} steps saved");
+                (view, Some(why.clone()), Some(why))
+            }
+        }
+    }
+
     /// Takes the actions the model took on the latest observation (secrets already masked).
     pub fn acted(&mut self, actions: &[ActionTrace]) {
         let described: Vec<String> = actions.iter().map(|a| describe(a, &self.view)).collect();

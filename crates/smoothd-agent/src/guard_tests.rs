@@ -249,3 +249,22 @@ fn zero_turns_a_detector_off_and_zero_grace_only_warns() {
     let mut g = Guard::new(warn_only);
     assert_eq!(kinds(&run(&mut g, &steps)), "...WWWWWW");
 }
+
+#[test]
+fn the_final_error_counts_the_steps_saved() {
+    let mut g = Guard::new(GuardConfig::default());
+    let mut last = None;
+    for n in 1..=6 {
+        let (view, note, halt) = g.screen("http://x/a", view(n, "http://x/a", PAGE), n, 30);
+        assert_eq!(view.starts_with("WARNING: "), n == 4 || n == 5, "{n}: {view}");
+        assert_eq!(note.is_some(), n >= 4, "{n}");
+        g.acted(&click(1));
+        last = halt;
+    }
+    assert_eq!(
+        last.as_deref(),
+        Some(
+            "stopped: the agent was in a loop (click on <button id=next>Next 5 times, page unchanged); 25 of max_steps 30 steps saved"
+        )
+    );
+}

@@ -12,7 +12,7 @@ use smoothd_core::{ActionTrace, StepCost, StepTrace};
 use tokio_util::sync::CancellationToken;
 
 use crate::budget;
-use crate::guard::{Guard, GuardConfig, Verdict};
+use crate::guard::{Guard, GuardConfig};
 use crate::llm::{self, Llm, LlmError, Reply, ToolCall, Usage};
 use crate::prompt::{self, Secret};
 use crate::tools::{self, Action, CustomTool};
@@ -498,7 +498,7 @@ impl Run {
             &prompt::render_view(n, max, &view, &tabs, current),
             &self.job.secrets,
         );
-        let (text, guard, halt) = self.guarded(&view.url, text, n, max);
+        let (text, guard, halt) = self.guard.screen(&view.url, text, n, max);
         let shot = match pending_shot.take() {
             Some(s) if halt.is_none() => Some(s),
             None if halt.is_none() && self.wants_shot(&view) => driver.screenshot(false, true).await.ok(),
@@ -517,26 +517,6 @@ impl Run {
             guard,
         };
         Ok((seen, reply))
-    }
-
-    /// The view after the loop guard's look: with its warning first, and its note for the
-    /// trace; or the run's final error when the guard ends the run.
-    fn guarded(
-        &mut self,
-        url: &str,
-        text: String,
-        n: u32,
-        max: u32,
-    ) -> (String, Option<String>, Option<String>) {
-        match self.guard.observe(url, &text) {
-            Verdict::Clear => (text, None, None),
-            Verdict::Warn { line, note } => (format!("{line}\n{text}"), Some(note), None),
-            Verdict::Stop { reason } => {
-                let saved = max.saturating_sub(n - 1);
-                let why = format!("stopped: {reason}; {saved} of max_steps {max} steps saved");
-                (text, Some(why.clone()), Some(why))
-            }
-        }
     }
 
     /// Whether the model gets a screenshot with this view.
