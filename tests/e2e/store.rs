@@ -18,6 +18,8 @@ fn step(n: u32, url: &str) -> StepTrace {
         cost: None,
         actions: Vec::new(),
         error: None,
+        guard: None,
+        total_cost_usd: None,
     }
 }
 
@@ -303,6 +305,18 @@ async fn keys_hash_and_revoke(b: Backend) {
     let keys = store.list_keys().await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].prefix, "smd_secr");
+    // A spend cap per key: set, read by the owner id, listed, cleared.
+    assert_eq!(store.key_max_cost(&row.id).await.unwrap(), None);
+    assert!(store.set_key_max_cost("alice", Some(0.25)).await.unwrap());
+    assert!(!store.set_key_max_cost("nobody", Some(1.0)).await.unwrap());
+    assert_eq!(store.key_max_cost(&row.id).await.unwrap(), Some(0.25));
+    assert_eq!(
+        store.key_max_costs().await.unwrap(),
+        vec![("alice".to_string(), 0.25)]
+    );
+    assert!(store.set_key_max_cost("alice", None).await.unwrap());
+    assert_eq!(store.key_max_cost(&row.id).await.unwrap(), None);
+    assert!(store.set_key_max_cost("alice", Some(0.5)).await.unwrap());
     assert!(store.revoke_key("alice").await.unwrap());
     assert!(!store.revoke_key("alice").await.unwrap());
     assert!(store.find_key("smd_secret_value_1").await.unwrap().is_none());

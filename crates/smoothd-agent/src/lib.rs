@@ -4,17 +4,23 @@
 //! - [`tools`]: the tool definitions offered to the model and their parsing;
 //! - [`prompt`]: the system rules, the task message, the page view, secrets;
 //! - [`otp`]: the one-time codes of TOTP secrets, remembered for masking;
+//! - [`guard`]: the loop guard (a model repeating itself, alternating or stalled is warned, then
+//!   stopped);
+//! - [`budget`]: the spend cap (`max_cost_usd`) checked before each model request;
 //! - [`run`]: the loop itself, talking to the worker through [`Host`], and to the page through
 //!   `smoothd_browser::Driver` (observe → `PageView`, act(`Action`) → `ActionResult`).
 //!
 //! The contract with the model is `docs/agent-protocol.md`.
 
+pub mod budget;
+pub mod guard;
 pub mod llm;
 pub mod otp;
 pub mod prompt;
 pub mod run;
 pub mod tools;
 
+pub use guard::GuardConfig;
 pub use llm::{Llm, LlmConfig, LlmError, Price, Usage};
 pub use otp::OneTimeCodes;
 pub use prompt::Secret;

@@ -51,6 +51,10 @@ pub enum LlmError {
     Refused { endpoint: String, message: String },
     #[error("stopped")]
     Stopped,
+    /// The agent chose not to send the request: the spend cap or the loop guard ends the run
+    /// (the text is the run's final error).
+    #[error("{0}")]
+    Withheld(String),
 }
 
 /// Token counts of one reply.
@@ -125,6 +129,11 @@ impl Llm {
     /// The model this client asks.
     pub fn model(&self) -> &str {
         &self.config.model
+    }
+
+    /// The cap on a reply's length.
+    pub fn max_completion_tokens(&self) -> u32 {
+        self.config.max_completion_tokens
     }
 
     /// The model's price, if the table names it.

@@ -11,6 +11,8 @@ use smoothd_browser::{ActError, Action as PageAction, ActionResult, BrowserSessi
 use smoothd_core::{ActionTrace, StepCost, StepTrace};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget;
+use crate::guard::{Guard, GuardConfig};
 use crate::llm::{self, Llm, LlmError, Reply, ToolCall, Usage};
 use crate::prompt::{self, Secret};
 use crate::tools::{self, Action, CustomTool};
@@ -69,6 +71,8 @@ pub struct Job {
     pub custom_tools: Vec<CustomTool>,
     /// Traces are numbered from here (a session's second `run_task` continues the count).
     pub first_step: u32,
+    /// The task's spend cap in US dollars (`experimental_features.max_cost_usd`).
+    pub max_cost_usd: Option<f64>,
 }
 
 /// How the loop ended.
@@ -96,6 +100,10 @@ pub struct AgentConfig {
     pub custom_tool_timeout: Duration,
     /// A TOTP secret's code is typed only with at least this long left; else the next one.
     pub totp_min_validity: Duration,
+    /// The loop guard's thresholds.
+    pub guard: GuardConfig,
+    /// The server's spend cap per task (a task's own cap can only lower it).
+    pub max_cost_usd: Option<f64>,
 }
 
 /// The agent: a model client and its settings; cheap to clone, shared by all tasks.
@@ -126,6 +134,9 @@ pub struct Run {
     /// An obstacle the agent met and has not got past since (the proxy refusing the
     /// credentials): a failed run's final error says so.
     obstacle: Option<String>,
+    guard: Guard,
+    /// The smallest of the task's and the server's spend caps.
+    cap: Option<f64>,
 }
 
 /// Action errors that stop the agent whatever it does, and belong in the final error.
@@ -172,7 +183,6 @@ impl Agent {
         );
         Run {
             agent: self.clone(),
-            job,
             tools,
             offered,
             history: Vec::new(),
@@ -184,17 +194,23 @@ impl Agent {
             best_output: None,
             started: Instant::now(),
             first_request: None,
+            guard: Guard::new(self.config.guard),
+            cap: budget::smallest(job.max_cost_usd, self.config.max_cost_usd),
+            job,
         }
     }
 
     /// Answers `prompt` about the current page with data matching `schema` (session `extract`).
+    /// Its model requests stay within `max_cost_usd` (and the server's cap).
     pub async fn extract(
         &self,
         session: &BrowserSession,
         schema: Option<&Value>,
         request: &str,
+        max_cost_usd: Option<f64>,
         stop: &CancellationToken,
     ) -> Result<(Value, Usage), String> {
+        let cap = budget::smallest(max_cost_usd, self.config.max_cost_usd);
         let driver = Driver::new(session);
         let text = driver.page_text(40_000).await.map_err(|e| e.to_string())?;
         let url = driver.url().await;
@@ -216,6 +232,9 @@ impl Agent {
                 "tools": [tool],
                 "tool_choice": {"type": "function", "function": {"name": "extract_result"}},
             });
+            let (model, price) = (self.llm.model(), self.llm.price());
+            let tokens = self.llm.max_completion_tokens();
+            budget::check(cap, model, price, usage, req.to_string().len(), 0, tokens)?;
             let reply = self.llm.chat(req, stop).await.map_err(|e| e.to_string())?;
             usage.prompt += reply.usage.prompt;
             usage.completion += reply.usage.completion;
@@ -288,6 +307,22 @@ impl Run {
         shot: Option<&[u8]>,
         stop: &CancellationToken,
     ) -> Result<Reply, LlmError> {
+        if self.cap.is_some() {
+            let chars = self.request(view, None).to_string().len();
+            let llm = &self.agent.llm;
+            let tokens = llm.max_completion_tokens();
+            let images = usize::from(shot.is_some());
+            budget::check(
+                self.cap,
+                llm.model(),
+                llm.price(),
+                self.usage,
+                chars,
+                images,
+                tokens,
+            )
+            .map_err(LlmError::Withheld)?;
+        }
         if self.first_request.is_none() {
             self.first_request = Some(self.started.elapsed());
         }
@@ -343,6 +378,10 @@ impl Run {
         stop: &CancellationToken,
     ) -> Finish {
         let max = self.job.max_steps.max(1);
+        let llm = &self.agent.llm;
+        if let Some(error) = budget::unenforceable(self.cap, llm.model(), llm.price()) {
+            return self.finish(End::Failed { error, output: None }, 0);
+        }
         let mut driver = Driver::new(session);
         if let Err(finish) = self.open_start(host, &mut driver).await {
             return finish;
@@ -362,6 +401,10 @@ impl Run {
             let reply = match reply {
                 Ok(r) => r,
                 Err(LlmError::Stopped) => return self.finish(End::Stopped, n - 1),
+                Err(LlmError::Withheld(error)) => {
+                    let output = self.best_output.clone();
+                    return self.finish(End::Failed { error, output }, n - 1);
+                }
                 Err(e) => return self.model_failed(host, &seen, &e).await,
             };
             let reasoning = prompt::mask(&cut(reply.content.trim(), 600), &self.job.secrets);
@@ -373,6 +416,7 @@ impl Run {
                 Ok(acted) => acted,
                 Err(e) => return self.crashed(&e, n),
             };
+            self.guard.acted(&acted.actions);
             let cost = self.cost(&seen, &reply, reasoning, acted.started);
             host.record_step(self.trace(&seen, Some(cost), acted.actions, None))
                 .await;
@@ -436,6 +480,7 @@ impl Run {
             && n == 1
         {
             let url = "about:blank".to_string();
+            self.guard.observe(&url, &view);
             return Ok((
                 Observation {
                     n,
@@ -443,6 +488,7 @@ impl Run {
                     view,
                     url,
                     started,
+                    guard: None,
                 },
                 reply,
             ));
@@ -454,18 +500,23 @@ impl Run {
             &prompt::render_view(n, max, &view, &tabs, current),
             &self.job.secrets,
         );
+        let (text, guard, halt) = self.guard.screen(&view.url, text, n, max);
         let shot = match pending_shot.take() {
-            Some(s) => Some(s),
-            None if self.wants_shot(&view) => driver.screenshot(false, true).await.ok(),
-            None => None,
+            Some(s) if halt.is_none() => Some(s),
+            None if halt.is_none() && self.wants_shot(&view) => driver.screenshot(false, true).await.ok(),
+            _ => None,
         };
-        let reply = self.ask(&text, shot.as_deref(), stop).await;
+        let reply = match halt {
+            Some(why) => Err(LlmError::Withheld(why)),
+            None => self.ask(&text, shot.as_deref(), stop).await,
+        };
         let seen = Observation {
             n,
             step,
             view: text,
             url: view.url,
             started,
+            guard,
         };
         Ok((seen, reply))
     }
@@ -642,6 +693,8 @@ impl Run {
             cost,
             actions,
             error,
+            guard: seen.guard.clone(),
+            total_cost_usd: llm::usd(self.usage, self.agent.llm.price()),
         }
     }
 
@@ -853,6 +906,8 @@ struct Observation {
     view: String,
     url: String,
     started: Instant,
+    /// What the loop guard said about this step.
+    guard: Option<String>,
 }
 
 /// A reply's tool calls, carried out.
@@ -919,6 +974,8 @@ mod agent_choice_tests {
                 vision: Vision::Off,
                 custom_tool_timeout: Duration::from_secs(1),
                 totp_min_validity: Duration::from_secs(3),
+                guard: GuardConfig::default(),
+                max_cost_usd: None,
             },
             lite_model: lite.map(str::to_string),
         }

@@ -146,6 +146,14 @@ impl TaskSpec {
         self.task.is_none()
     }
 
+    /// The spend cap in US dollars, `experimental_features.max_cost_usd` (checked positive).
+    pub fn max_cost_usd(&self) -> Option<f64> {
+        self.experimental_features
+            .get("max_cost_usd")
+            .and_then(Value::as_f64)
+            .filter(|usd| usd.is_finite() && *usd > 0.0)
+    }
+
     /// Validates a request body.
     pub fn from_json(body: &Value) -> Result<Self, ValidationError> {
         let obj = body
@@ -337,6 +345,23 @@ fn experimental_features_field(f: &Fields<'_>) -> Result<Map<String, Value>, Val
             ));
         }
     };
+    if let Some(v) = value.get("max_cost_usd").filter(|v| !v.is_null()) {
+        match v.as_f64() {
+            Some(usd) if usd.is_finite() && usd > 0.0 => {}
+            Some(_) => {
+                return Err(ValidationError::invalid(
+                    "experimental_features.max_cost_usd",
+                    format!("must be a positive number of US dollars, got {v}"),
+                ));
+            }
+            None => {
+                return Err(ValidationError::invalid(
+                    "experimental_features.max_cost_usd",
+                    format!("must be a positive number of US dollars, got {}", kind(v)),
+                ));
+            }
+        }
+    }
     Ok(value)
 }
 
@@ -727,6 +752,24 @@ mod tests {
             "custom_tools": null, "experimental_features": null, "extensions": null, "show_cursor": false,
             "session_id": null, "some_future_field": 1});
         TaskSpec::from_json(&body).unwrap();
+    }
+
+    #[test]
+    fn max_cost_usd_is_a_positive_number() {
+        let spec = |v: Value| {
+            TaskSpec::from_json(&json!({"task": "x", "experimental_features": {"max_cost_usd": v}}))
+        };
+        assert_eq!(spec(json!(0.25)).unwrap().max_cost_usd(), Some(0.25));
+        assert_eq!(spec(json!(2)).unwrap().max_cost_usd(), Some(2.0));
+        assert_eq!(spec(Value::Null).unwrap().max_cost_usd(), None);
+        for bad in [json!(0), json!(-1.5), json!("0.5"), json!(true), json!([1])] {
+            let e = spec(bad.clone()).unwrap_err();
+            assert_eq!(
+                (e.status, e.field.as_str()),
+                (422, "experimental_features.max_cost_usd"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,13 @@ pub struct StepTrace {
     pub actions: Vec<ActionTrace>,
     /// Why the model failed, or `null`.
     pub error: Option<String>,
+    /// What the loop guard said at this step (a warning shown to the model), when it spoke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
+    /// What the run's model requests cost so far in US dollars, this step's included (absent
+    /// without a price for the model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cost_usd: Option<f64>,
 }
 
 /// How much of a step's page view its trace keeps (the model saw `view_chars` in all).
@@ -108,6 +115,8 @@ mod tests {
                 result: "ok".into(),
             }],
             error: None,
+            guard: None,
+            total_cost_usd: None,
         }
     }
 
@@ -144,6 +153,24 @@ mod tests {
         assert_eq!(serde_json::from_value::<StepTrace>(v).unwrap(), failed);
         let back: StepTrace = serde_json::from_value(serde_json::to_value(acted()).unwrap()).unwrap();
         assert_eq!(back, acted());
+    }
+
+    #[test]
+    fn the_guard_and_the_running_cost_appear_only_when_known() {
+        let guarded = StepTrace {
+            guard: Some("loop detected, warned: click on <button>Next 3 times".into()),
+            total_cost_usd: Some(0.75),
+            ..acted()
+        };
+        let v = serde_json::to_value(&guarded).unwrap();
+        assert_eq!(
+            v["guard"],
+            json!("loop detected, warned: click on <button>Next 3 times")
+        );
+        assert_eq!(v["total_cost_usd"], json!(0.75));
+        assert_eq!(serde_json::from_value::<StepTrace>(v).unwrap(), guarded);
+        let plain = serde_json::to_value(acted()).unwrap();
+        assert!(plain.get("guard").is_none() && plain.get("total_cost_usd").is_none());
     }
 
     #[test]

@@ -79,6 +79,27 @@ impl Store {
         Ok(with_pool!(self, pool => sqlx::query_as::<_, ApiKeyRow>(q).fetch_all(pool).await?))
     }
 
+    /// Sets (or clears) the spend cap of the key named `name`; false if there is no such live key.
+    pub async fn set_key_max_cost(&self, name: &str, usd: Option<f64>) -> Result<bool> {
+        let q = self.sql("UPDATE api_keys SET max_cost_usd = $1 WHERE name = $2 AND revoked_at IS NULL");
+        let n = with_pool!(self, pool => sqlx::query(&q).bind(usd).bind(name).execute(pool).await?.rows_affected());
+        Ok(n > 0)
+    }
+
+    /// The spend cap of the key with this id (the owner of its tasks), if it has one.
+    pub async fn key_max_cost(&self, id: &str) -> Result<Option<f64>> {
+        let q = self.sql("SELECT max_cost_usd FROM api_keys WHERE id = $1");
+        let usd: Option<Option<f64>> =
+            with_pool!(self, pool => sqlx::query_scalar(&q).bind(id).fetch_optional(pool).await?);
+        Ok(usd.flatten())
+    }
+
+    /// The spend caps of the keys that have one, by name.
+    pub async fn key_max_costs(&self) -> Result<Vec<(String, f64)>> {
+        let q = "SELECT name, max_cost_usd FROM api_keys WHERE max_cost_usd IS NOT NULL ORDER BY name";
+        Ok(with_pool!(self, pool => sqlx::query_as::<_, (String, f64)>(q).fetch_all(pool).await?))
+    }
+
     /// Revokes the key named `name`; false if there is no such live key.
     pub async fn revoke_key(&self, name: &str) -> Result<bool> {
         let q = self.sql("UPDATE api_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL");

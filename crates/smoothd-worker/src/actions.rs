@@ -146,8 +146,12 @@ async fn extract(
         return Reply::user(format!("extract: input.schema is not a valid JSON schema: {e}"));
     }
     let prompt = input.get("prompt").and_then(Value::as_str).unwrap_or("");
+    let cap = match crate::agent::max_cost_usd(ctx).await {
+        Ok(cap) => cap,
+        Err(why) => return Reply::internal(why),
+    };
     match agent
-        .extract(&prepared.session, schema, prompt, ctx.stop_token())
+        .extract(&prepared.session, schema, prompt, cap, ctx.stop_token())
         .await
     {
         Ok((output, usage)) => {

@@ -19,7 +19,11 @@ use crate::setup::Prepared;
 /// A task: the agent's loop in a fresh browser. The first model request goes out while the
 /// browser is being prepared when the task starts on a blank tab.
 pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: &Agent) -> Option<Final> {
-    let job = job_for_task(ctx).await;
+    let mut job = job_for_task(ctx).await;
+    job.max_cost_usd = match max_cost_usd(ctx).await {
+        Ok(cap) => cap,
+        Err(why) => return Some(Final::failed(why)),
+    };
     let mut run = agent.start(job);
     let stop = ctx.stop_token().clone();
     let (prepared, ()) = tokio::join!(services.open_browser(ctx, None), run.prefetch(&stop));
@@ -88,6 +92,10 @@ pub(crate) async fn session_run_task(
         Err(why) => return Reply::user(why.to_string()),
     };
     job.files = placed_files(prepared);
+    job.max_cost_usd = match max_cost_usd(ctx).await {
+        Ok(cap) => cap,
+        Err(why) => return Reply::internal(why),
+    };
     let stop = ctx.stop_token().clone();
     let finish = {
         let mut host = TaskHost {
@@ -105,6 +113,18 @@ pub(crate) async fn session_run_task(
         })),
         End::Failed { error, .. } => Reply::user(error),
         End::Stopped => Reply::internal("the session was stopped"),
+    }
+}
+
+/// The task's spend cap: the smaller of its `max_cost_usd` and its key's (the server's own is
+/// the agent's). A cap that cannot be read is not skipped: the run does not start.
+pub(crate) async fn max_cost_usd(ctx: &TaskContext) -> Result<Option<f64>, String> {
+    match ctx.store().key_max_cost(&ctx.task.owner).await {
+        Ok(key) => Ok(smoothd_agent::budget::smallest(ctx.spec.max_cost_usd(), key)),
+        Err(e) => {
+            tracing::warn!(task.id = %ctx.id(), error = %e, "the key's max_cost_usd could not be read");
+            Err("the key's max_cost_usd could not be read (database unavailable); try again".into())
+        }
     }
 }
 
@@ -196,11 +216,20 @@ impl Host for TaskHost<'_> {
         if let Err(e) = recorded {
             tracing::warn!(task.id = %task.id, error = %e, "could not store a step trace");
         }
-        // Progress for clients that read events (the SDK ignores unknown names).
-        let _ = self
-            .ctx
-            .notify("step", json!({"step": trace.step, "actions": trace.actions}))
-            .await;
+        // Progress for clients that read events (the SDK ignores unknown names): the step's
+        // actions, its cost and the run's so far, and what the loop guard said.
+        let mut payload = json!({"step": trace.step, "actions": trace.actions});
+        let cost = trace.cost.as_ref().and_then(|c| c.cost_usd);
+        for (k, v) in [
+            ("cost_usd", cost.map(Value::from)),
+            ("total_cost_usd", trace.total_cost_usd.map(Value::from)),
+            ("guard", trace.guard.clone().map(Value::from)),
+        ] {
+            if let (Some(v), Value::Object(m)) = (v, &mut payload) {
+                m.insert(k.into(), v);
+            }
+        }
+        let _ = self.ctx.notify("step", payload).await;
     }
 
     async fn status(&mut self, text: &str) {
@@ -246,6 +275,7 @@ async fn job_for_task(ctx: &TaskContext) -> Job {
         additional_tools: spec.additional_tools.keys().cloned().collect(),
         custom_tools: custom_tools(spec),
         first_step: 0,
+        max_cost_usd: spec.max_cost_usd(),
     }
 }
 
@@ -292,6 +322,7 @@ fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<J
         additional_tools: spec.additional_tools.keys().cloned().collect(),
         custom_tools: custom_tools(spec),
         first_step,
+        max_cost_usd: spec.max_cost_usd(),
     })
 }
 

@@ -47,6 +47,16 @@ enum KeysCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// The default spend cap of the key's tasks in US dollars (the smallest of it, the
+        /// task's `max_cost_usd` and `max_cost_usd` in the settings wins).
+        #[arg(long, value_parser = positive_usd)]
+        max_cost_usd: Option<f64>,
+    },
+    /// Set the spend cap of the key with this name in US dollars; without one, clear it.
+    MaxCost {
+        name: String,
+        #[arg(value_parser = positive_usd)]
+        usd: Option<f64>,
     },
     /// List keys (names, prefixes, dates; never the keys).
     List,
@@ -159,7 +169,7 @@ async fn on_signal(shutdown: CancellationToken) {
 async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
     let store = smoothd::open_store(&settings).await?;
     match command {
-        KeysCommand::Create { name } => {
+        KeysCommand::Create { name, max_cost_usd } => {
             let name = name.trim();
             if name.is_empty() || name.len() > 64 {
                 anyhow::bail!("--name: 1 to 64 characters");
@@ -172,11 +182,25 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
                 }
                 Err(e) => return Err(e).context("cannot store the key"),
             }
+            if max_cost_usd.is_some() {
+                store.set_key_max_cost(name, max_cost_usd).await?;
+            }
             eprintln!("Created key {name:?}. It is shown once; store it now:");
             println!("{key}");
         }
+        KeysCommand::MaxCost { name, usd } => {
+            if !store.set_key_max_cost(&name, usd).await? {
+                anyhow::bail!("no active key named {name:?}");
+            }
+            match usd {
+                Some(usd) => println!("{name:?}: max_cost_usd ${usd}"),
+                None => println!("{name:?}: no max_cost_usd"),
+            }
+        }
         KeysCommand::List => {
             let rows = store.list_keys().await?;
+            let caps: std::collections::HashMap<String, f64> =
+                store.key_max_costs().await?.into_iter().collect();
             if rows.is_empty() {
                 println!("no keys");
             }
@@ -186,8 +210,12 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
                 } else {
                     "active"
                 };
+                let cap = caps
+                    .get(&k.name)
+                    .map(|usd| format!("  max_cost_usd ${usd}"))
+                    .unwrap_or_default();
                 println!(
-                    "{:<24} {}…  {:<8} created {}",
+                    "{:<24} {}…  {:<8} created {}{cap}",
                     k.name,
                     k.prefix,
                     state,
@@ -205,6 +233,14 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+/// A `--max-cost-usd` value: a positive number of US dollars.
+fn positive_usd(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd > 0.0 => Ok(usd),
+        _ => Err(format!("a positive number of US dollars, got {s:?}")),
+    }
 }
 
 fn init_tracing(filter: &str) {

@@ -430,7 +430,8 @@ async fn erase_task_data(
     responses(
         (status = 200, description = "One object per step, oldest first: step, url, view_chars, view (the page view \
             the model saw, secrets masked, cut at 32,000 characters), model, prompt_tokens, completion_tokens, \
-            llm_ms, act_ms, step_ms, retries, first_request_ms, reasoning, cost_usd, actions [{name, args, result}], error",
+            llm_ms, act_ms, step_ms, retries, first_request_ms, reasoning, cost_usd, actions [{name, args, result}], error, \
+            and when known total_cost_usd (the run so far) and guard (what the loop guard said)",
             body = Envelope<Vec<Object>>),
         (status = 404, body = ErrorBody),
         ApiPath<String>, Owner,

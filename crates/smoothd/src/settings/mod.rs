@@ -91,6 +91,21 @@ pub struct Settings {
     /// A TOTP secret's code is typed only if it stays valid at least this long; else the agent
     /// waits for the next code.
     pub totp_min_validity_seconds: u64,
+    /// Loop guard: the same action on the same target, the page unchanged, this many times in a
+    /// row warns the model (0: off).
+    pub agent_loop_repeats: u32,
+    /// Loop guard: this many observations alternating between two page states warn the model
+    /// (0: off; else at least 3).
+    pub agent_loop_alternation: u32,
+    /// Loop guard: this many steps in a row without any change to the URL, the page or the
+    /// scroll position warn the model (0: off).
+    pub agent_stall_steps: u32,
+    /// Loop guard: steps without progress after the warning before the task ends `failed`
+    /// (0: warn only).
+    pub agent_loop_grace: u32,
+    /// Spend cap per task in US dollars at `llm_prices` (unset: none); a task's
+    /// `experimental_features.max_cost_usd` can only lower it.
+    pub max_cost_usd: Option<f64>,
     /// A task's lease; a worker silent this long loses the task.
     pub lease_seconds: u64,
     /// Lease renewal interval.
@@ -196,6 +211,11 @@ impl Default for Settings {
             llm_prices: std::collections::HashMap::new(),
             custom_tool_timeout_seconds: 300,
             totp_min_validity_seconds: 3,
+            agent_loop_repeats: 3,
+            agent_loop_alternation: 4,
+            agent_stall_steps: 5,
+            agent_loop_grace: 2,
+            max_cost_usd: None,
             lease_seconds: 30,
             heartbeat_seconds: 5,
             queue_poll_seconds: 5,
@@ -348,6 +368,13 @@ impl Settings {
                 vision: self.vision()?,
                 custom_tool_timeout: Duration::from_secs(self.custom_tool_timeout_seconds),
                 totp_min_validity: Duration::from_secs(self.totp_min_validity_seconds),
+                guard: smoothd_agent::GuardConfig {
+                    repeats: self.agent_loop_repeats,
+                    alternation: self.agent_loop_alternation,
+                    stall_steps: self.agent_stall_steps,
+                    grace: self.agent_loop_grace,
+                },
+                max_cost_usd: self.max_cost_usd,
             },
             lite_model: self.llm_lite_model.clone(),
         }))

@@ -65,6 +65,50 @@ fn model_settings_from_the_environment() {
 }
 
 #[test]
+fn guardrail_settings_from_the_environment() {
+    figment::Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("SMOOTHD_LLM_BASE_URL", "http://127.0.0.1:9/v1");
+        jail.set_env("SMOOTHD_LLM_MODEL", "m1");
+        let s = Settings::load(None).map_err(|e| e.to_string())?;
+        let agent = s.agent().map_err(|e| e.to_string())?.ok_or("no agent")?;
+        assert_eq!(agent.config.guard, smoothd_agent::GuardConfig::default());
+        assert_eq!(agent.config.max_cost_usd, None);
+        jail.set_env("SMOOTHD_AGENT_LOOP_REPEATS", "0");
+        jail.set_env("SMOOTHD_AGENT_STALL_STEPS", "8");
+        jail.set_env("SMOOTHD_AGENT_LOOP_GRACE", "1");
+        jail.set_env("SMOOTHD_AGENT_LOOP_ALTERNATION", "2");
+        let err = Settings::load(None).unwrap_err().to_string();
+        assert!(
+            err.contains("agent_loop_alternation (SMOOTHD_AGENT_LOOP_ALTERNATION)"),
+            "{err}"
+        );
+        jail.set_env("SMOOTHD_AGENT_LOOP_ALTERNATION", "6");
+        jail.set_env("SMOOTHD_MAX_COST_USD", "0.5");
+        let err = Settings::load(None).unwrap_err().to_string();
+        assert!(
+            err.contains("max_cost_usd (SMOOTHD_MAX_COST_USD)") && err.contains("no price for \"m1\""),
+            "{err}"
+        );
+        jail.set_env("SMOOTHD_LLM_PRICES", "{m1={input=1,output=2}}");
+        let s = Settings::load(None).map_err(|e| e.to_string())?;
+        let agent = s.agent().map_err(|e| e.to_string())?.ok_or("no agent")?;
+        let want = smoothd_agent::GuardConfig {
+            repeats: 0,
+            alternation: 6,
+            stall_steps: 8,
+            grace: 1,
+        };
+        assert_eq!(agent.config.guard, want);
+        assert_eq!(agent.config.max_cost_usd, Some(0.5));
+        jail.set_env("SMOOTHD_MAX_COST_USD", "-1");
+        let err = Settings::load(None).unwrap_err().to_string();
+        assert!(err.contains("max_cost_usd (SMOOTHD_MAX_COST_USD)"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
 fn db_acquire_timeout_and_lite_model_from_the_environment() {
     figment::Jail::expect_with(|jail| {
         jail.clear_env();

@@ -166,6 +166,35 @@ impl Settings {
                 );
             }
         }
+        self.validate_guardrails()
+    }
+
+    /// The loop guard's thresholds and the spend cap, which needs a price for every model.
+    fn validate_guardrails(&self) -> anyhow::Result<()> {
+        if self.agent_loop_alternation > 0 && self.agent_loop_alternation < 3 {
+            bail!(
+                "{}: 0 (off) or at least 3 (A, B, A)",
+                key("agent_loop_alternation")
+            );
+        }
+        let Some(cap) = self.max_cost_usd else {
+            return Ok(());
+        };
+        if !(cap.is_finite() && cap > 0.0) {
+            bail!(
+                "{}: a positive number of US dollars, got {cap}",
+                key("max_cost_usd")
+            );
+        }
+        for model in [&self.llm_model, &self.llm_lite_model].into_iter().flatten() {
+            if !self.llm_prices.contains_key(model) {
+                bail!(
+                    "{}: a cap needs the model's price, and {} has no price for {model:?}",
+                    key("max_cost_usd"),
+                    key("llm_prices")
+                );
+            }
+        }
         Ok(())
     }
 
