@@ -15,5 +15,7 @@ pub mod tools;
 
 pub use llm::{Llm, LlmConfig, LlmError, Price, Usage};
 pub use prompt::Secret;
-pub use run::{Agent, AgentConfig, End, Finish, Host, Job, Run, ToolAnswer, Vision};
+pub use run::{
+    Agent, AgentConfig, CaptchaNotice, CaptchaState, End, Finish, Host, Job, Run, ToolAnswer, Vision,
+};
 pub use tools::CustomTool;

@@ -15,6 +15,9 @@ use crate::llm::{self, Llm, LlmError, Reply, ToolCall, Usage};
 use crate::prompt::{self, Secret};
 use crate::tools::{self, Action, CustomTool};
 
+mod captcha;
+pub use captcha::{CaptchaNotice, CaptchaState};
+
 /// When the model gets a screenshot with the page view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Vision {
@@ -52,6 +55,11 @@ pub trait Host: Send {
     /// Called before every action that changes the page (cheap after the first); false if the
     /// task was lost.
     async fn acted(&mut self) -> bool;
+    /// Tells the client about a captcha in the agent's way (the `captcha` event); false if the
+    /// task was lost.
+    async fn captcha(&mut self, _notice: &CaptchaNotice) -> bool {
+        true
+    }
 }
 
 /// One task for the loop.
@@ -69,6 +77,9 @@ pub struct Job {
     pub custom_tools: Vec<CustomTool>,
     /// Traces are numbered from here (a session's second `run_task` continues the count).
     pub first_step: u32,
+    /// Pause for a person to solve a captcha in the live view (the request's
+    /// `use_captcha_solver`); without it the model is told it cannot solve one.
+    pub use_captcha_solver: bool,
 }
 
 /// How the loop ended.
@@ -94,6 +105,8 @@ pub struct Finish {
 pub struct AgentConfig {
     pub vision: Vision,
     pub custom_tool_timeout: Duration,
+    /// How long the agent waits for a person to solve a captcha.
+    pub captcha_timeout: Duration,
 }
 
 /// The agent: a model client and its settings; cheap to clone, shared by all tasks.
@@ -124,6 +137,8 @@ pub struct Run {
     /// An obstacle the agent met and has not got past since (the proxy refusing the
     /// credentials): a failed run's final error says so.
     obstacle: Option<String>,
+    /// This step's wait for a person to solve a captcha, for its trace.
+    waited: Option<ActionTrace>,
 }
 
 /// Action errors that stop the agent whatever it does, and belong in the final error.
@@ -179,6 +194,7 @@ impl Agent {
             retries: 0,
             prefetched: None,
             obstacle: None,
+            waited: None,
             best_output: None,
             started: Instant::now(),
             first_request: None,
@@ -349,6 +365,9 @@ impl Run {
         for n in 1..=max {
             if stop.is_cancelled() {
                 return self.finish(End::Stopped, n - 1);
+            }
+            if let Err(finish) = self.wait_for_human(host, &mut driver, n, stop).await {
+                return finish;
             }
             let (seen, reply) = match self
                 .observe_and_ask(&mut driver, n, max, &mut pending_shot, stop)
@@ -638,7 +657,7 @@ impl Run {
             view: Some(smoothd_core::step::kept_view(&seen.view)),
             model: self.agent.llm.model().to_string(),
             cost,
-            actions,
+            actions: self.waited.iter().cloned().chain(actions).collect(),
             error,
         }
     }
@@ -907,6 +926,7 @@ mod agent_choice_tests {
             config: AgentConfig {
                 vision: Vision::Off,
                 custom_tool_timeout: Duration::from_secs(1),
+                captcha_timeout: Duration::from_secs(1),
             },
             lite_model: lite.map(str::to_string),
         }

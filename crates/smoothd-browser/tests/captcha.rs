@@ -61,6 +61,10 @@ fn page(target: &str) -> Option<String> {
                  some show a page that says \"Verify you are human\" before the real content. ";
             format!("<title>What is a captcha?</title><h1>What is a captcha?</h1><p>{}</p>", para.repeat(4))
         }
+        // Short, and quotes the phrases an interstitial says: talked about, not asked.
+        "/quoted.html" => "<title>Help</title><p>If a site shows \"Verify you are human\" or an \u{201c}I'm not a robot\u{201d} \
+             captcha, solve it and carry on.</p>"
+            .to_string(),
         "/mention.html" => "<title>Sign up</title><p>Our sign-up form has a captcha. Turnstile, hCaptcha and reCAPTCHA are all supported.</p>".to_string(),
         // An invisible reCAPTCHA bound to a button, and a widget whose script never ran (empty).
         "/invisible.html" => "<form><button class='g-recaptcha' data-sitekey='k' data-callback='go'>Submit</button>\
@@ -150,17 +154,21 @@ async fn widgets_are_found_by_class_until_answered_or_gone() {
     assert_eq!(c.kind, ChallengeKind::Recaptcha);
     assert!(c.description.contains("reCAPTCHA"), "{c:?}");
     assert_eq!(kind(&d).await, Some(ChallengeKind::Recaptcha));
-    // Answered: the widget's response field has a token.
+    // Answered: the widget's response field has a token (and the site reveals its content a
+    // moment later, which the view after the challenge waits for).
     session
         .evaluate(
-            "document.querySelector('[name=g-recaptcha-response]').value = 'token'",
+            "document.querySelector('[name=g-recaptcha-response]').value = 'token'; \
+             setTimeout(() => document.body.insertAdjacentHTML('beforeend', '<p>Revealed</p>'), 200)",
             None,
         )
         .await
         .unwrap();
     assert_eq!(kind(&d).await, None);
+    d.after_challenge().await;
     let view = d.observe().await.unwrap();
     assert_eq!(view.challenge, None, "{}", view.text);
+    assert!(view.text.contains("Revealed"), "{}", view.text);
 
     open(&mut d, format!("{site}/hcaptcha.html")).await;
     assert_eq!(kind(&d).await, Some(ChallengeKind::Hcaptcha));
@@ -310,7 +318,7 @@ async fn interstitials_are_short_pages_asking_for_a_human_and_mentions_are_not()
         .unwrap();
     assert_eq!(kind(&d).await, None);
 
-    for page in ["article.html", "mention.html"] {
+    for page in ["article.html", "mention.html", "quoted.html"] {
         open(&mut d, format!("{site}/{page}")).await;
         let view = d.observe().await.unwrap();
         assert!(view.text.to_lowercase().contains("captcha"), "{}", view.text);

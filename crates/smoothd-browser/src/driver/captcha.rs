@@ -4,6 +4,15 @@
 //! so); every [`PageView`](super::PageView) carries what it found, and [`Driver::challenge`] is
 //! the cheap check to poll while a person solves one. Nothing here solves anything.
 
+/// After a challenge is passed, the page reveals its content or moves on: the DOM must be quiet
+/// this long (at most `AFTER_MAX_MS`) before the agent looks.
+const AFTER_QUIET_MS: u32 = 500;
+const AFTER_MAX_MS: u32 = 3000;
+/// How long a navigation the pass started may take to load.
+const AFTER_LOAD: Duration = Duration::from_secs(10);
+
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -55,5 +64,25 @@ impl Driver<'_> {
             _ => self.helper("challenge()").await?,
         };
         serde_json::from_value(found).map_err(|e| ActError::Model(format!("unreadable challenge: {e}")))
+    }
+
+    /// After a challenge went away (a person passed it): waits until what the page does next
+    /// has happened (a navigation's load, content revealed), so the next view is not of a
+    /// half-changed page, and forgets the last view.
+    pub async fn after_challenge(&mut self) {
+        self.forget_view();
+        let deadline = Instant::now() + AFTER_LOAD;
+        while Instant::now() < deadline {
+            // A document being replaced refuses: look again.
+            if let Ok(Value::String(state)) = self.eval("document.readyState".into(), true).await
+                && state == "complete"
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self
+            .helper(&format!("settle({AFTER_QUIET_MS}, {AFTER_MAX_MS})"))
+            .await;
     }
 }

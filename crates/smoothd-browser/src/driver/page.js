@@ -135,10 +135,16 @@
     if (widgets || document.getElementsByTagName('*').length > 400) return null;
     const title = squash(document.title || '').toLowerCase();
     const text = squash(document.body.innerText || '').replace(/[\u2018\u2019]/g, "'");
-    if (text.length > 1000) return null;
+    if (text.length > 600) return null;
     const lower = text.toLowerCase();
     let said = null;
-    for (const re of PHRASES) { const m = re.exec(lower); if (m) { said = text.slice(m.index, m.index + m[0].length); break; } }
+    // A phrase in quotes is talked about, not asked.
+    for (const re of PHRASES) {
+      for (const m of lower.matchAll(new RegExp(re.source, 'g'))) {
+        if (!/["'\u201c\u00ab(]/.test(lower[m.index - 1] || '')) { said = text.slice(m.index, m.index + m[0].length); break; }
+      }
+      if (said !== null) break;
+    }
     const byTitle = TITLES.some((re) => re.test(title));
     if (said === null && !byTitle) return null;
     return { kind: 'interstitial', description: said !== null ? 'a page saying "' + said + '"' : 'a page titled "' + clip(squash(document.title), 40) + '"' };

@@ -88,6 +88,9 @@ pub struct Settings {
     pub llm_prices: std::collections::HashMap<String, smoothd_agent::Price>,
     /// How long the agent waits for a custom tool's answer from the client.
     pub custom_tool_timeout_seconds: u64,
+    /// How long a task with `use_captcha_solver` waits for a person to solve a captcha in the
+    /// live view before it fails with "captcha not solved".
+    pub captcha_timeout_seconds: u64,
     /// A task's lease; a worker silent this long loses the task.
     pub lease_seconds: u64,
     /// Lease renewal interval.
@@ -192,6 +195,7 @@ impl Default for Settings {
             llm_vision: "auto".into(),
             llm_prices: std::collections::HashMap::new(),
             custom_tool_timeout_seconds: 300,
+            captcha_timeout_seconds: 300,
             lease_seconds: 30,
             heartbeat_seconds: 5,
             queue_poll_seconds: 5,
@@ -343,6 +347,7 @@ impl Settings {
             config: smoothd_agent::AgentConfig {
                 vision: self.vision()?,
                 custom_tool_timeout: Duration::from_secs(self.custom_tool_timeout_seconds),
+                captcha_timeout: Duration::from_secs(self.captcha_timeout_seconds),
             },
             lite_model: self.llm_lite_model.clone(),
         }))

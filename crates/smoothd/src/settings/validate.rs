@@ -154,6 +154,9 @@ impl Settings {
         if self.llm_max_retries > 10 {
             bail!("{}: at most 10", key("llm_max_retries"));
         }
+        if self.captcha_timeout_seconds == 0 {
+            bail!("{}: at least 1", key("captcha_timeout_seconds"));
+        }
         for (model, p) in &self.llm_prices {
             if !(p.input >= 0.0 && p.output >= 0.0) {
                 bail!(
