@@ -24,5 +24,7 @@ pub use guard::GuardConfig;
 pub use llm::{Llm, LlmConfig, LlmError, Price, Usage};
 pub use otp::OneTimeCodes;
 pub use prompt::Secret;
-pub use run::{Agent, AgentConfig, End, Finish, Host, Job, Run, ToolAnswer, Vision};
+pub use run::{
+    Agent, AgentConfig, CaptchaNotice, CaptchaState, End, Finish, Host, Job, Run, ToolAnswer, Vision,
+};
 pub use tools::CustomTool;

@@ -127,6 +127,12 @@ pub fn render_view(step: u32, max_steps: u32, view: &PageView, tabs: &[Tab], cur
     if !view.downloads.is_empty() {
         s.push_str(&format!("Downloads started: {}\n", view.downloads.join(", ")));
     }
+    if let Some(c) = &view.challenge {
+        s.push_str(&format!(
+            "A captcha is on this page ({}); you cannot solve captchas. If it blocks the task, call done with success=false and say a captcha is in the way.\n",
+            c.description
+        ));
+    }
     if view.text.is_empty() {
         s.push_str("(nothing readable in view)");
     } else {

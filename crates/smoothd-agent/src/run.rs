@@ -17,6 +17,9 @@ use crate::llm::{self, Llm, LlmError, Reply, ToolCall, Usage};
 use crate::prompt::{self, Secret};
 use crate::tools::{self, Action, CustomTool};
 
+mod captcha;
+pub use captcha::{CaptchaNotice, CaptchaState};
+
 /// When the model gets a screenshot with the page view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Vision {
@@ -54,6 +57,11 @@ pub trait Host: Send {
     /// Called before every action that changes the page (cheap after the first); false if the
     /// task was lost.
     async fn acted(&mut self) -> bool;
+    /// Tells the client about a captcha in the agent's way (the `captcha` event); false if the
+    /// task was lost.
+    async fn captcha(&mut self, _notice: &CaptchaNotice) -> bool {
+        true
+    }
 }
 
 /// One task for the loop.
@@ -73,6 +81,9 @@ pub struct Job {
     pub first_step: u32,
     /// The task's spend cap in US dollars (`experimental_features.max_cost_usd`).
     pub max_cost_usd: Option<f64>,
+    /// Pause for a person to solve a captcha in the live view (the request's
+    /// `use_captcha_solver`); without it the model is told it cannot solve one.
+    pub use_captcha_solver: bool,
 }
 
 /// How the loop ended.
@@ -104,6 +115,8 @@ pub struct AgentConfig {
     pub guard: GuardConfig,
     /// The server's spend cap per task (a task's own cap can only lower it).
     pub max_cost_usd: Option<f64>,
+    /// How long the agent waits for a person to solve a captcha.
+    pub captcha_timeout: Duration,
 }
 
 /// The agent: a model client and its settings; cheap to clone, shared by all tasks.
@@ -137,6 +150,8 @@ pub struct Run {
     guard: Guard,
     /// The smallest of the task's and the server's spend caps.
     cap: Option<f64>,
+    /// This step's wait for a person to solve a captcha, for its trace.
+    waited: Option<ActionTrace>,
 }
 
 /// Action errors that stop the agent whatever it does, and belong in the final error.
@@ -191,6 +206,7 @@ impl Agent {
             retries: 0,
             prefetched: None,
             obstacle: None,
+            waited: None,
             best_output: None,
             started: Instant::now(),
             first_request: None,
@@ -390,6 +406,9 @@ impl Run {
         for n in 1..=max {
             if stop.is_cancelled() {
                 return self.finish(End::Stopped, n - 1);
+            }
+            if let Err(finish) = self.wait_for_human(host, &mut driver, n, stop).await {
+                return finish;
             }
             let (seen, reply) = match self
                 .observe_and_ask(&mut driver, n, max, &mut pending_shot, stop)
@@ -691,7 +710,7 @@ impl Run {
             view: Some(smoothd_core::step::kept_view(&seen.view)),
             model: self.agent.llm.model().to_string(),
             cost,
-            actions,
+            actions: self.waited.iter().cloned().chain(actions).collect(),
             error,
             guard: seen.guard.clone(),
             total_cost_usd: llm::usd(self.usage, self.agent.llm.price()),
@@ -976,6 +995,7 @@ mod agent_choice_tests {
                 totp_min_validity: Duration::from_secs(3),
                 guard: GuardConfig::default(),
                 max_cost_usd: None,
+                captcha_timeout: Duration::from_secs(1),
             },
             lite_model: lite.map(str::to_string),
         }

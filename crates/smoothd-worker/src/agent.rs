@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use smoothd_agent::{Agent, CustomTool, End, Finish, Host, Job, OneTimeCodes, Secret, ToolAnswer};
+use smoothd_agent::{
+    Agent, CaptchaNotice, CustomTool, End, Finish, Host, Job, OneTimeCodes, Secret, ToolAnswer,
+};
 use smoothd_core::event::Event;
 use smoothd_core::ids;
 use smoothd_core::{Final, RunTaskError, RunTaskInput, StepTrace, TaskSpec};
@@ -251,6 +253,34 @@ impl Host for TaskHost<'_> {
     async fn acted(&mut self) -> bool {
         self.ctx.mark_effects().await.is_ok()
     }
+
+    async fn captcha(&mut self, notice: &CaptchaNotice) -> bool {
+        /// The `captcha` event's payload: the notice and where a person takes over.
+        #[derive(serde::Serialize)]
+        struct Payload<'a> {
+            #[serde(flatten)]
+            notice: &'a CaptchaNotice,
+            /// The interactive live view (`null` when this process has no public URL).
+            live_url: Option<String>,
+        }
+        let live_url = self
+            .services
+            .media
+            .as_ref()
+            .and_then(|m| m.config.public_url.as_deref())
+            .map(|base| interactive_live_url(base, &self.ctx.task.id, &self.ctx.task.live_token));
+        let payload = serde_json::to_value(Payload { notice, live_url }).unwrap_or_default();
+        self.ctx.notify("captcha", payload).await.is_ok()
+    }
+}
+
+/// The task's live view with input on: the API's `GET /live/{id}` (routes/live.rs) under the
+/// public URL, as `live_url` in task responses has it, plus `interactive=true`.
+fn interactive_live_url(base: &str, task_id: &str, token: &str) -> String {
+    format!(
+        "{}/live/{task_id}?token={token}&interactive=true",
+        base.trim_end_matches('/')
+    )
 }
 
 /// A task request as an agent job (files get their paths once the browser is prepared).
@@ -276,6 +306,7 @@ async fn job_for_task(ctx: &TaskContext) -> Job {
         custom_tools: custom_tools(spec),
         first_step: 0,
         max_cost_usd: spec.max_cost_usd(),
+        use_captcha_solver: spec.use_captcha_solver,
     }
 }
 
@@ -323,6 +354,7 @@ fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<J
         custom_tools: custom_tools(spec),
         first_step,
         max_cost_usd: spec.max_cost_usd(),
+        use_captcha_solver: spec.use_captcha_solver,
     })
 }
 

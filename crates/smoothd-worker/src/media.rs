@@ -43,6 +43,9 @@ pub struct MediaConfig {
     pub capture: MediaOptions,
     /// How long the end of a task waits for downloads still running.
     pub download_wait: Duration,
+    /// The base of the live view links this process hands out (the `captcha` event); none: no
+    /// link.
+    pub public_url: Option<String>,
 }
 
 impl Default for MediaConfig {
@@ -52,6 +55,7 @@ impl Default for MediaConfig {
             fps: 5,
             capture: MediaOptions::default(),
             download_wait: Duration::from_secs(10),
+            public_url: None,
         }
     }
 }

@@ -379,11 +379,13 @@ fn start_api(
     }))
 }
 
-/// The worker pool with its browsers, ad blocker and media, until `shutdown` fires.
+/// The worker pool with its browsers, ad blocker and media, until `shutdown` fires. Live view
+/// links it hands out (the `captcha` event) start with `public_url`.
 async fn start_workers(
     settings: &Settings,
     store: &Store,
     blobs: &Blobs,
+    public_url: &str,
     background: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -401,7 +403,9 @@ async fn start_workers(
         Err(e) => tracing::warn!(error = %e, "no browser: sessions cannot navigate"),
     }
     let blocker = blocker(settings).await?;
-    let media = Some(Arc::new(media_services(settings, background.clone()).await?));
+    let mut media = media_services(settings, background.clone()).await?;
+    media.config.public_url = Some(public_url.to_string());
+    let media = Some(Arc::new(media));
     let pool = WorkerPool::new(
         store.clone(),
         executor(settings, browsers, blocker, blobs.clone(), media)?,
@@ -467,7 +471,13 @@ pub async fn run(
     }
     let api = match (roles.api, listener) {
         (true, Some(listener)) => Some(start_api(
-            &settings, &store, links, &blobs, public_url, listener, &api_stop,
+            &settings,
+            &store,
+            links,
+            &blobs,
+            public_url.clone(),
+            listener,
+            &api_stop,
         )?),
         (true, None) => anyhow::bail!("the API role needs a listener"),
         (false, _) => None,
@@ -488,7 +498,7 @@ pub async fn run(
         ));
     }
     let workers = if runs_workers {
-        Some(start_workers(&settings, &store, &blobs, &background, &shutdown).await?)
+        Some(start_workers(&settings, &store, &blobs, &public_url, &background, &shutdown).await?)
     } else {
         None
     };

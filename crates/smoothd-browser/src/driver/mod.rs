@@ -8,9 +8,11 @@
 //!   isolated world), over [`frames`]'s second DevTools connection;
 //! - [`act`](self::act): element actions by index with real input events, navigation, uploads;
 //! - [`settle`](self::settle): waiting for what an action started, and following new tabs;
-//! - [`tabs`](self::tabs), [`capture`](self::capture), [`keys`](self::keys).
+//! - [`tabs`](self::tabs), [`capture`](self::capture), [`keys`](self::keys);
+//! - [`captcha`](self::captcha): challenges a person must pass (captchas, interstitials).
 
 mod act;
+mod captcha;
 mod capture;
 mod frames;
 mod keys;
@@ -34,6 +36,7 @@ use serde_json::Value;
 
 use crate::error::BrowserError;
 use crate::session::BrowserSession;
+pub use captcha::{Challenge, ChallengeKind};
 pub use frames::FrameError;
 use route::{Link, XFrame};
 
@@ -79,6 +82,9 @@ pub struct PageView {
     /// Canvases in the viewport (a screenshot tells more than the text).
     #[serde(default)]
     pub canvas: u32,
+    /// A captcha or "verify you are human" page in the way, if any.
+    #[serde(default)]
+    pub challenge: Option<Challenge>,
     /// Files this task's tabs started downloading so far.
     #[serde(skip)]
     pub downloads: Vec<String>,

@@ -22,7 +22,12 @@ impl Driver<'_> {
             serde_json::from_value(v).map_err(|e| ActError::Model(format!("unreadable page view: {e}")))?;
         let changed = !view.unchanged;
         let main = match (&self.last, view.unchanged) {
-            (Some(last), true) => last.clone(),
+            // A widget's answer sets a field's value, which no mutation reports: the challenge
+            // is looked at every time.
+            (Some(last), true) => PageView {
+                challenge: view.challenge,
+                ..last.clone()
+            },
             _ => view,
         };
         self.last = Some(main.clone());

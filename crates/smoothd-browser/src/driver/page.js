@@ -71,9 +71,88 @@
     return false;
   };
 
+  // A challenge a person must pass before the page goes on, or null: a captcha widget (by its
+  // class or its frame's URL) that is visible and not yet answered (its response field is still
+  // empty), or a "verify you are human" interstitial (a short page saying so). A page that only
+  // talks about captchas, an invisible reCAPTCHA badge and a passed widget are not challenges.
+  const WIDGETS = {
+    recaptcha: { sel: '.g-recaptcha', field: 'g-recaptcha-response', name: 'reCAPTCHA' },
+    hcaptcha: { sel: '.h-captcha', field: 'h-captcha-response', name: 'hCaptcha' },
+    turnstile: { sel: '.cf-turnstile', field: 'cf-turnstile-response', name: 'Cloudflare Turnstile' },
+  };
+  const PHRASES = [/\b(verify|verifying|confirm|prove)( that)? (you are|you're) (a )?human\b/,
+    /\bi('m| am) not a robot\b/, /\bare you a (robot|human)\b/,
+    /\bchecking (your browser|if the site connection is secure)\b/, /\bcomplete the security check\b/];
+  // Cloudflare's interstitial titles.
+  const TITLES = [/^just a moment\b/, /^attention required\b/];
+  const shown = (el) => {
+    const r = el.getBoundingClientRect();
+    if (r.width < 20 || r.height < 20) return false;
+    return el.checkVisibility ? el.checkVisibility({ opacityProperty: true, visibilityProperty: true }) : true;
+  };
+  // Whether the widget around `el` has its answer: a response field with a value in `el` or in
+  // one of its `up` nearest ancestors (a frame's field sits beside it, a widget's inside it).
+  const answered = (el, field, up) => {
+    if (el.getAttribute('data-hcaptcha-response')) return true;
+    let box = el;
+    for (let n = 0; box && n <= up; n++, box = box.parentElement) {
+      for (const f of box.querySelectorAll('[name^="' + field + '"]')) if (f.value) return true;
+    }
+    return false;
+  };
+  const frameKind = (src) => {
+    let u;
+    try { u = new URL(src, location.href); } catch (e) { return null; }
+    const h = u.hostname, on = (d) => h === d || h.endsWith('.' + d);
+    if ((on('google.com') || on('recaptcha.net')) && u.pathname.startsWith('/recaptcha/')) {
+      return /[?&]size=invisible/.test(u.search) ? null : 'recaptcha';
+    }
+    if (on('hcaptcha.com')) return /checkbox-invisible/.test(u.hash + u.search) ? null : 'hcaptcha';
+    if (h === 'challenges.cloudflare.com') return 'turnstile';
+    return null;
+  };
+  S.challenge = () => {
+    if (!document.body) return null;
+    // A page with a widget that is answered, hidden or invisible is past its challenge, whatever
+    // its text says (a widget's own text may read "I'm not a robot").
+    let widgets = 0;
+    for (const [kind, w] of Object.entries(WIDGETS)) {
+      for (const el of document.querySelectorAll(w.sel)) {
+        widgets++;
+        // An invisible reCAPTCHA bound to a button carries the class too: nothing to solve.
+        if (/^(BUTTON|INPUT|A)$/.test(el.tagName) || el.getAttribute('data-size') === 'invisible') continue;
+        if (shown(el) && !answered(el, w.field, 0)) return { kind, description: w.name + ' widget (' + w.sel + ')' };
+      }
+    }
+    for (const f of document.getElementsByTagName('iframe')) {
+      const kind = frameKind(f.getAttribute('src') || '');
+      if (kind) widgets++;
+      if (kind && shown(f) && !answered(f, WIDGETS[kind].field, 3)) {
+        return { kind, description: WIDGETS[kind].name + ' frame from ' + new URL(f.src, location.href).hostname };
+      }
+    }
+    // An interstitial has little on it: reading the text of a large page would cost too much.
+    if (widgets || document.getElementsByTagName('*').length > 400) return null;
+    const title = squash(document.title || '').toLowerCase();
+    const text = squash(document.body.innerText || '').replace(/[\u2018\u2019]/g, "'");
+    if (text.length > 600) return null;
+    const lower = text.toLowerCase();
+    let said = null;
+    // A phrase in quotes is talked about, not asked.
+    for (const re of PHRASES) {
+      for (const m of lower.matchAll(new RegExp(re.source, 'g'))) {
+        if (!/["'\u201c\u00ab(]/.test(lower[m.index - 1] || '')) { said = text.slice(m.index, m.index + m[0].length); break; }
+      }
+      if (said !== null) break;
+    }
+    const byTitle = TITLES.some((re) => re.test(title));
+    if (said === null && !byTitle) return null;
+    return { kind: 'interstitial', description: said !== null ? 'a page saying "' + said + '"' : 'a page titled "' + clip(squash(document.title), 40) + '"' };
+  };
+
   S.view = (opts) => {
     const key = [location.href, S.mut, scrollX, scrollY, innerWidth, innerHeight].join('|');
-    if (opts.prevKey && opts.prevKey === key && (S.els.length || S.xels.length)) return { unchanged: true, key };
+    if (opts.prevKey && opts.prevKey === key && (S.els.length || S.xels.length)) return { unchanged: true, key, challenge: opts.nested ? null : S.challenge() };
     // Indices start at `base`: a cross-origin frame's view continues its page's numbering.
     const base = opts.base || 0;
     const els = [], xels = [], lines = [], seen = new WeakSet();
@@ -208,7 +287,7 @@
     return {
       unchanged: false, key, url: location.href, title: document.title, text: lines.join('\n'),
       elements: els.length, truncated: more, above, below, width: innerWidth, height: innerHeight,
-      crossOrigin, canvas,
+      crossOrigin, canvas, challenge: opts.nested ? null : S.challenge(),
     };
   };
 

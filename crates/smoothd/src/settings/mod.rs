@@ -106,6 +106,9 @@ pub struct Settings {
     /// Spend cap per task in US dollars at `llm_prices` (unset: none); a task's
     /// `experimental_features.max_cost_usd` can only lower it.
     pub max_cost_usd: Option<f64>,
+    /// How long a task with `use_captcha_solver` waits for a person to solve a captcha in the
+    /// live view before it fails with "captcha not solved".
+    pub captcha_timeout_seconds: u64,
     /// A task's lease; a worker silent this long loses the task.
     pub lease_seconds: u64,
     /// Lease renewal interval.
@@ -216,6 +219,7 @@ impl Default for Settings {
             agent_stall_steps: 5,
             agent_loop_grace: 2,
             max_cost_usd: None,
+            captcha_timeout_seconds: 300,
             lease_seconds: 30,
             heartbeat_seconds: 5,
             queue_poll_seconds: 5,
@@ -375,6 +379,7 @@ impl Settings {
                     grace: self.agent_loop_grace,
                 },
                 max_cost_usd: self.max_cost_usd,
+                captcha_timeout: Duration::from_secs(self.captcha_timeout_seconds),
             },
             lite_model: self.llm_lite_model.clone(),
         }))

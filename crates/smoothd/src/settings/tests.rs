@@ -391,3 +391,25 @@ fn totp_min_validity_reaches_the_agent_and_is_bounded() {
         Ok(())
     });
 }
+
+#[test]
+fn captcha_timeout_from_the_environment() {
+    figment::Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("SMOOTHD_LLM_BASE_URL", "http://127.0.0.1:9/v1");
+        jail.set_env("SMOOTHD_LLM_MODEL", "m1");
+        let s = Settings::load(None).map_err(|e| e.to_string())?;
+        assert_eq!(s.captcha_timeout_seconds, 300);
+        jail.set_env("SMOOTHD_CAPTCHA_TIMEOUT_SECONDS", "7");
+        let s = Settings::load(None).map_err(|e| e.to_string())?;
+        let agent = s.agent().map_err(|e| e.to_string())?.ok_or("no agent")?;
+        assert_eq!(agent.config.captcha_timeout, Duration::from_secs(7));
+        jail.set_env("SMOOTHD_CAPTCHA_TIMEOUT_SECONDS", "0");
+        let err = Settings::load(None).unwrap_err().to_string();
+        assert!(
+            err.contains("captcha_timeout_seconds (SMOOTHD_CAPTCHA_TIMEOUT_SECONDS)"),
+            "{err}"
+        );
+        Ok(())
+    });
+}

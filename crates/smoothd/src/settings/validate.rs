@@ -158,6 +158,9 @@ impl Settings {
         if self.totp_min_validity_seconds > 15 {
             bail!("{}: at most 15", key("totp_min_validity_seconds"));
         }
+        if self.captcha_timeout_seconds == 0 {
+            bail!("{}: at least 1", key("captcha_timeout_seconds"));
+        }
         for (model, p) in &self.llm_prices {
             if !(p.input >= 0.0 && p.output >= 0.0) {
                 bail!(
