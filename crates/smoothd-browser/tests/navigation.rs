@@ -166,7 +166,7 @@ async fn a_page_rendered_by_its_scripts_after_domcontentloaded_is_never_observed
         (
             "/app.js",
             Res {
-                delay: Duration::from_millis(700),
+                delay: Duration::from_millis(300),
                 kind: "application/javascript",
                 body: "fetch('/data.json').then(r => r.json()).then(d => { \
                        document.getElementById('app').innerHTML = '<h1>' + d.title + '</h1><button>Start the tour</button>'; });",
@@ -175,7 +175,7 @@ async fn a_page_rendered_by_its_scripts_after_domcontentloaded_is_never_observed
         (
             "/data.json",
             Res {
-                delay: Duration::from_millis(400),
+                delay: Duration::from_millis(300),
                 kind: "application/json",
                 body: "{\"title\": \"Welcome aboard\"}",
             },
@@ -196,7 +196,8 @@ async fn a_page_rendered_by_its_scripts_after_domcontentloaded_is_never_observed
         .unwrap();
     let mut d = Driver::new(&session);
     d.install().await.unwrap();
-    // A script that arrives late, then data it fetches: the view shows what they render.
+    // A script that arrives late, then data it fetches (both well within the 1.5 s the driver
+    // waits for a document's own requests): the view shows what they render.
     d.act(Action::Goto {
         url: format!("{base}/app.html"),
     })

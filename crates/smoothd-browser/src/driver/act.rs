@@ -270,6 +270,7 @@ impl Driver<'_> {
         let url = self.session.check_url(url).map_err(nav_error)?;
         self.session.reset_refusals();
         let mut w = Watch::new(&self.page).await?;
+        w.requests_of(&self.page).await?;
         let link = match self.link().await {
             Ok(l) => l,
             Err(e) => return Err(self.frame_error(e)),

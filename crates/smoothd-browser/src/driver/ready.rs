@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chromiumoxide::Page;
+use chromiumoxide::cdp::IntoEventKind;
 use chromiumoxide::cdp::browser_protocol::network::{
     EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, EventResponseReceived, LoaderId,
     RequestId, ResourceType,
@@ -35,10 +36,11 @@ pub(super) struct Watch {
     main: Option<FrameId>,
     lifecycle: EventStream<EventLifecycleEvent>,
     stops: EventStream<EventFrameStoppedLoading>,
-    sent: EventStream<EventRequestWillBeSent>,
-    done: EventStream<EventLoadingFinished>,
-    failed: EventStream<EventLoadingFailed>,
-    responses: EventStream<EventResponseReceived>,
+    /// The document's requests, watched once a navigation started (not for every action).
+    sent: Option<EventStream<EventRequestWillBeSent>>,
+    done: Option<EventStream<EventLoadingFinished>>,
+    failed: Option<EventStream<EventLoadingFailed>>,
+    responses: Option<EventStream<EventResponseReceived>>,
     /// The new document's loader, once it committed (lifecycle `init`) or was given.
     loader: Option<LoaderId>,
     /// Its `load` fired.
@@ -60,6 +62,14 @@ pub(super) enum Doc {
     TimedOut,
 }
 
+/// The next event of a stream that may not be watched (then never).
+async fn next<T: IntoEventKind + Unpin>(s: &mut Option<EventStream<T>>) -> Option<std::sync::Arc<T>> {
+    match s {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn waits_on(kind: &ResourceType) -> bool {
     matches!(
         kind,
@@ -72,21 +82,32 @@ fn waits_on(kind: &ResourceType) -> bool {
 }
 
 impl Watch {
+    /// Watches the document's lifecycle; [`Self::requests_of`] adds its requests.
     pub(super) async fn new(page: &Page) -> Result<Self, ActError> {
         let e = |e| ActError::Browser(BrowserError::from(e));
         Ok(Self {
             main: page.mainframe().await.ok().flatten(),
             lifecycle: page.event_listener().await.map_err(e)?,
             stops: page.event_listener().await.map_err(e)?,
-            sent: page.event_listener().await.map_err(e)?,
-            done: page.event_listener().await.map_err(e)?,
-            failed: page.event_listener().await.map_err(e)?,
-            responses: page.event_listener().await.map_err(e)?,
+            sent: None,
+            done: None,
+            failed: None,
+            responses: None,
             loader: None,
             loaded: false,
             inflight: HashMap::new(),
             got_407: false,
         })
+    }
+
+    /// Also watches the requests of `page` (before a navigation, or as soon as one started).
+    pub(super) async fn requests_of(&mut self, page: &Page) -> Result<(), ActError> {
+        let e = |e| ActError::Browser(BrowserError::from(e));
+        self.sent = Some(page.event_listener().await.map_err(e)?);
+        self.done = Some(page.event_listener().await.map_err(e)?);
+        self.failed = Some(page.event_listener().await.map_err(e)?);
+        self.responses = Some(page.event_listener().await.map_err(e)?);
+        Ok(())
     }
 
     fn is_main(&self, frame: &FrameId) -> bool {
@@ -130,16 +151,16 @@ impl Watch {
 
     /// Takes in what arrived, without waiting.
     fn drain(&mut self) {
-        while let Some(Some(ev)) = self.sent.next().now_or_never() {
+        while let Some(Some(ev)) = next(&mut self.sent).now_or_never() {
             self.sent(&ev);
         }
-        while let Some(Some(ev)) = self.done.next().now_or_never() {
+        while let Some(Some(ev)) = next(&mut self.done).now_or_never() {
             self.inflight.remove(&ev.request_id);
         }
-        while let Some(Some(ev)) = self.failed.next().now_or_never() {
+        while let Some(Some(ev)) = next(&mut self.failed).now_or_never() {
             self.inflight.remove(&ev.request_id);
         }
-        while let Some(Some(ev)) = self.responses.next().now_or_never() {
+        while let Some(Some(ev)) = next(&mut self.responses).now_or_never() {
             self.response(&ev);
         }
         while let Some(Some(ev)) = self.lifecycle.next().now_or_never() {
@@ -159,10 +180,10 @@ impl Watch {
                             return Doc::Stopped;
                         }
                     }
-                    Some(ev) = self.sent.next() => self.sent(&ev),
-                    Some(ev) = self.done.next() => { self.inflight.remove(&ev.request_id); }
-                    Some(ev) = self.failed.next() => { self.inflight.remove(&ev.request_id); }
-                    Some(ev) = self.responses.next() => self.response(&ev),
+                    Some(ev) = next(&mut self.sent) => self.sent(&ev),
+                    Some(ev) = next(&mut self.done) => { self.inflight.remove(&ev.request_id); }
+                    Some(ev) = next(&mut self.failed) => { self.inflight.remove(&ev.request_id); }
+                    Some(ev) = next(&mut self.responses) => self.response(&ev),
                     else => return Doc::TimedOut,
                 }
             }
@@ -178,11 +199,11 @@ impl Watch {
         while !self.inflight.is_empty() && Instant::now() < until {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => return,
-                Some(ev) = self.sent.next() => self.sent(&ev),
-                Some(ev) = self.done.next() => { self.inflight.remove(&ev.request_id); }
-                Some(ev) = self.failed.next() => { self.inflight.remove(&ev.request_id); }
+                Some(ev) = next(&mut self.sent) => self.sent(&ev),
+                Some(ev) = next(&mut self.done) => { self.inflight.remove(&ev.request_id); }
+                Some(ev) = next(&mut self.failed) => { self.inflight.remove(&ev.request_id); }
                 Some(ev) = self.lifecycle.next() => { self.lifecycle(&ev); }
-                Some(ev) = self.responses.next() => self.response(&ev),
+                Some(ev) = next(&mut self.responses) => self.response(&ev),
             }
         }
     }

@@ -94,6 +94,7 @@ impl Driver<'_> {
         if navigated {
             // A new document is ready at its DOMContentLoaded; loading that stops first brought
             // none (a download, a 204).
+            w.requests_of(&self.page).await?;
             match w.document(true).await {
                 Doc::Ready => self.ready(&mut w).await,
                 Doc::Stopped => navigated = false,
