@@ -157,20 +157,7 @@ impl BrowserSession {
 
     /// [`BrowserSession::goto`] in one of this session's tabs.
     pub(crate) async fn goto_in(&self, page: &Page, raw: &str) -> Result<(), BrowserError> {
-        let url = smoothd_core::request::normalize_url(raw).map_err(BrowserError::Navigation)?;
-        if let Ok(parsed) = url::Url::parse(&url)
-            && !allowed(&self.opts.allowed_urls, &parsed)
-        {
-            return Err(BrowserError::Navigation(format!(
-                "{url} is not allowed: it matches none of allowed_urls ({})",
-                self.opts
-                    .allowed_urls
-                    .iter()
-                    .map(UrlPattern::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        let url = self.check_url(raw)?;
         let mut loads = page
             .event_listener::<EventLoadEventFired>()
             .await
@@ -179,10 +166,7 @@ impl BrowserSession {
             .event_listener::<EventResponseReceived>()
             .await
             .map_err(|e| self.fail(e))?;
-        // Refusals are counted per navigation.
-        if let Ok(mut s) = self.seen.lock() {
-            s.proxy_auth_failed = false;
-        }
+        self.reset_refusals();
         let nav = self
             .guard(NAVIGATION_TIMEOUT, page.execute(NavigateParams::new(url.clone())))
             .await
@@ -194,24 +178,7 @@ impl BrowserSession {
             })?
             .map_err(|e| self.fail(e))?;
         if let Some(err) = nav.result.error_text {
-            let seen = self
-                .seen
-                .lock()
-                .map(|s| {
-                    (
-                        s.proxy_auth_failed,
-                        s.blocked.iter().find(|(u, _)| *u == url).map(|(_, w)| *w),
-                    )
-                })
-                .unwrap_or((false, None));
-            return Err(BrowserError::Navigation(match seen {
-                (true, _) => proxy_refused(&url),
-                (_, Some(why)) => format!("cannot open {url}: blocked ({why})"),
-                _ if err.contains("ERR_PROXY") || err.contains("ERR_TUNNEL") => {
-                    format!("cannot open {url} through the proxy: {err}")
-                }
-                _ => format!("cannot open {url}: {err}"),
-            }));
+            return Err(self.refused(&url, &err));
         }
         // Same-document navigations have no loader and fire no load event.
         if nav.result.loader_id.is_some() {
@@ -228,11 +195,63 @@ impl BrowserSession {
                 got_407 = true;
             }
         }
-        let refused = self.seen.lock().map(|s| s.proxy_auth_failed).unwrap_or(false);
-        if got_407 || refused {
+        if got_407 || self.proxy_refused_now() {
             return Err(BrowserError::Navigation(proxy_refused(&url)));
         }
         Ok(())
+    }
+
+    /// `raw` as the URL to open, or why it cannot be opened (`allowed_urls`).
+    pub(crate) fn check_url(&self, raw: &str) -> Result<String, BrowserError> {
+        let url = smoothd_core::request::normalize_url(raw).map_err(BrowserError::Navigation)?;
+        if let Ok(parsed) = url::Url::parse(&url)
+            && !allowed(&self.opts.allowed_urls, &parsed)
+        {
+            return Err(BrowserError::Navigation(format!(
+                "{url} is not allowed: it matches none of allowed_urls ({})",
+                self.opts
+                    .allowed_urls
+                    .iter()
+                    .map(UrlPattern::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(url)
+    }
+
+    /// Refusals are counted per navigation: call before one starts.
+    pub(crate) fn reset_refusals(&self) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.proxy_auth_failed = false;
+        }
+    }
+
+    /// Whether the proxy refused our credentials since [`Self::reset_refusals`].
+    pub(crate) fn proxy_refused_now(&self) -> bool {
+        self.seen.lock().map(|s| s.proxy_auth_failed).unwrap_or(false)
+    }
+
+    /// Why the navigation to `url` failed with Chromium's `err`, in words.
+    pub(crate) fn refused(&self, url: &str, err: &str) -> BrowserError {
+        let seen = self
+            .seen
+            .lock()
+            .map(|s| {
+                (
+                    s.proxy_auth_failed,
+                    s.blocked.iter().find(|(u, _)| *u == url).map(|(_, w)| *w),
+                )
+            })
+            .unwrap_or((false, None));
+        BrowserError::Navigation(match seen {
+            (true, _) => proxy_refused(url),
+            (_, Some(why)) => format!("cannot open {url}: blocked ({why})"),
+            _ if err.contains("ERR_PROXY") || err.contains("ERR_TUNNEL") => {
+                format!("cannot open {url} through the proxy: {err}")
+            }
+            _ => format!("cannot open {url}: {err}"),
+        })
     }
 
     /// Evaluates `js` (expression, function of `args`, or body with `return`) and returns its
@@ -456,7 +475,7 @@ impl BrowserSession {
 }
 
 /// The error of a navigation the proxy refused.
-fn proxy_refused(url: &str) -> String {
+pub(crate) fn proxy_refused(url: &str) -> String {
     format!(
         "cannot open {url}: the proxy refused the credentials (407 Proxy Authentication Required; check proxy_username and proxy_password)"
     )

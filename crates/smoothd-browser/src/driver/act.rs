@@ -12,8 +12,19 @@ use serde_json::{Value, json};
 
 use super::frames::FrameError;
 use super::keys::{key_info, key_name};
+use super::ready::{Doc, Watch};
 use super::{ActError, ActionResult, CALL_LIMIT, Driver, PAGE_JS};
 use crate::error::BrowserError;
+
+const NAVIGATION_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A navigation's failure: the browser's death ends the task, anything else is told.
+fn nav_error(e: BrowserError) -> ActError {
+    match e {
+        e @ BrowserError::Crashed(_) => ActError::Browser(e),
+        e => ActError::Model(e.to_string()),
+    }
+}
 
 /// `Input.dispatchTouchEvent` ending a touch: DevTools requires `touchPoints` and wants it
 /// empty, and chromiumoxide's generated type leaves an empty list out.
@@ -252,14 +263,53 @@ impl Driver<'_> {
         self.after(nav, format!("pressed {key}")).await
     }
 
+    /// Opens `url` and returns as soon as the new document is usable (see ready.rs), not at its
+    /// `load`. `Page.navigate` goes over the driver's own DevTools connection, because
+    /// chromiumoxide holds that command's answer until `load`.
     pub(super) async fn goto(&mut self, url: &str) -> Result<ActionResult, ActError> {
-        let page = self.page.clone();
-        self.session.goto_in(&page, url).await.map_err(|e| match e {
-            e @ BrowserError::Crashed(_) => ActError::Browser(e),
-            e => ActError::Model(e.to_string()),
-        })?;
+        let url = self.session.check_url(url).map_err(nav_error)?;
+        self.session.reset_refusals();
+        let mut w = Watch::new(&self.page).await?;
+        w.requests_of(&self.page).await?;
+        let link = match self.link().await {
+            Ok(l) => l,
+            Err(e) => return Err(self.frame_error(e)),
+        };
+        let r = link
+            .cdp
+            .call(
+                Some(&link.session),
+                "Page.navigate",
+                json!({ "url": url }),
+                NAVIGATION_LIMIT,
+            )
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(FrameError::Timeout { .. }) => {
+                return Err(ActError::Model(format!("navigation to {url} timed out")));
+            }
+            Err(e) => return Err(self.frame_error(e)),
+        };
+        if let Some(err) = r
+            .get("errorText")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty())
+        {
+            return Err(nav_error(self.session.refused(&url, err)));
+        }
         self.last = None;
-        self.late_settle().await;
+        // Same-document navigations (a fragment) have no loader and no new document.
+        if let Some(loader) = r.get("loaderId").and_then(Value::as_str) {
+            w.expect(loader.to_string().into());
+            if w.document(false).await == Doc::TimedOut {
+                return Err(ActError::Model(format!("navigation to {url} timed out")));
+            }
+            if w.got_407 || self.session.proxy_refused_now() {
+                return Err(ActError::Model(crate::session::proxy_refused(&url)));
+            }
+            self.ready(&mut w).await;
+        }
         let url = self
             .eval("location.href".into(), true)
             .await

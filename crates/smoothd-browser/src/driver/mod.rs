@@ -8,6 +8,8 @@
 //!   isolated world), over [`frames`]'s second DevTools connection;
 //! - [`act`](self::act): element actions by index with real input events, navigation, uploads;
 //! - [`settle`](self::settle): waiting for what an action started, and following new tabs;
+//! - [`ready`](self::ready): when a new document is usable (DOMContentLoaded, its scripts and
+//!   data, content, a quiet DOM), without waiting for `load`;
 //! - [`tabs`](self::tabs), [`capture`](self::capture), [`keys`](self::keys);
 //! - [`captcha`](self::captcha): challenges a person must pass (captchas, interstitials).
 
@@ -17,6 +19,7 @@ mod capture;
 mod frames;
 mod keys;
 mod observe;
+mod ready;
 mod route;
 mod settle;
 mod tabs;

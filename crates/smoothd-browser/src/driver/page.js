@@ -315,7 +315,57 @@
     if (r.width === 0 && r.height === 0) return { error: 'element [' + i + '] is not visible' };
     const o = frameOffset(el);
     S.mut++;
-    return { x: o.x + r.left + r.width / 2, y: o.y + r.top + r.height / 2, tag: el.tagName.toLowerCase(), type: (el.type || '').toLowerCase() };
+    // The page may have changed since the view (an overlay shown a moment after load): click
+    // where the element itself is hit, or say what covers it rather than clicking that.
+    const pts = [[0.5, 0.5], [0.2, 0.5], [0.8, 0.5], [0.5, 0.2], [0.5, 0.8], [0.1, 0.1], [0.9, 0.9]];
+    let cover = null;
+    for (const [fx, fy] of pts) {
+      const x = r.left + r.width * fx, y = r.top + r.height * fy;
+      const hit = hitAt(el, target, x, y, o);
+      if (hit === null) return { x: o.x + x, y: o.y + y, tag: el.tagName.toLowerCase(), type: (el.type || '').toLowerCase() };
+      if (!cover) cover = hit;
+    }
+    return { error: 'element [' + i + '] is covered by ' + name(cover) + ' (the page changed since the view); nothing was clicked: look at the new view and deal with what covers it first' };
+  };
+
+  // What is hit at (x, y) of el's own viewport instead of el (clicking `target`), or null when
+  // el is; with `o`, el's frame offset, the top document is checked too (an overlay above a frame).
+  const hitAt = (el, target, x, y, o) => {
+    const vw = el.ownerDocument.defaultView;
+    if (x < 0 || y < 0 || x >= vw.innerWidth || y >= vw.innerHeight) return null;
+    const root = el.getRootNode();
+    const hit = root.elementFromPoint ? root.elementFromPoint(x, y) : el.ownerDocument.elementFromPoint(x, y);
+    const ours = (h) => !h || h === el || h === target || el.contains(h) || target.contains(h) || h.contains(target)
+      || (h.tagName === 'LABEL' && (h.control === el || h.contains(el))) || (h.shadowRoot && h.shadowRoot.contains(el));
+    if (!ours(hit)) return hit;
+    if (vw !== window && vw.frameElement) {
+      let top = document.elementFromPoint(o.x + x, o.y + y);
+      while (top && top.shadowRoot && top.shadowRoot.elementFromPoint) {
+        const inner = top.shadowRoot.elementFromPoint(o.x + x, o.y + y);
+        if (!inner || inner === top) break;
+        top = inner;
+      }
+      if (top && top.tagName !== 'IFRAME' && top.tagName !== 'FRAME' && !top.contains(vw.frameElement)) return top;
+    }
+    return null;
+  };
+
+  // What covers an element, in a few words for a message: the dialog it is or holds (an
+  // overlay's backdrop), e.g. <div id=ad-overlay> with <div role=dialog aria-label=Advertisement> "…".
+  const DIALOG = 'dialog,[role=dialog],[role=alertdialog],[aria-modal=true]';
+  const tagOf = (el) => {
+    const a = [el.tagName.toLowerCase()];
+    if (el.id) a.push('id=' + quote(clip(el.id, 40)));
+    for (const k of ['role', 'aria-label']) { const v = el.getAttribute(k); if (v) a.push(k + '=' + quote(clip(v, 40))); }
+    if (!el.id && typeof el.className === 'string' && el.className.trim()) a.push('class=' + quote(clip(el.className.trim(), 40)));
+    return '<' + a.join(' ') + '>';
+  };
+  const name = (el) => {
+    const up = el.closest && el.closest(DIALOG);
+    const down = !up && el.querySelector && el.querySelector(DIALOG);
+    const box = up || el;
+    const text = clip(squash(box.innerText || box.textContent || ''), 80);
+    return tagOf(box) + (down ? ' with ' + tagOf(down) : '') + (text ? ' "' + text + '"' : '');
   };
 
   const setNative = (el, value) => {
@@ -420,6 +470,37 @@
   let own = 0;
   const later = (f, ms) => { own++; return setTimeout(f, ms); };
   S.pageTimers = () => later(() => {}, 0) - own;
+
+  // Whether the body shows anything yet: text, or a control, image or frame with a size.
+  const content = () => {
+    const b = document.body;
+    if (!b) return false;
+    if (squash(b.innerText || '')) return true;
+    for (const el of b.querySelectorAll('input:not([type=hidden]),button,select,textarea,img,svg,canvas,video,iframe,embed,object')) {
+      const r = el.getBoundingClientRect();
+      if (r.width > 0 && r.height > 0) return true;
+    }
+    return false;
+  };
+
+  // After DOMContentLoaded: resolves when the DOM has been quiet for `quiet` ms with content in
+  // the body, or after `max` ms; says whether there is content and whether the page has made
+  // timers (an empty body that set timers may still be rendered by them).
+  S.ready = (quiet, max) => new Promise((res) => {
+    const start = performance.now();
+    let last = S.mut, lastChange = start;
+    const tick = () => {
+      const now = performance.now();
+      if (S.mut !== last) { last = S.mut; lastChange = now; }
+      const done = now - start >= max;
+      if (now - lastChange >= quiet || done) {
+        const has = content();
+        if (has || done) return res({ content: has, timers: S.pageTimers() > 0, ms: Math.round(now - start) });
+      }
+      later(tick, 10);
+    };
+    later(tick, 10);
+  });
 
   // Resolves when the DOM has been quiet for `quiet` ms, or after `max` ms.
   S.settle = (quiet, max) => new Promise((res) => {

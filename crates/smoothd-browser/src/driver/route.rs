@@ -37,7 +37,7 @@ pub(super) struct XFrame {
 
 impl Driver<'_> {
     /// Our DevTools connection, attached to the current tab.
-    async fn link(&mut self) -> Result<&Link, FrameError> {
+    pub(super) async fn link(&mut self) -> Result<&Link, FrameError> {
         let target = self.page.target_id().as_ref().to_string();
         let stale = self.link.as_ref().is_some_and(|l| l.target != target);
         if stale || self.link.is_none() {

@@ -1,26 +1,18 @@
-//! Settling: after an action, wait for what it started (a navigation's load, or the DOM going
-//! quiet), and after a load let what the page shows "a moment later" appear; then follow a tab
-//! the action opened. Nothing here touches the page's own JavaScript world.
-
-use std::time::Duration;
+//! Settling: after an action, wait for what it started (a new document until it is usable, see
+//! ready.rs, or the DOM going quiet); then follow a tab the action opened. Nothing here touches
+//! the page's own JavaScript world.
 
 use chromiumoxide::cdp::browser_protocol::page::{
-    EventFrameStartedLoading, EventFrameStoppedLoading, EventLoadEventFired,
+    EventFrameStartedLoading, EventFrameStartedNavigating, FrameStartedNavigatingNavigationType as Kind,
 };
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::{ActError, ActionResult, Driver, PAGE_JS};
-use crate::error::BrowserError;
+use chromiumoxide::cdp::browser_protocol::page::FrameId;
 
-/// After a page loads: DOM quiet for this long, at most `LATE_MAX`; for a page that has set
-/// timers, quiet for `LATE_QUIET_TIMERS_MS`, long enough for what it shows "a moment after load"
-/// (a modal 300 ms later). Which timers are pending cannot be known without patching the page's
-/// `setTimeout`, which a detector sees; whether it made any can (page.js `pageTimers`).
-const LATE_QUIET_MS: u32 = 50;
-const LATE_QUIET_TIMERS_MS: u32 = 350;
-const LATE_MAX_MS: u32 = 700;
-const LOAD_LIMIT: Duration = Duration::from_secs(20);
+use super::ready::{Doc, Watch};
+use super::{ActError, ActionResult, Driver};
+use crate::error::BrowserError;
 
 impl Driver<'_> {
     /// Prepares the current tab for the agent: makes the page helper's isolated world. A dead
@@ -28,18 +20,6 @@ impl Driver<'_> {
     pub async fn install(&self) -> Result<(), ActError> {
         self.world(true).await?;
         Ok(())
-    }
-
-    /// After a new document loaded: lets what the page shows "a moment later" appear.
-    pub(super) async fn late_settle(&self) {
-        let _ = self
-            .eval(
-                format!(
-                    "{PAGE_JS}\nwindow.__smoothd.settle(window.__smoothd.pageTimers() > 0 ? {LATE_QUIET_TIMERS_MS} : {LATE_QUIET_MS}, {LATE_MAX_MS})"
-                ),
-                true,
-            )
-            .await;
     }
 
     /// Runs `act` and waits for what it started: a navigation's load, or the DOM to go quiet.
@@ -64,17 +44,14 @@ impl Driver<'_> {
             .event_listener::<EventFrameStartedLoading>()
             .await
             .map_err(|e| ActError::Browser(BrowserError::from(e)))?;
-        let mut loads = self
+        // A tab still loading its last document (an image) does not start loading again: a
+        // navigation's start says it then.
+        let mut navs = self
             .page
-            .event_listener::<EventLoadEventFired>()
+            .event_listener::<EventFrameStartedNavigating>()
             .await
             .map_err(|e| ActError::Browser(BrowserError::from(e)))?;
-        // A link that turns out to be a download starts loading and stops without a load event.
-        let mut stops = self
-            .page
-            .event_listener::<EventFrameStoppedLoading>()
-            .await
-            .map_err(|e| ActError::Browser(BrowserError::from(e)))?;
+        let mut w = Watch::new(&self.page).await?;
         let main = self.page.mainframe().await.ok().flatten();
         let out = act().await?;
         // A click that navigates starts loading within a few ms; DOM-only changes go quiet.
@@ -90,34 +67,39 @@ impl Driver<'_> {
                 }
             }
         };
+        let is_main = |f: &FrameId| main.as_ref().is_none_or(|m| m == f);
+        let new_doc = |ev: &EventFrameStartedNavigating| {
+            is_main(&ev.frame_id)
+                && !matches!(ev.navigation_type, Kind::SameDocument | Kind::HistorySameDocument)
+        };
         let mut navigated = false;
         tokio::select! {
             () = settle => {}
-            Some(ev) = starts.next() => { navigated = main.as_ref().is_none_or(|m| *m == ev.frame_id); }
+            Some(ev) = starts.next() => { navigated = is_main(&ev.frame_id); }
+            Some(ev) = navs.next() => { navigated = new_doc(&ev); }
+        }
+        // Drain what arrived meanwhile without waiting.
+        while !navigated {
+            match futures::FutureExt::now_or_never(starts.next()) {
+                Some(Some(ev)) => navigated = is_main(&ev.frame_id),
+                _ => break,
+            }
         }
         while !navigated {
-            // Drain what arrived meanwhile without waiting.
-            match futures::FutureExt::now_or_never(starts.next()) {
-                Some(Some(ev)) => navigated = main.as_ref().is_none_or(|m| *m == ev.frame_id),
+            match futures::FutureExt::now_or_never(navs.next()) {
+                Some(Some(ev)) => navigated = new_doc(&ev),
                 _ => break,
             }
         }
         if navigated {
-            // Loading ends with a load event, or stops without one (a download, a 204).
-            let stopped = async {
-                while let Some(ev) = stops.next().await {
-                    if main.as_ref().is_none_or(|m| *m == ev.frame_id) {
-                        return;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(LOAD_LIMIT, async {
-                tokio::select! {
-                    _ = loads.next() => self.late_settle().await,
-                    () = stopped => navigated = false,
-                }
-            })
-            .await;
+            // A new document is ready at its DOMContentLoaded; loading that stops first brought
+            // none (a download, a 204).
+            w.requests_of(&self.page).await?;
+            match w.document(true).await {
+                Doc::Ready => self.ready(&mut w).await,
+                Doc::Stopped => navigated = false,
+                Doc::TimedOut => {}
+            }
         }
         Ok((out, navigated))
     }

@@ -1,0 +1,299 @@
+//! After a navigation the agent observes as soon as the page is usable, not at its `load`, and
+//! never an empty page still being rendered; a click at an element that something appeared over
+//! since the view is refused, naming what covers it. Real Chromium, pages served by the test
+//! (which can hold one resource back and tell when it was served).
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "tests: a failed expectation fails the test"
+)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use smoothd_browser::{
+    ActError, Action, BrowserProcess, BrowserSession, Driver, LaunchConfig, PageView, SessionOptions,
+    find_chromium,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// One resource: how long the server holds it back, its type and body.
+struct Res {
+    delay: Duration,
+    kind: &'static str,
+    body: &'static str,
+}
+
+/// When each path's response was written (after its delay).
+type Served = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Serves `pages` on 127.0.0.1:0; returns the base URL and the log of what was served when.
+async fn site(pages: Vec<(&'static str, Res)>) -> (String, Served) {
+    let pages: Arc<HashMap<&'static str, Res>> = Arc::new(pages.into_iter().collect());
+    let served: Served = Arc::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let log = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (pages, log) = (pages.clone(), log.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+                    match sock.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (status, kind, body, delay) = match pages.get(path.as_str()) {
+                    Some(r) => ("200 OK", r.kind, r.body, r.delay),
+                    None => ("404 Not Found", "text/plain", "not found", Duration::ZERO),
+                };
+                tokio::time::sleep(delay).await;
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = sock.flush().await;
+                log.lock().unwrap().insert(path, Instant::now());
+            });
+        }
+    });
+    (base, served)
+}
+
+fn html(body: &'static str) -> Res {
+    Res {
+        delay: Duration::ZERO,
+        kind: "text/html; charset=utf-8",
+        body,
+    }
+}
+
+async fn browser() -> Arc<BrowserProcess> {
+    let chromium: PathBuf = find_chromium(std::env::var("SMOOTHD_CHROMIUM").ok().as_deref())
+        .unwrap_or_else(|e| panic!("these tests need Chromium: {e}"));
+    Arc::new(
+        BrowserProcess::launch(&LaunchConfig::new(chromium), &[])
+            .await
+            .unwrap(),
+    )
+}
+
+fn index_of(view: &PageView, needle: &str) -> u32 {
+    let line = view
+        .text
+        .lines()
+        .find(|l| l.contains(needle) && l.contains("]<"))
+        .unwrap_or_else(|| panic!("no element line with {needle:?} in the view:\n{}", view.text));
+    let start = line.find('[').unwrap() + 1;
+    let end = start + line[start..].find(']').unwrap();
+    line[start..end].parse().unwrap()
+}
+
+const SLOW: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_is_observed_before_its_slow_image_has_loaded() {
+    let (base, served) = site(vec![
+        (
+            "/shop.html",
+            html(
+                "<!doctype html><title>Shop</title><h1>Spring sale</h1>\
+                 <img src=\"/slow.png\" width=200 height=100 alt=banner>\
+                 <a href=\"/shop.html?2\">Next page</a><button>Add to cart</button>",
+            ),
+        ),
+        (
+            "/slow.png",
+            Res {
+                delay: SLOW,
+                kind: "image/png",
+                body: "",
+            },
+        ),
+    ])
+    .await;
+    let session = BrowserSession::open(browser().await, SessionOptions::default())
+        .await
+        .unwrap();
+    let mut d = Driver::new(&session);
+    d.install().await.unwrap();
+    let started = Instant::now();
+    let r = d
+        .act(Action::Goto {
+            url: format!("{base}/shop.html"),
+        })
+        .await
+        .unwrap();
+    let view = d.observe().await.unwrap();
+    let observed = Instant::now();
+    assert!(r.navigated, "{r:?}");
+    assert!(view.text.contains("Spring sale"), "{}", view.text);
+    index_of(&view, "Add to cart");
+    // The image is still being held back: `load` has not fired, and the page was read.
+    let slow = served.lock().unwrap().get("/slow.png").copied();
+    assert!(
+        slow.is_none_or(|t| t > observed),
+        "observed {:?} after the start, the slow image was served first",
+        observed - started
+    );
+    let state = session.evaluate("document.readyState", None).await.unwrap();
+    assert_eq!(state, Value::from("interactive"));
+    // Clicking works while the image loads.
+    let add = index_of(&view, "Add to cart");
+    d.act(Action::Click { index: add }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_rendered_by_its_scripts_after_domcontentloaded_is_never_observed_empty() {
+    let (base, _served) = site(vec![
+        (
+            "/app.html",
+            html(
+                "<!doctype html><title>App</title><div id=app></div>\
+                 <script async src=\"/app.js\"></script>",
+            ),
+        ),
+        (
+            "/app.js",
+            Res {
+                delay: Duration::from_millis(300),
+                kind: "application/javascript",
+                body: "fetch('/data.json').then(r => r.json()).then(d => { \
+                       document.getElementById('app').innerHTML = '<h1>' + d.title + '</h1><button>Start the tour</button>'; });",
+            },
+        ),
+        (
+            "/data.json",
+            Res {
+                delay: Duration::from_millis(300),
+                kind: "application/json",
+                body: "{\"title\": \"Welcome aboard\"}",
+            },
+        ),
+        (
+            "/later.html",
+            html(
+                "<!doctype html><title>Later</title><main></main><script>\
+                 addEventListener('DOMContentLoaded', () => setTimeout(() => { \
+                 document.querySelector('main').innerHTML = '<p>Rendered by a timer</p><a href=/app.html>Go</a>'; }, 300));\
+                 </script>",
+            ),
+        ),
+    ])
+    .await;
+    let session = BrowserSession::open(browser().await, SessionOptions::default())
+        .await
+        .unwrap();
+    let mut d = Driver::new(&session);
+    d.install().await.unwrap();
+    // A script that arrives late, then data it fetches (both well within the 1.5 s the driver
+    // waits for a document's own requests): the view shows what they render.
+    d.act(Action::Goto {
+        url: format!("{base}/app.html"),
+    })
+    .await
+    .unwrap();
+    let view = d.observe().await.unwrap();
+    assert!(view.text.contains("Welcome aboard"), "{}", view.text);
+    index_of(&view, "Start the tour");
+    // No request at all, a timer renders the body: still not observed empty.
+    d.act(Action::Goto {
+        url: format!("{base}/later.html"),
+    })
+    .await
+    .unwrap();
+    let view = d.observe().await.unwrap();
+    assert!(view.text.contains("Rendered by a timer"), "{}", view.text);
+    // The same through a click that navigates.
+    let go = index_of(&view, "Go");
+    let r = d.act(Action::Click { index: go }).await.unwrap();
+    assert!(r.navigated, "{r:?}");
+    let view = d.observe().await.unwrap();
+    assert!(view.text.contains("Welcome aboard"), "{}", view.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_at_an_element_covered_since_the_view_names_the_cover_and_clicks_nothing() {
+    let (base, _served) = site(vec![(
+        "/deals.html",
+        html(
+            "<!doctype html><title>Deals</title><style>\
+             #ad[hidden]{display:none} #ad{position:fixed;inset:0;background:rgba(0,0,0,.6);display:flex;align-items:center;justify-content:center}\
+             #ad .box{background:#fff;padding:2rem}</style>\
+             <h1>Deals</h1><button id=reveal>Reveal the code</button><p id=out></p>\
+             <div id=ad hidden><div class=box role=dialog aria-label=Advertisement><button id=close>Close ad</button>\
+             <p>Try Prime for free</p></div></div>\
+             <script>window.hits = [];\
+             document.addEventListener('click', e => hits.push(e.target.id || e.target.tagName), true);\
+             setTimeout(() => { document.getElementById('ad').hidden = false; }, 3000);\
+             document.getElementById('close').onclick = () => { document.getElementById('ad').hidden = true; };\
+             document.getElementById('reveal').onclick = () => { document.getElementById('out').textContent = 'SPRING-4821'; };\
+             </script>",
+        ),
+    )])
+    .await;
+    let session = BrowserSession::open(browser().await, SessionOptions::default())
+        .await
+        .unwrap();
+    let mut d = Driver::new(&session);
+    d.install().await.unwrap();
+    d.act(Action::Goto {
+        url: format!("{base}/deals.html"),
+    })
+    .await
+    .unwrap();
+    let view = d.observe().await.unwrap();
+    // Observed before the page's timer showed the ad (timers are not waited for).
+    assert!(!view.text.contains("Close ad"), "{}", view.text);
+    let reveal = index_of(&view, "Reveal the code");
+    // The ad appears over the button after the view was read.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while session
+        .evaluate("document.getElementById('ad').hidden", None)
+        .await
+        .unwrap()
+        == Value::Bool(true)
+    {
+        assert!(Instant::now() < deadline, "the ad never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match d.act(Action::Click { index: reveal }).await {
+        Err(ActError::Model(msg)) => {
+            assert!(msg.contains("covered by"), "{msg}");
+            assert!(
+                msg.contains("role=dialog") && msg.contains("Advertisement"),
+                "{msg}"
+            );
+        }
+        other => panic!("a covered click went ahead: {other:?}"),
+    }
+    // Nothing was clicked: neither the ad nor the button.
+    assert_eq!(
+        session.evaluate("window.hits", None).await.unwrap(),
+        serde_json::json!([])
+    );
+    // The next view shows the ad; closing it lets the click through.
+    let view = d.observe().await.unwrap();
+    let close = index_of(&view, "Close ad");
+    d.act(Action::Click { index: close }).await.unwrap();
+    let view = d.observe().await.unwrap();
+    let reveal = index_of(&view, "Reveal the code");
+    d.act(Action::Click { index: reveal }).await.unwrap();
+    assert_eq!(
+        session
+            .evaluate("document.getElementById('out').textContent", None)
+            .await
+            .unwrap(),
+        Value::from("SPRING-4821")
+    );
+}
