@@ -8,6 +8,7 @@
 //!   isolated world), over [`frames`]'s second DevTools connection;
 //! - [`act`](self::act): element actions by index with real input events, navigation, uploads;
 //! - [`settle`](self::settle): waiting for what an action started, and following new tabs;
+//! - [`target`](self::target): elements and pages described so a replay finds them again;
 //! - [`tabs`](self::tabs), [`capture`](self::capture), [`keys`](self::keys).
 
 mod act;
@@ -18,6 +19,7 @@ mod observe;
 mod route;
 mod settle;
 mod tabs;
+mod target;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -36,6 +38,7 @@ use crate::error::BrowserError;
 use crate::session::BrowserSession;
 pub use frames::FrameError;
 use route::{Link, XFrame};
+pub use target::{PageShape, Target};
 
 const PAGE_JS: &str = include_str!("page.js");
 /// The name of the isolated world page.js runs in, in every frame it reads.
