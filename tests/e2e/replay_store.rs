@@ -21,7 +21,10 @@ async fn replay_paths_belong_to_one_key_and_are_upserted(b: Backend) {
     };
     store.save_replay_path(&new(&first)).await.unwrap();
     let row = store.replay_path("key_a", "daily").await.unwrap().unwrap();
-    assert_eq!((row.steps, row.replays, row.url.as_deref()), (1, 0, Some("https://x/")));
+    assert_eq!(
+        (row.steps, row.replays, row.url.as_deref()),
+        (1, 0, Some("https://x/"))
+    );
     assert_eq!(row.path_json().unwrap(), first);
     assert!(store.replay_path("key_b", "daily").await.unwrap().is_none());
     assert!(store.replay_paths("key_b").await.unwrap().is_empty());

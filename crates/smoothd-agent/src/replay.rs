@@ -140,7 +140,9 @@ fn from_var(key: &str, v: &Value, metadata: &Map<String, Value>) -> Result<Strin
             let mut out = String::new();
             let mut rest = t.as_str();
             while let Some(start) = rest.find("{{") {
-                let Some(end) = rest[start..].find("}}") else { break };
+                let Some(end) = rest[start..].find("}}") else {
+                    break;
+                };
                 out.push_str(&rest[..start]);
                 out.push_str(&lookup(&rest[start + 2..start + end])?);
                 rest = &rest[start + end + 2..];
@@ -189,7 +191,11 @@ impl PathAction {
 
     /// The tool call's arguments for this run: element numbers from `found`, this run's
     /// variables in place (secrets stay `<secret>NAME</secret>`, typed by the usual path).
-    pub fn arguments(&self, found: &BTreeMap<String, u32>, metadata: &Map<String, Value>) -> Result<Value, VarError> {
+    pub fn arguments(
+        &self,
+        found: &BTreeMap<String, u32>,
+        metadata: &Map<String, Value>,
+    ) -> Result<Value, VarError> {
         let mut args = self.args.clone();
         for k in VALUE_ARGS {
             if let Some(v) = args.get(k) {
@@ -212,7 +218,11 @@ pub fn describe(t: &Target) -> String {
         .or(t.text.as_deref())
         .map(|s| format!(" {:?}", prompt_cut(s, 60)))
         .unwrap_or_default();
-    let role = t.role.as_deref().map(|r| format!(" role={r}")).unwrap_or_default();
+    let role = t
+        .role
+        .as_deref()
+        .map(|r| format!(" role={r}"))
+        .unwrap_or_default();
     format!("<{}{role}>{label}", t.tag)
 }
 
@@ -264,7 +274,12 @@ mod tests {
             &meta(),
             &[secret()],
         );
-        assert_eq!(typed.args, *json!({"text": {"var": "email"}, "submit": true}).as_object().unwrap());
+        assert_eq!(
+            typed.args,
+            *json!({"text": {"var": "email"}, "submit": true})
+                .as_object()
+                .unwrap()
+        );
         let pw = PathAction::record(
             "call_2",
             "type",
@@ -283,7 +298,10 @@ mod tests {
             &meta(),
             &[],
         );
-        assert_eq!(url.args["url"], json!({"template": "https://shop.test/p/{{sku}}?n=7"}));
+        assert_eq!(
+            url.args["url"],
+            json!({"template": "https://shop.test/p/{{sku}}?n=7"})
+        );
     }
 
     #[test]

@@ -174,8 +174,16 @@ mod tests {
     #[test]
     fn the_default_key_depends_on_task_url_and_schema_not_key_order() {
         let o = ReplayOptions::default();
-        let a = o.cache_key("t", Some("https://x/"), Some(&json!({"type": "object", "properties": {}})));
-        let b = o.cache_key("t", Some("https://x/"), Some(&json!({"properties": {}, "type": "object"})));
+        let a = o.cache_key(
+            "t",
+            Some("https://x/"),
+            Some(&json!({"type": "object", "properties": {}})),
+        );
+        let b = o.cache_key(
+            "t",
+            Some("https://x/"),
+            Some(&json!({"properties": {}, "type": "object"})),
+        );
         assert_eq!(a, b);
         assert!(a.starts_with("auto-") && a.len() == 21, "{a}");
         assert_ne!(a, o.cache_key("t", Some("https://y/"), None));

@@ -103,13 +103,20 @@ enum StepPlayed {
     Done,
     /// The page or an element did not match; `acted` when some of its actions ran (the step
     /// then has a trace, and the model goes on from the next one).
-    Diverged { why: String, acted: bool },
+    Diverged {
+        why: String,
+        acted: bool,
+    },
     Stopped,
 }
 
 /// One recorded action, played.
 enum ActionPlayed {
-    Ok { args: Value, result: String, navigated: bool },
+    Ok {
+        args: Value,
+        result: String,
+        navigated: bool,
+    },
     Diverged(String),
     Stopped,
 }
@@ -387,9 +394,10 @@ impl Run {
                 navigated: effect.navigated,
             },
             Step::Result(Err(e)) if e.is_fatal() => return Err(e),
-            Step::Result(Err(e)) => {
-                ActionPlayed::Diverged(prompt::mask(&format!("the action failed: {e}"), &self.job.secrets))
-            }
+            Step::Result(Err(e)) => ActionPlayed::Diverged(prompt::mask(
+                &format!("the action failed: {e}"),
+                &self.job.secrets,
+            )),
             Step::End(End::Stopped) => ActionPlayed::Stopped,
             Step::End(_) | Step::Text(_) => ActionPlayed::Diverged("the action cannot be replayed".into()),
         })
@@ -429,7 +437,10 @@ impl Run {
         let offered = vec!["done".to_string()];
         for attempt in 0..2u32 {
             if attempt > 0 && n + attempt > max {
-                return Ok(Answered::Not("the answer did not match the response model".into(), attempt));
+                return Ok(Answered::Not(
+                    "the answer did not match the response model".into(),
+                    attempt,
+                ));
             }
             if self.first_request.is_none() {
                 self.first_request = Some(self.started.elapsed());
@@ -492,7 +503,11 @@ impl Run {
 
     /// What the answer's `done` call says: (result told to the model, verdict); no verdict
     /// means ask again.
-    fn judge_answer(&mut self, call: Option<&ToolCall>, offered: &[String]) -> (String, Option<Result<End, String>>) {
+    fn judge_answer(
+        &mut self,
+        call: Option<&ToolCall>,
+        offered: &[String],
+    ) -> (String, Option<Result<End, String>>) {
         let Some(call) = call else {
             return ("error: call done with the answer".into(), None);
         };
@@ -537,7 +552,11 @@ impl Run {
     }
 
     /// The elements an action is about to use, described before it runs (recording only).
-    pub(super) async fn rec_targets(&mut self, driver: &mut Driver<'_>, action: &Action) -> BTreeMap<String, Target> {
+    pub(super) async fn rec_targets(
+        &mut self,
+        driver: &mut Driver<'_>,
+        action: &Action,
+    ) -> BTreeMap<String, Target> {
         let mut targets = BTreeMap::new();
         if !self.replay.enabled || self.replay.spoiled {
             return targets;

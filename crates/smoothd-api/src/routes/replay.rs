@@ -71,7 +71,10 @@ fn summary(row: &ReplayPathRow) -> ReplaySummary {
 /// This key's recorded paths, most recently updated first.
 #[utoipa::path(get, path = "/replay", tag = "replay",
     responses((status = 200, body = Envelope<Vec<ReplaySummary>>), Owner))]
-async fn list_paths(State(state): State<AppState>, owner: Owner) -> ApiResult<Json<Envelope<Vec<ReplaySummary>>>> {
+async fn list_paths(
+    State(state): State<AppState>,
+    owner: Owner,
+) -> ApiResult<Json<Envelope<Vec<ReplaySummary>>>> {
     let rows = state.store.replay_paths(&owner.id).await?;
     Ok(Json(Envelope {
         r: rows.iter().map(summary).collect(),
