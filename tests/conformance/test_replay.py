@@ -184,9 +184,9 @@ def test_a_second_run_replays_the_path_with_one_model_request(server, client, sh
     assert sources(steps) == ["replay"] * 3, steps
     assert [s["prompt_tokens"] for s in steps[:2]] == [0, 0], steps
     assert steps[0]["actions"][0]["args"]["text"] == "ada@example.com", steps[0]
-    # The answer request is small: at most a fifth of the first run's prompt tokens is the target.
+    # The answer request is small: at most a fifth of the first run's prompt tokens (the target).
     first_tokens = sum(u["prompt_tokens"] for u in llm.usages(marker)[:asked])
-    assert llm.usages(marker)[asked]["prompt_tokens"] < first_tokens / 2, llm.usages(marker)
+    assert llm.usages(marker)[asked]["prompt_tokens"] <= 0.2 * first_tokens, llm.usages(marker)
     assert path_for(server, task)["replays"] == 1
     events = get_task(server, second.id, event_t=0).json()["r"]["events"]
     step_events = [e for e in events if e.get("name") == "step"]
