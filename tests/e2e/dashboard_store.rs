@@ -146,6 +146,8 @@ async fn dashboard_step_totals_and_change_feed(b: Backend) {
             error: None,
             guard: None,
             total_cost_usd: None,
+            source: None,
+            diverged: None,
         };
         assert!(store.record_step(&id, c.attempt, &trace).await.unwrap());
     }

@@ -20,6 +20,8 @@ fn step(n: u32, url: &str) -> StepTrace {
         error: None,
         guard: None,
         total_cost_usd: None,
+        source: None,
+        diverged: None,
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`guard`]: the loop guard (a model repeating itself, alternating or stalled is warned, then
 //!   stopped);
 //! - [`budget`]: the spend cap (`max_cost_usd`) checked before each model request;
+//! - [`replay`]: recorded action paths (`experimental_features.replay`), played by the loop;
 //! - [`run`]: the loop itself, talking to the worker through [`Host`], and to the page through
 //!   `smoothd_browser::Driver` (observe → `PageView`, act(`Action`) → `ActionResult`).
 //!
@@ -17,6 +18,7 @@ pub mod guard;
 pub mod llm;
 pub mod otp;
 pub mod prompt;
+pub mod replay;
 pub mod run;
 pub mod tools;
 
@@ -24,6 +26,7 @@ pub use guard::GuardConfig;
 pub use llm::{Llm, LlmConfig, LlmError, Price, Usage};
 pub use otp::OneTimeCodes;
 pub use prompt::Secret;
+pub use replay::{PathOutcome, Plan, ReplayPath};
 pub use run::{
     Agent, AgentConfig, CaptchaNotice, CaptchaState, End, Finish, Host, Job, Run, ToolAnswer, Vision,
 };

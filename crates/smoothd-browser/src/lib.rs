@@ -21,7 +21,9 @@ pub mod storage;
 pub use adblock::Blocker;
 pub use binary::find_chromium;
 pub use certs::ClientCertificate;
-pub use driver::{ActError, Action, ActionResult, Challenge, ChallengeKind, Driver, FrameError, PageView};
+pub use driver::{
+    ActError, Action, ActionResult, Challenge, ChallengeKind, Driver, FrameError, PageShape, PageView, Target,
+};
 pub use error::BrowserError;
 pub use launch::{BrowserProcess, LaunchConfig};
 pub use media::{Frame, MediaOptions, PageMedia, ViewerInput};

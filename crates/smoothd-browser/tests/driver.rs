@@ -1,89 +1,11 @@
 //! The agent's page view and actions against real Chromium and the fixture pages in
 //! `tests/fixtures/site`, with no model and no server: observe lists what a person could use,
 //! and each action changes the page as a person's would.
-#![expect(
-    clippy::unwrap_used,
-    clippy::panic,
-    reason = "tests: a failed expectation fails the test"
-)]
+mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
+use common::{browser, eval, fixture_site, index_of};
 use serde_json::{Value, json};
-use smoothd_browser::{
-    Action, BrowserProcess, BrowserSession, Driver, LaunchConfig, PageView, SessionOptions, find_chromium,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-/// Serves `tests/fixtures/site` on 127.0.0.1:0 (one request per connection); returns its base URL.
-async fn fixture_site() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/site");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let root = root.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut n = 0;
-                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-                    match sock.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => n += k,
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                let target = head.split_whitespace().nth(1).unwrap_or("/");
-                let name = target.split('?').next().unwrap_or("/").trim_start_matches('/');
-                let name = if name.is_empty() { "index.html" } else { name };
-                let (status, body) = match std::fs::read(root.join(name)) {
-                    Ok(b) if !name.contains("..") => ("200 OK", b),
-                    _ => ("404 Not Found", b"not found".to_vec()),
-                };
-                let kind = if name.ends_with(".js") {
-                    "application/javascript"
-                } else {
-                    "text/html; charset=utf-8"
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = sock.write_all(reply.as_bytes()).await;
-                let _ = sock.write_all(&body).await;
-            });
-        }
-    });
-    base
-}
-
-async fn browser() -> Arc<BrowserProcess> {
-    let chromium: PathBuf = find_chromium(std::env::var("SMOOTHD_CHROMIUM").ok().as_deref())
-        .unwrap_or_else(|e| panic!("these tests need Chromium: {e}"));
-    Arc::new(
-        BrowserProcess::launch(&LaunchConfig::new(chromium), &[])
-            .await
-            .unwrap(),
-    )
-}
-
-/// The index the view gives the element whose line contains `needle`.
-fn index_of(view: &PageView, needle: &str) -> u32 {
-    let line = view
-        .text
-        .lines()
-        .find(|l| l.contains(needle) && l.contains("]<"))
-        .unwrap_or_else(|| panic!("no element line with {needle:?} in the view:\n{}", view.text));
-    let start = line.find('[').unwrap() + 1;
-    let end = start + line[start..].find(']').unwrap();
-    line[start..end].parse().unwrap()
-}
-
-async fn eval(session: &BrowserSession, js: &str) -> Value {
-    session.evaluate(js, None).await.unwrap()
-}
+use smoothd_browser::{Action, BrowserSession, Driver, SessionOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_view_lists_a_forms_fields_and_actions_fill_and_submit_it() {

@@ -15,6 +15,7 @@ use smoothd_core::{Final, RunTaskError, RunTaskInput, StepTrace, TaskSpec};
 
 use crate::actions::{self, Reply};
 use crate::context::TaskContext;
+use crate::replay;
 use crate::services::{BROWSER_CRASHED, Services};
 use crate::setup::Prepared;
 
@@ -26,6 +27,16 @@ pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: 
         Ok(cap) => cap,
         Err(why) => return Some(Final::failed(why)),
     };
+    let (plan, path_key) = replay::plan(
+        ctx.store(),
+        &ctx.task.owner,
+        ctx.spec.replay.as_ref(),
+        &job.task,
+        job.url.as_deref(),
+        job.response_model.as_ref(),
+    )
+    .await;
+    job.replay = plan;
     let mut run = agent.start(job);
     let stop = ctx.stop_token().clone();
     let (prepared, ()) = tokio::join!(services.open_browser(ctx, None), run.prefetch(&stop));
@@ -58,6 +69,7 @@ pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: 
         "agent finished"
     );
     smoothd_metrics::record_task_end(finish.steps);
+    replay::keep(ctx.store(), path_key.as_ref(), finish.replay.as_ref()).await;
     prepared.finish(ctx, &services.blobs).await;
     final_of(finish)
 }
@@ -98,6 +110,16 @@ pub(crate) async fn session_run_task(
         Ok(cap) => cap,
         Err(why) => return Reply::internal(why),
     };
+    let (plan, path_key) = replay::plan(
+        ctx.store(),
+        &ctx.task.owner,
+        ctx.spec.replay.as_ref(),
+        &job.task,
+        job.url.as_deref(),
+        job.response_model.as_ref(),
+    )
+    .await;
+    job.replay = plan;
     let stop = ctx.stop_token().clone();
     let finish = {
         let mut host = TaskHost {
@@ -108,6 +130,7 @@ pub(crate) async fn session_run_task(
         agent.start(job).run(&mut host, &prepared.session, &stop).await
     };
     *credits += finish.credits;
+    replay::keep(ctx.store(), path_key.as_ref(), finish.replay.as_ref()).await;
     let duration = started.elapsed().as_secs_f64();
     match finish.end {
         End::Done(output) => Reply::ok(json!({
@@ -219,13 +242,15 @@ impl Host for TaskHost<'_> {
             tracing::warn!(task.id = %task.id, error = %e, "could not store a step trace");
         }
         // Progress for clients that read events (the SDK ignores unknown names): the step's
-        // actions, its cost and the run's so far, and what the loop guard said.
-        let mut payload = json!({"step": trace.step, "actions": trace.actions});
+        // actions, its cost and the run's so far, what the loop guard said, and whether it was
+        // replayed (and where a replay diverged).
+        let mut payload = json!({"step": trace.step, "actions": trace.actions, "source": trace.source});
         let cost = trace.cost.as_ref().and_then(|c| c.cost_usd);
         for (k, v) in [
             ("cost_usd", cost.map(Value::from)),
             ("total_cost_usd", trace.total_cost_usd.map(Value::from)),
             ("guard", trace.guard.clone().map(Value::from)),
+            ("diverged", trace.diverged.clone().map(Value::from)),
         ] {
             if let (Some(v), Value::Object(m)) = (v, &mut payload) {
                 m.insert(k.into(), v);
@@ -307,6 +332,7 @@ async fn job_for_task(ctx: &TaskContext) -> Job {
         first_step: 0,
         max_cost_usd: spec.max_cost_usd(),
         use_captcha_solver: spec.use_captcha_solver,
+        replay: None,
     }
 }
 
@@ -355,6 +381,7 @@ fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<J
         first_step,
         max_cost_usd: spec.max_cost_usd(),
         use_captcha_solver: spec.use_captcha_solver,
+        replay: None,
     })
 }
 

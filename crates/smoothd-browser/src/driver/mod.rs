@@ -10,6 +10,7 @@
 //! - [`settle`](self::settle): waiting for what an action started, and following new tabs;
 //! - [`ready`](self::ready): when a new document is usable (DOMContentLoaded, its scripts and
 //!   data, content, a quiet DOM), without waiting for `load`;
+//! - [`target`](self::target): elements and pages described so a replay finds them again;
 //! - [`tabs`](self::tabs), [`capture`](self::capture), [`keys`](self::keys);
 //! - [`captcha`](self::captcha): challenges a person must pass (captchas, interstitials).
 
@@ -23,6 +24,7 @@ mod ready;
 mod route;
 mod settle;
 mod tabs;
+mod target;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,6 +44,7 @@ use crate::session::BrowserSession;
 pub use captcha::{Challenge, ChallengeKind};
 pub use frames::FrameError;
 use route::{Link, XFrame};
+pub use target::{PageShape, Target};
 
 const PAGE_JS: &str = include_str!("page.js");
 /// The name of the isolated world page.js runs in, in every frame it reads.

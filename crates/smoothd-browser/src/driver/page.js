@@ -462,6 +462,232 @@
     return { x: o.x + r.left + el.clientLeft + parseFloat(st.paddingLeft || 0), y: o.y + r.top + el.clientTop + parseFloat(st.paddingTop || 0) };
   };
 
+  // ---- Targets (driver/target.rs): how an element is described, and found again later. ----
+  const norm = (s) => squash(String(s == null ? '' : s)).toLowerCase();
+  const BUTTONISH = new Set(['submit', 'button', 'reset', 'image']);
+  // A field holds a value (its text is data, not its identity).
+  const isField = (el) => {
+    const t = el.tagName;
+    if (t === 'TEXTAREA' || t === 'SELECT') return true;
+    if (t === 'INPUT') return !BUTTONISH.has((el.type || '').toLowerCase());
+    return !!el.isContentEditable;
+  };
+  const roleOf = (el) => {
+    const r = el.getAttribute('role');
+    if (r && r.trim()) return r.trim().split(/\s+/)[0].toLowerCase();
+    const t = el.tagName, ty = (el.type || '').toLowerCase();
+    if (t === 'A') return el.hasAttribute('href') ? 'link' : null;
+    if (t === 'BUTTON' || t === 'SUMMARY') return 'button';
+    if (t === 'SELECT') return el.multiple || el.size > 1 ? 'listbox' : 'combobox';
+    if (t === 'TEXTAREA') return 'textbox';
+    if (t === 'INPUT') {
+      const m = { checkbox: 'checkbox', radio: 'radio', submit: 'button', button: 'button', reset: 'button',
+        image: 'button', search: 'searchbox', number: 'spinbutton', range: 'slider' };
+      if (m[ty]) return m[ty];
+      return ['', 'text', 'email', 'tel', 'url', 'password'].includes(ty) ? 'textbox' : null;
+    }
+    if (el.isContentEditable) return 'textbox';
+    return null;
+  };
+  // A label's own words, without the control it wraps (a select's options are data).
+  const labelText = (l) => {
+    const c = l.cloneNode(true);
+    for (const x of c.querySelectorAll('input, select, textarea, button')) x.remove();
+    return squash(c.textContent || '');
+  };
+  const nameOf = (el) => {
+    const doc = el.ownerDocument, t = el.tagName, ty = (el.type || '').toLowerCase();
+    const lb = el.getAttribute('aria-labelledby');
+    if (lb) {
+      const s = squash(lb.split(/\s+/).map((id) => { const e = doc.getElementById(id); return e ? e.textContent : ''; }).join(' '));
+      if (s) return clip(s, 80);
+    }
+    const al = squash(el.getAttribute('aria-label') || '');
+    if (al) return clip(al, 80);
+    if (t === 'INPUT' && (ty === 'submit' || ty === 'button' || ty === 'reset')) return clip(squash(el.value || (ty === 'submit' ? 'Submit' : '')), 80) || null;
+    if (t === 'INPUT' && ty === 'image') return squash(el.alt || el.title || '') || null;
+    if (isField(el)) {
+      const s = el.labels ? squash(Array.from(el.labels).map(labelText).join(' ')) : '';
+      if (s) return clip(s, 80);
+      const o = squash(el.getAttribute('title') || el.getAttribute('placeholder') || '');
+      return o ? clip(o, 80) : null;
+    }
+    let s = squash(el.innerText || el.textContent || '');
+    if (!s) { const img = el.querySelector && el.querySelector('img[alt]'); if (img) s = squash(img.alt); }
+    if (!s) s = squash(el.getAttribute('title') || '');
+    return s ? clip(s, 80) : null;
+  };
+  const textOf = (el) => {
+    if (isField(el)) return null;
+    const s = squash(el.innerText || el.textContent || '');
+    return s ? clip(s, 80) : null;
+  };
+  // Ids made by frameworks or counters change from run to run.
+  const generated = (id) => id.length > 40 || /\d{3,}|:|^\d|^(ember|ext-gen|yui_|radix-|headlessui-|mui-|react-|rc-|__|uid|guid)/i.test(id)
+    || (/\d/.test(id) && /[0-9a-f]{6,}/i.test(id));
+  const attrsOf = (el) => {
+    const a = {}, t = el.tagName, ty = (el.type || '').toLowerCase();
+    const put = (k, v) => { if (v !== null && v !== undefined && squash(String(v)) !== '') a[k] = clip(squash(String(v)), 80); };
+    if (el.id && !generated(el.id)) put('id', el.id);
+    for (const k of ['name', 'placeholder', 'aria-label', 'data-testid', 'data-test', 'data-test-id', 'data-qa', 'data-cy']) put(k, el.getAttribute(k));
+    if (t === 'INPUT' || t === 'BUTTON') put('type', (el.getAttribute('type') || (t === 'BUTTON' ? 'submit' : 'text')).toLowerCase());
+    if (t === 'INPUT' && (ty === 'checkbox' || ty === 'radio')) put('value', el.getAttribute('value'));
+    if (t === 'A' && el.hasAttribute('href')) {
+      try {
+        const u = new URL(el.getAttribute('href'), el.baseURI);
+        put('href', u.protocol === 'http:' || u.protocol === 'https:' ? (u.origin === el.ownerDocument.location.origin ? '' : u.origin) + u.pathname : u.protocol);
+      } catch (e) {}
+    }
+    if (t === 'SELECT') put('options', Array.from(el.options).slice(0, 30).map((o) => o.value).join('|'));
+    return a;
+  };
+  const frameOf = (el) => {
+    const w = el.ownerDocument.defaultView;
+    return !w || w === w.top ? null : String(w.location.href).split(/[?#]/)[0];
+  };
+  const info = (el) => ({ tag: el.tagName.toLowerCase(), role: roleOf(el), name: nameOf(el), text: textOf(el), attrs: attrsOf(el), frame: frameOf(el) });
+  const sig = (x) => [x.tag, x.role || '', norm(x.name), norm(x.text), x.frame || ''].join('\u0001');
+
+  // Every element a person could use in `doc` and its same-origin frames, in document order, on
+  // screen or not: the view's choice without the viewport and the overlay test.
+  const usable = (doc) => {
+    const out = [];
+    const walk = (node, inInteractive) => {
+      for (let el = node.firstElementChild; el; el = el.nextElementSibling) {
+        if (SKIP.has(el.tagName)) continue;
+        const st = el.ownerDocument.defaultView.getComputedStyle(el);
+        const isInput = el.tagName === 'INPUT';
+        if (isInput && el.type === 'file' && !inInteractive && (st.display === 'none' || st.visibility === 'hidden' || st.opacity === '0')) { out.push(el); continue; }
+        if (st.display === 'none') continue;
+        const styledAway = isInput && (el.type === 'checkbox' || el.type === 'radio') && st.opacity === '0' && el.labels && el.labels.length > 0;
+        const hidden = st.visibility === 'hidden' || (st.opacity === '0' && !styledAway);
+        if (el.tagName === 'IFRAME' || el.tagName === 'FRAME') {
+          if (hidden) continue;
+          let d = null;
+          try { d = el.contentDocument; } catch (e) {}
+          if (d && d.body) walk(d.body, false);
+          continue;
+        }
+        let isEl = false;
+        if (!hidden && !inInteractive && interactive(el)) {
+          const r = el.getBoundingClientRect();
+          if (r.width > 0 && r.height > 0) { isEl = true; out.push(el); }
+        }
+        if (el.shadowRoot) walk(el.shadowRoot, inInteractive || isEl);
+        walk(el, inInteractive || isEl);
+      }
+    };
+    if (doc.body) walk(doc.body, false);
+    return out;
+  };
+
+  // Element i of the last view, described (its position among the elements that look the same).
+  S.target = (i) => {
+    const [el, err] = get(i);
+    if (err) return { error: err };
+    const me = info(el), key = sig(me);
+    let nth = 0;
+    for (const c of usable(document)) {
+      if (c === el) break;
+      if (c.tagName === el.tagName && sig(info(c)) === key) nth++;
+    }
+    return Object.assign(me, { nth });
+  };
+
+  // How well candidate c (described) fits target t; null when it is not the same thing. A field
+  // is known by its label or one identifying attribute; anything else by its name and text.
+  const fit = (c, t, field) => {
+    if (t.role && c.role && t.role !== c.role) return null;
+    const ta = t.attrs || {}, ca = c.attrs;
+    if (ta.type && ca.type && ta.type !== ca.type) return null;
+    let s = 0, agree = 0;
+    for (const k of Object.keys(ta)) {
+      if (k === 'type') continue;
+      if (ca[k] === undefined) s -= 1;
+      else if (ca[k] === ta[k]) { s += 1; agree++; } else s -= 2;
+    }
+    if (field) {
+      const label = !!t.name && norm(c.name) === norm(t.name);
+      const ident = ['name', 'id', 'placeholder', 'aria-label'].some((k) => ta[k] !== undefined && ca[k] === ta[k]);
+      if (!label && !ident) return null;
+      if (label) s += 2;
+      return s >= 0 ? s : null;
+    }
+    if (norm(c.name) !== norm(t.name) || norm(c.text) !== norm(t.text)) return null;
+    if (!t.name && !t.text && !agree) return null;
+    return s;
+  };
+
+  // The index in the last view of the element target t describes. Never a guess: nothing, or a
+  // tie that the position among look-alikes cannot break, is not found. One found out of view
+  // is scrolled to when `scroll` (the caller then observes and asks again).
+  S.find = (t, scroll) => {
+    const tf = t.frame || null;
+    const cands = usable(document).filter((c) => c.tagName.toLowerCase() === t.tag && frameOf(c) === tf);
+    const infos = cands.map(info);
+    let best = null, top = [];
+    infos.forEach((c, k) => {
+      const s = fit(c, t, isField(cands[k]));
+      if (s === null) return;
+      if (best === null || s > best) { best = s; top = [k]; } else if (s === best) top.push(k);
+    });
+    if (!top.length) return { found: false, why: 'nothing like it' };
+    let pick = null;
+    if (top.length === 1) pick = top[0];
+    else {
+      const key = sig(t);
+      const same = [];
+      infos.forEach((c, k) => { if (sig(c) === key) same.push(k); });
+      const k = same[t.nth || 0];
+      if (k !== undefined && top.includes(k)) pick = k;
+    }
+    if (pick === null) return { found: false, why: 'ambiguous' };
+    const el = cands[pick];
+    const idx = S.els.indexOf(el);
+    if (idx >= 0) return { found: true, index: S.base + idx };
+    if (!scroll) return { found: false, why: 'not in view' };
+    S.mut++;
+    el.scrollIntoView({ block: 'center', inline: 'center', behavior: 'instant' });
+    return { found: false, scrolled: true };
+  };
+
+  // What the page looks like, without its data: headings, fields, buttons and links a person
+  // sees now (not covered), digits as '#', rows of lists and tables left out (they are data).
+  S.shape = () => {
+    const inView = (el) => {
+      const r = el.getBoundingClientRect(), vw = el.ownerDocument.defaultView;
+      return r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0 && r.top < vw.innerHeight && r.left < vw.innerWidth
+        && reachable(el, r, el.getRootNode());
+    };
+    const repeated = (el) => {
+      for (let e = el, d = 0; e && e.parentElement && d < 6; e = e.parentElement, d++) {
+        const row = e.tagName === 'LI' || e.tagName === 'TR' || e.tagName === 'ARTICLE' || (typeof e.className === 'string' && e.className.trim());
+        if (!row) continue;
+        let same = 0;
+        for (const s of e.parentElement.children) if (s.tagName === e.tagName && s.className === e.className) same++;
+        if (same >= 3) return true;
+      }
+      return false;
+    };
+    const kinds = { h: [], f: [], b: [], l: [] }, seen = new Set();
+    const add = (kind, s) => {
+      const m = kind + ':' + clip(norm(s).replace(/\d+([.,]\d+)*/g, '#'), 60);
+      if (m.length > 2 && !seen.has(m)) { seen.add(m); kinds[kind].push(m); }
+    };
+    for (const h of document.querySelectorAll('h1, h2, h3, h4, h5, h6, [role=heading]')) {
+      if (inView(h) && !repeated(h)) add('h', h.innerText || h.textContent || '');
+    }
+    for (const el of usable(document)) {
+      if (!inView(el)) continue;
+      const role = roleOf(el);
+      if (isField(el)) add('f', nameOf(el) || el.getAttribute('name') || el.getAttribute('placeholder') || '');
+      else if (role === 'link') { if (!repeated(el)) add('l', nameOf(el) || ''); }
+      else add('b', nameOf(el) || '');
+    }
+    const marks = kinds.h.concat(kinds.f, kinds.b, kinds.l).slice(0, 40);
+    return { url: String(location.href).split(/[?#]/)[0], title: document.title, marks };
+  };
+
   S.element = (i) => { const [el, err] = get(i); if (err) throw new Error(err); return el; };
 
   // Timers the page's own scripts have made in this document. A window's timer ids are shared
