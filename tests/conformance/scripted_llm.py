@@ -37,6 +37,11 @@ Faults (per turn, for the first `times` requests that reach the turn; no `times`
   {"fault": "garbage"}                  200 with a body that is not a chat completion
   {"fault": "garbage_args"}             a tool call whose arguments are not JSON
 Every reply has an OpenAI `usage`: prompt_tokens = len(json(messages + tools)) // 4.
+
+Replay (`experimental_features.replay`): smoothd's one request for the answer of a replayed run
+has a last user message starting with REPLAY_LINE; it is answered with the script's last turn
+that holds a `done` op (its `output_from` read from that request's page view), whatever the
+conversation. `llm.requests(marker)` counts these requests like any other.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 MAX_TRIES = 4
+REPLAY_LINE = "REPLAY: the recorded steps ran again; read the answer from the page below and call done."
 MARKER_RE = re.compile(r"\[script:([A-Za-z0-9_.-]+)\]")
 ELEMENT_RE = re.compile(r"^\*?\[(\d+)\]<([A-Za-z][\w-]*)")
 CALL_ID_RE = re.compile(r"^call_(\d+)_(\d+)_(\d+)_(\d+)(_s)?$")
@@ -317,9 +323,26 @@ def _give_up(pos: Position, n: int, why: str) -> list[dict]:
     return [_call(f"call_{pos.turn}_{pos.op}_{pos.tries}_{n}", "done", {"output": why, "success": False})]
 
 
+def _replay_answer(split: list[tuple[list[dict], dict | None]], view: str, n: int) -> tuple[list[dict], int, dict | None]:
+    """The answer to a replay's done request: the `done` op of the script's last turn with one."""
+    for t in range(len(split) - 1, -1, -1):
+        ops, fault = split[t]
+        for k, op in enumerate(ops):
+            if op.get("op") == "done":
+                try:
+                    call = op_call(op, [], view, f"call_{t}_{k}_0_{n}")
+                except ScriptError as e:
+                    return _give_up(Position(t, k), n, f"scripted model: {e}"), t, fault
+                return [call], t, fault
+    return _give_up(Position(), n, "scripted model: the script has no done op to answer a replay"), -1, None
+
+
 def plan(messages: list[dict], turns: list[Any]) -> tuple[list[dict], int, dict | None]:
     """(tool calls of the reply, its turn, the turn's fault) for a conversation."""
     split = [_split_turn(t) for t in turns]
+    if last_user_text(messages).startswith(REPLAY_LINE):
+        n = sum(1 for m in messages if m.get("role") == "assistant")
+        return _replay_answer(split, last_user_text(messages), n)
     pos = position(messages, [ops for ops, _ in split])
     n = sum(1 for m in messages if m.get("role") == "assistant")
     view = last_user_text(messages)

@@ -144,6 +144,8 @@ async fn dashboard_step_totals_and_change_feed(b: Backend) {
             }),
             actions: Vec::new(),
             error: None,
+            source: None,
+            diverged: None,
         };
         assert!(store.record_step(&id, c.attempt, &trace).await.unwrap());
     }

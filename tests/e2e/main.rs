@@ -16,4 +16,5 @@ mod media;
 mod metrics;
 mod migrations;
 mod queue;
+mod replay_store;
 mod store;

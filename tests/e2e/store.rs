@@ -18,6 +18,8 @@ fn step(n: u32, url: &str) -> StepTrace {
         cost: None,
         actions: Vec::new(),
         error: None,
+        source: None,
+        diverged: None,
     }
 }
 

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use smoothd_browser::{ActError, Action as PageAction, ActionResult, BrowserSession, Driver, PageView};
-use smoothd_core::{ActionTrace, StepCost, StepTrace};
+use smoothd_core::{ActionTrace, StepCost, StepSource, StepTrace};
 use tokio_util::sync::CancellationToken;
+
+mod playback;
+pub use playback::ANSWER_LINE;
 
 use crate::llm::{self, Llm, LlmError, Reply, ToolCall, Usage};
 use crate::prompt::{self, Secret};
@@ -69,6 +72,8 @@ pub struct Job {
     pub custom_tools: Vec<CustomTool>,
     /// Traces are numbered from here (a session's second `run_task` continues the count).
     pub first_step: u32,
+    /// `experimental_features.replay`: the mode and the stored path (`None`: no replay).
+    pub replay: Option<crate::replay::Plan>,
 }
 
 /// How the loop ended.
@@ -87,6 +92,8 @@ pub struct Finish {
     pub credits: i64,
     pub steps: u32,
     pub model_retries: u32,
+    /// What to do with the replay path after this run (`None`: nothing).
+    pub replay: Option<crate::replay::PathOutcome>,
 }
 
 /// Settings of the loop beyond the model.
@@ -124,6 +131,8 @@ pub struct Run {
     /// An obstacle the agent met and has not got past since (the proxy refusing the
     /// credentials): a failed run's final error says so.
     obstacle: Option<String>,
+    /// The path being replayed and the one being recorded.
+    replay: playback::Replay,
 }
 
 /// Action errors that stop the agent whatever it does, and belong in the final error.
@@ -168,8 +177,10 @@ impl Agent {
             &job.secrets,
             job.response_model.is_some(),
         );
+        let replay = playback::Replay::new(job.replay.as_ref());
         Run {
             agent: self.clone(),
+            replay,
             job,
             tools,
             offered,
@@ -306,7 +317,7 @@ impl Run {
     /// Asks the first step before the browser is ready, when the task starts on a blank tab.
     /// Its answer, or its failure (after the retries), is the first step's.
     pub async fn prefetch(&mut self, stop: &CancellationToken) {
-        if self.job.url.is_some() || self.job.first_step > 0 {
+        if self.job.url.is_some() || self.job.first_step > 0 || self.replay.will_play() {
             return;
         }
         let view = prompt::blank_view(1, self.job.max_steps);
@@ -322,7 +333,9 @@ impl Run {
             },
             (end, _) => end,
         };
+        let replay = self.replay.outcome(&end);
         Finish {
+            replay,
             end,
             usage: self.usage,
             credits: llm::credits(self.usage, self.agent.llm.price()),
@@ -345,8 +358,12 @@ impl Run {
         if let Err(finish) = self.open_start(host, &mut driver).await {
             return finish;
         }
+        let first = match self.play(host, &mut driver, stop, max).await {
+            playback::Played::Ended(finish) => return finish,
+            playback::Played::Continue(n) => n,
+        };
         let mut pending_shot: Option<Vec<u8>> = None;
-        for n in 1..=max {
+        for n in first..=max {
             if stop.is_cancelled() {
                 return self.finish(End::Stopped, n - 1);
             }
@@ -357,6 +374,7 @@ impl Run {
                 Ok(asked) => asked,
                 Err(e) => return self.crashed(&e, n - 1),
             };
+            self.rec_begin(&mut driver, &seen.url).await;
             let reply = match reply {
                 Ok(r) => r,
                 Err(LlmError::Stopped) => return self.finish(End::Stopped, n - 1),
@@ -372,8 +390,9 @@ impl Run {
                 Err(e) => return self.crashed(&e, n),
             };
             let cost = self.cost(&seen, &reply, reasoning, acted.started);
-            host.record_step(self.trace(&seen, Some(cost), acted.actions, None))
-                .await;
+            let mut trace = self.trace(&seen, Some(cost), acted.actions, None);
+            trace.diverged = self.replay.take_diverged();
+            host.record_step(trace).await;
             if let Some(end) = acted.outcome {
                 return self.finish(end, n);
             }
@@ -572,7 +591,8 @@ impl Run {
             Err(why) => return Ok(text(format!("error: {why}"))),
             Ok(action) => action,
         };
-        Ok(match self.act(host, driver, action, stop, pending_shot).await {
+        let targets = self.rec_targets(driver, &action).await;
+        let called = match self.act(host, driver, action, stop, pending_shot).await {
             Step::Result(Ok(effect)) => {
                 if effect.navigated {
                     self.obstacle = None;
@@ -601,7 +621,9 @@ impl Run {
                 navigated: false,
                 end: Some(end),
             },
-        })
+        };
+        self.rec_action(call, targets, &called);
+        Ok(called)
     }
 
     /// The cost and timings of a step the model answered.
@@ -640,6 +662,8 @@ impl Run {
             cost,
             actions,
             error,
+            source: Some(StepSource::Model),
+            diverged: None,
         }
     }
 

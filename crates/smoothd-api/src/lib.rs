@@ -118,6 +118,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::task::routes())
         .merge(routes::resources::routes())
         .merge(routes::system::v1_routes())
+        .merge(routes::replay::routes())
         .merge(webhooks::routes())
 }
 

@@ -222,7 +222,9 @@ pub struct TaskRequest {
     #[schema(value_type = Option<Vec<Object>>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custom_tools: Option<Vec<Map<String, Value>>>,
-    /// `webhook_url`, `webhook_steps` and other opt-in features.
+    /// `webhook_url`, `webhook_steps`, `replay` and other opt-in features. `replay`:
+    /// `{"key"?: string, "mode"?: "auto" | "record" | "off"}` replays this key's recorded
+    /// action path for the task (see `GET /v1/replay`), or records one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experimental_features: Option<Map<String, Value>>,
     /// Uploaded extension ids.

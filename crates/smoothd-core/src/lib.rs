@@ -4,6 +4,7 @@
 pub mod device;
 pub mod event;
 pub mod ids;
+pub mod replay;
 pub mod request;
 pub mod run_task;
 pub mod status;
@@ -16,4 +17,4 @@ pub use event::{Direction, Event};
 pub use request::{TaskSpec, ValidationError};
 pub use run_task::{RunTaskError, RunTaskInput};
 pub use status::{Final, TaskStatus};
-pub use step::{ActionTrace, StepCost, StepTrace};
+pub use step::{ActionTrace, StepCost, StepSource, StepTrace};

@@ -138,6 +138,9 @@ pub struct TaskSpec {
     pub experimental_features: Map<String, Value>,
     pub extensions: Vec<String>,
     pub show_cursor: bool,
+    /// `experimental_features.replay`, validated (`None`: the task does not replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<crate::replay::ReplayOptions>,
 }
 
 impl TaskSpec {
@@ -180,6 +183,7 @@ impl TaskSpec {
         let additional_tools = validate_additional_tools(f.get("additional_tools"))?;
         let custom_tools = validate_custom_tools(f.get("custom_tools"))?;
         let experimental_features = experimental_features_field(&f)?;
+        let replay = crate::replay::ReplayOptions::from_features(&experimental_features)?;
 
         Ok(TaskSpec {
             task,
@@ -204,6 +208,7 @@ impl TaskSpec {
             experimental_features,
             extensions,
             show_cursor: f.bool_or("show_cursor", false)?,
+            replay,
         })
     }
 }

@@ -29,6 +29,24 @@ pub struct StepTrace {
     pub actions: Vec<ActionTrace>,
     /// Why the model failed, or `null`.
     pub error: Option<String>,
+    /// Where the step's actions came from: the model, or a recorded path (replay); absent in
+    /// traces recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<StepSource>,
+    /// On the step where the model took over a replay: which recorded step did not match, and
+    /// what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<String>,
+}
+
+/// Where a step's actions came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepSource {
+    /// The model chose them.
+    Model,
+    /// A recorded path (`experimental_features.replay`) repeated them without a model request.
+    Replay,
 }
 
 /// How much of a step's page view its trace keeps (the model saw `view_chars` in all).
@@ -108,6 +126,8 @@ mod tests {
                 result: "ok".into(),
             }],
             error: None,
+            source: None,
+            diverged: None,
         }
     }
 
@@ -144,6 +164,18 @@ mod tests {
         assert_eq!(serde_json::from_value::<StepTrace>(v).unwrap(), failed);
         let back: StepTrace = serde_json::from_value(serde_json::to_value(acted()).unwrap()).unwrap();
         assert_eq!(back, acted());
+    }
+
+    #[test]
+    fn source_and_divergence_are_kept_when_set() {
+        let healed = StepTrace {
+            source: Some(StepSource::Model),
+            diverged: Some("recorded step 2 of 3: no element matches".into()),
+            ..acted()
+        };
+        let v = serde_json::to_value(&healed).unwrap();
+        assert_eq!(v["source"], json!("model"));
+        assert_eq!(serde_json::from_value::<StepTrace>(v).unwrap(), healed);
     }
 
     #[test]

@@ -13,13 +13,24 @@ use smoothd_core::{Final, RunTaskError, RunTaskInput, StepTrace, TaskSpec};
 
 use crate::actions::{self, Reply};
 use crate::context::TaskContext;
+use crate::replay;
 use crate::services::{BROWSER_CRASHED, Services};
 use crate::setup::Prepared;
 
 /// A task: the agent's loop in a fresh browser. The first model request goes out while the
 /// browser is being prepared when the task starts on a blank tab.
 pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: &Agent) -> Option<Final> {
-    let job = job_for_task(ctx).await;
+    let mut job = job_for_task(ctx).await;
+    let (plan, path_key) = replay::plan(
+        ctx.store(),
+        &ctx.task.owner,
+        ctx.spec.replay.as_ref(),
+        &job.task,
+        job.url.as_deref(),
+        job.response_model.as_ref(),
+    )
+    .await;
+    job.replay = plan;
     let mut run = agent.start(job);
     let stop = ctx.stop_token().clone();
     let (prepared, ()) = tokio::join!(services.open_browser(ctx, None), run.prefetch(&stop));
@@ -52,6 +63,7 @@ pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: 
         "agent finished"
     );
     smoothd_metrics::record_task_end(finish.steps);
+    replay::keep(ctx.store(), path_key.as_ref(), finish.replay.as_ref()).await;
     prepared.finish(ctx, &services.blobs).await;
     final_of(finish)
 }
@@ -88,6 +100,16 @@ pub(crate) async fn session_run_task(
         Err(why) => return Reply::user(why.to_string()),
     };
     job.files = placed_files(prepared);
+    let (plan, path_key) = replay::plan(
+        ctx.store(),
+        &ctx.task.owner,
+        ctx.spec.replay.as_ref(),
+        &job.task,
+        job.url.as_deref(),
+        job.response_model.as_ref(),
+    )
+    .await;
+    job.replay = plan;
     let stop = ctx.stop_token().clone();
     let finish = {
         let mut host = TaskHost {
@@ -98,6 +120,7 @@ pub(crate) async fn session_run_task(
         agent.start(job).run(&mut host, &prepared.session, &stop).await
     };
     *credits += finish.credits;
+    replay::keep(ctx.store(), path_key.as_ref(), finish.replay.as_ref()).await;
     let duration = started.elapsed().as_secs_f64();
     match finish.end {
         End::Done(output) => Reply::ok(json!({
@@ -199,7 +222,10 @@ impl Host for TaskHost<'_> {
         // Progress for clients that read events (the SDK ignores unknown names).
         let _ = self
             .ctx
-            .notify("step", json!({"step": trace.step, "actions": trace.actions}))
+            .notify(
+                "step",
+                json!({"step": trace.step, "actions": trace.actions, "source": trace.source, "diverged": trace.diverged}),
+            )
             .await;
     }
 
@@ -246,6 +272,7 @@ async fn job_for_task(ctx: &TaskContext) -> Job {
         additional_tools: spec.additional_tools.keys().cloned().collect(),
         custom_tools: custom_tools(spec),
         first_step: 0,
+        replay: None,
     }
 }
 
@@ -291,6 +318,7 @@ fn job_for_run_task(spec: &TaskSpec, input: &Value, first_step: u32) -> Result<J
         additional_tools: spec.additional_tools.keys().cloned().collect(),
         custom_tools: custom_tools(spec),
         first_step,
+        replay: None,
     })
 }
 

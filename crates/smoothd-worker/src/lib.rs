@@ -14,6 +14,7 @@ mod executor;
 mod live;
 mod media;
 mod pool;
+mod replay;
 mod services;
 mod session;
 mod setup;

@@ -2,6 +2,7 @@
 
 pub mod artifacts;
 pub mod live;
+pub mod replay;
 pub mod resources;
 pub mod system;
 pub mod task;

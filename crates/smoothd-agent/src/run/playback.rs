@@ -1,0 +1,596 @@
+//! Replay inside a run (`experimental_features.replay`): repeating a recorded path step by step
+//! through the same action code as the model's calls (so `allowed_urls`, secrets' URL checks,
+//! cancel and `max_steps` hold), reading the answer with one small model request, and handing
+//! over to the model, with the history so far, where the page no longer matches. While the
+//! model drives, it records the path a successful run leaves.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use smoothd_browser::{ActError, Driver, Target};
+use smoothd_core::replay::ReplayMode;
+use smoothd_core::{ActionTrace, StepCost, StepSource};
+use tokio_util::sync::CancellationToken;
+
+use super::{Called, End, Finish, Host, Observation, Run, Step, cut, observe_page};
+use crate::llm::{self, LlmError, ToolCall, Usage};
+use crate::prompt;
+use crate::replay::{self, PATH_VERSION, PathAction, PathOutcome, PathStep, Plan, ReplayPath};
+use crate::tools::{self, Action};
+
+/// The first line of the answer request's last user message.
+pub const ANSWER_LINE: &str =
+    "REPLAY: the recorded steps ran again; read the answer from the page below and call done.";
+
+const ANSWER_SYSTEM: &str = "You read the answer to a web task from the page a browser reached. Use only \
+what the page shows. Call done with the answer and success=true, or success=false if the page does not \
+show it.";
+
+/// A run's replay state: the path to play, and the path being recorded.
+#[derive(Debug, Default)]
+pub(super) struct Replay {
+    /// Replay is on for this job (mode auto or record).
+    enabled: bool,
+    /// The stored path still to play (mode auto).
+    path: Option<ReplayPath>,
+    /// The run used something a path cannot repeat (a custom tool's answer): nothing is stored.
+    spoiled: bool,
+    steps: Vec<PathStep>,
+    current: Option<PathStep>,
+    /// Set when the model takes over; the next model step's trace carries it.
+    diverged: Option<String>,
+    /// The stored path ran to its end and the answer was read without the model driving.
+    replayed: bool,
+}
+
+impl Replay {
+    pub(super) fn new(plan: Option<&Plan>) -> Self {
+        let Some(plan) = plan.filter(|p| p.mode != ReplayMode::Off) else {
+            return Self::default();
+        };
+        Self {
+            enabled: true,
+            path: match plan.mode {
+                ReplayMode::Auto => plan.path.clone().filter(|p| p.version == PATH_VERSION),
+                _ => None,
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Whether a stored path will be played first (so nothing may ask the model ahead of it).
+    pub(super) fn will_play(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// What the worker does with the path, once the run ended with `end`.
+    pub(super) fn outcome(&self, end: &End) -> Option<PathOutcome> {
+        let End::Done(output) = end else { return None };
+        if !self.enabled || self.spoiled {
+            return None;
+        }
+        if self.replayed {
+            return Some(PathOutcome::Replayed);
+        }
+        let mut steps = self.steps.clone();
+        if let Some(c) = self.current.as_ref().filter(|c| !c.actions.is_empty()) {
+            steps.push(c.clone());
+        }
+        Some(PathOutcome::Save(ReplayPath {
+            version: PATH_VERSION,
+            steps,
+            answer: !output.is_null(),
+        }))
+    }
+
+    /// The divergence note for the first model step after the model took over.
+    pub(super) fn take_diverged(&mut self) -> Option<String> {
+        self.diverged.take()
+    }
+}
+
+/// How playing the path went.
+pub(super) enum Played {
+    /// The run ended (done from the path, cancelled, crashed).
+    Ended(Finish),
+    /// The model goes on from this step number (1 when there was nothing to play).
+    Continue(u32),
+}
+
+/// One recorded step, played.
+enum StepPlayed {
+    Done,
+    /// The page or an element did not match; `acted` when some of its actions ran (the step
+    /// then has a trace, and the model goes on from the next one).
+    Diverged { why: String, acted: bool },
+    Stopped,
+}
+
+/// One recorded action, played.
+enum ActionPlayed {
+    Ok { args: Value, result: String, navigated: bool },
+    Diverged(String),
+    Stopped,
+}
+
+/// The answer request's end.
+enum Answered {
+    Done(End, u32),
+    /// The model found no valid answer on the page; it takes over after `u32` steps.
+    Not(String, u32),
+    Stopped,
+}
+
+impl Run {
+    /// Plays the stored path, if there is one.
+    pub(super) async fn play(
+        &mut self,
+        host: &mut dyn Host,
+        driver: &mut Driver<'_>,
+        stop: &CancellationToken,
+        max: u32,
+    ) -> Played {
+        let Some(path) = self.replay.path.take() else {
+            return Played::Continue(1);
+        };
+        let total = path.steps.len();
+        for (i, recorded) in path.steps.iter().enumerate() {
+            let n = u32::try_from(i).unwrap_or(u32::MAX - 1) + 1;
+            if n > max {
+                return Played::Continue(n);
+            }
+            if stop.is_cancelled() {
+                return Played::Ended(self.finish(End::Stopped, n - 1));
+            }
+            match self.play_step(host, driver, stop, n, max, recorded).await {
+                Ok(StepPlayed::Done) => {}
+                Ok(StepPlayed::Diverged { why, acted }) => {
+                    self.take_over(format!("recorded step {n} of {total}: {why}"));
+                    return Played::Continue(if acted { n + 1 } else { n });
+                }
+                Ok(StepPlayed::Stopped) => return Played::Ended(self.finish(End::Stopped, n)),
+                Err(e) => return Played::Ended(self.crashed(&e, n)),
+            }
+        }
+        let n = u32::try_from(total).unwrap_or(u32::MAX - 1) + 1;
+        if !path.answer {
+            self.replay.replayed = true;
+            return Played::Ended(self.finish(End::Done(Value::Null), n - 1));
+        }
+        if n > max {
+            return Played::Continue(n);
+        }
+        match self.read_answer(host, driver, stop, n, max).await {
+            Ok(Answered::Done(end, used)) => {
+                self.replay.replayed = true;
+                Played::Ended(self.finish(end, n + used - 1))
+            }
+            Ok(Answered::Not(why, used)) => {
+                self.take_over(format!("after the {total} recorded steps: {why}"));
+                Played::Continue(n + used)
+            }
+            Ok(Answered::Stopped) => Played::Ended(self.finish(End::Stopped, n)),
+            Err(e) => Played::Ended(self.crashed(&e, n)),
+        }
+    }
+
+    fn take_over(&mut self, why: String) {
+        let why = prompt::mask(&why, &self.job.secrets);
+        tracing::info!(diverged = %why, "replay: the model takes over");
+        self.replay.diverged = Some(why);
+    }
+
+    /// Observes the page as the model would see it, for a trace.
+    async fn look(&mut self, driver: &mut Driver<'_>, n: u32, max: u32) -> Result<Observation, ActError> {
+        let started = Instant::now();
+        let view = observe_page(driver).await?;
+        let tabs = driver.tabs().await.unwrap_or_default();
+        let current = driver.current_tab(&tabs);
+        let text = prompt::mask(
+            &prompt::render_view(n, max, &view, &tabs, current),
+            &self.job.secrets,
+        );
+        Ok(Observation {
+            n,
+            step: self.job.first_step + n,
+            view: text,
+            url: view.url,
+            started,
+        })
+    }
+
+    /// Plays one recorded step: the page must match its shape, then each action's element is
+    /// found by its description and the action runs. `Err` only when the browser crashed.
+    async fn play_step(
+        &mut self,
+        host: &mut dyn Host,
+        driver: &mut Driver<'_>,
+        stop: &CancellationToken,
+        n: u32,
+        max: u32,
+        recorded: &PathStep,
+    ) -> Result<StepPlayed, ActError> {
+        let seen = self.look(driver, n, max).await?;
+        let shape = match driver.shape().await {
+            Ok(s) => s,
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                return Ok(StepPlayed::Diverged {
+                    why: format!("the page could not be read ({e})"),
+                    acted: false,
+                });
+            }
+        };
+        if !shape.matches(&recorded.shape) {
+            return Ok(StepPlayed::Diverged {
+                why: format!(
+                    "the page differs from the recording (recorded {:?} at {}, found {:?} at {})",
+                    cut(&recorded.shape.title, 80),
+                    recorded.shape.url,
+                    cut(&shape.title, 80),
+                    shape.url
+                ),
+                acted: false,
+            });
+        }
+        self.rec_end();
+        self.replay.current = Some(PathStep {
+            url: seen.url.clone(),
+            shape,
+            actions: Vec::new(),
+        });
+        let act_started = Instant::now();
+        let mut traces = Vec::new();
+        let mut calls = Vec::new();
+        let mut results = Vec::new();
+        let mut end = StepPlayed::Done;
+        let count = recorded.actions.len();
+        for (k, action) in recorded.actions.iter().enumerate() {
+            if stop.is_cancelled() {
+                end = StepPlayed::Stopped;
+                break;
+            }
+            match self.play_action(host, driver, stop, action).await? {
+                ActionPlayed::Ok {
+                    args,
+                    result,
+                    navigated,
+                } => {
+                    let id = if action.id.is_empty() {
+                        format!("replay_{n}_{k}")
+                    } else {
+                        action.id.clone()
+                    };
+                    let shown = prompt::mask(&args.to_string(), &self.job.secrets);
+                    calls.push(json!({"id": id, "type": "function",
+                        "function": {"name": action.name, "arguments": shown}}));
+                    results.push(json!({"role": "tool", "tool_call_id": id, "content": result}));
+                    traces.push(ActionTrace {
+                        name: action.name.clone(),
+                        args: serde_json::from_str(&shown).unwrap_or(Value::Null),
+                        result,
+                    });
+                    if let Some(c) = self.replay.current.as_mut() {
+                        c.actions.push(action.clone());
+                    }
+                    if navigated && k + 1 < count {
+                        end = StepPlayed::Diverged {
+                            why: format!(
+                                "the page changed after action {} of {count}, before the rest ran",
+                                k + 1
+                            ),
+                            acted: true,
+                        };
+                        break;
+                    }
+                }
+                ActionPlayed::Diverged(why) => {
+                    let what = action
+                        .targets
+                        .values()
+                        .next()
+                        .map(replay::describe)
+                        .unwrap_or_default();
+                    end = StepPlayed::Diverged {
+                        why: format!("action {} of {count} ({} {what}): {why}", k + 1, action.name),
+                        acted: !traces.is_empty(),
+                    };
+                    break;
+                }
+                ActionPlayed::Stopped => {
+                    end = StepPlayed::Stopped;
+                    break;
+                }
+            }
+        }
+        if !traces.is_empty() {
+            self.history
+                .push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
+            self.history.extend(results);
+            let cost = StepCost {
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                llm_ms: 0,
+                act_ms: act_started.elapsed().as_millis() as u64,
+                step_ms: seen.started.elapsed().as_millis() as u64,
+                retries: 0,
+                first_request_ms: None,
+                reasoning: format!("replayed step {n} of the recorded path"),
+                cost_usd: llm::usd(Usage::default(), self.agent.llm.price()),
+            };
+            let mut trace = self.trace(&seen, Some(cost), traces, None);
+            trace.source = Some(StepSource::Replay);
+            host.status(&format!("step {}: replayed", seen.step)).await;
+            host.record_step(trace).await;
+        }
+        self.rec_end();
+        Ok(end)
+    }
+
+    /// Plays one recorded action through the model's own action code. `Err` only when the
+    /// browser crashed.
+    async fn play_action(
+        &mut self,
+        host: &mut dyn Host,
+        driver: &mut Driver<'_>,
+        stop: &CancellationToken,
+        action: &PathAction,
+    ) -> Result<ActionPlayed, ActError> {
+        let mut found = BTreeMap::new();
+        for (arg, target) in &action.targets {
+            match driver.find(target).await {
+                Ok(Some(i)) => {
+                    found.insert(arg.clone(), i);
+                }
+                Ok(None) => {
+                    return Ok(ActionPlayed::Diverged(
+                        "no element on the page matches the recorded one".into(),
+                    ));
+                }
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    return Ok(ActionPlayed::Diverged(format!(
+                        "the element could not be looked for ({e})"
+                    )));
+                }
+            }
+        }
+        let args = match action.arguments(&found, &self.job.metadata) {
+            Ok(a) => a,
+            Err(e) => return Ok(ActionPlayed::Diverged(e.to_string())),
+        };
+        let parsed = match tools::parse(
+            &action.name,
+            &args.to_string(),
+            &self.offered,
+            &self.job.custom_tools,
+        ) {
+            Ok(Action::Done { .. } | Action::Custom { .. }) => {
+                return Ok(ActionPlayed::Diverged(format!(
+                    "{} cannot be replayed",
+                    action.name
+                )));
+            }
+            Ok(a) => a,
+            Err(why) => return Ok(ActionPlayed::Diverged(why)),
+        };
+        let mut shot = None;
+        Ok(match self.act(host, driver, parsed, stop, &mut shot).await {
+            Step::Result(Ok(effect)) => ActionPlayed::Ok {
+                args,
+                result: if effect.note.is_empty() {
+                    "ok".into()
+                } else {
+                    prompt::mask(&format!("ok: {}", effect.note), &self.job.secrets)
+                },
+                navigated: effect.navigated,
+            },
+            Step::Result(Err(e)) if e.is_fatal() => return Err(e),
+            Step::Result(Err(e)) => {
+                ActionPlayed::Diverged(prompt::mask(&format!("the action failed: {e}"), &self.job.secrets))
+            }
+            Step::End(End::Stopped) => ActionPlayed::Stopped,
+            Step::End(_) | Step::Text(_) => ActionPlayed::Diverged("the action cannot be replayed".into()),
+        })
+    }
+
+    /// The one model request of a replay: the answer, read from the page reached, through
+    /// `done` only (validated like the model's `done`; one retry on an invalid output).
+    /// Each request is a step with its own trace. `Err` only when the browser crashed.
+    async fn read_answer(
+        &mut self,
+        host: &mut dyn Host,
+        driver: &mut Driver<'_>,
+        stop: &CancellationToken,
+        n: u32,
+        max: u32,
+    ) -> Result<Answered, ActError> {
+        let seen = self.look(driver, n, max).await?;
+        let done_tool: Vec<Value> = self
+            .tools
+            .iter()
+            .filter(|t| t.pointer("/function/name").and_then(Value::as_str) == Some("done"))
+            .cloned()
+            .collect();
+        let mut intro = format!("{ANSWER_LINE}\nTask: {}", self.job.task);
+        if !self.job.metadata.is_empty() {
+            intro.push_str("\nVariables:");
+            for (k, v) in &self.job.metadata {
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                intro.push_str(&format!("\n{k} = {v}"));
+            }
+        }
+        intro.push_str(&format!("\n\n{}", seen.view));
+        let mut messages = vec![
+            json!({"role": "system", "content": ANSWER_SYSTEM}),
+            json!({"role": "user", "content": intro}),
+        ];
+        let offered = vec!["done".to_string()];
+        for attempt in 0..2u32 {
+            if attempt > 0 && n + attempt > max {
+                return Ok(Answered::Not("the answer did not match the response model".into(), attempt));
+            }
+            if self.first_request.is_none() {
+                self.first_request = Some(self.started.elapsed());
+            }
+            let request = json!({
+                "messages": messages,
+                "tools": done_tool,
+                "tool_choice": {"type": "function", "function": {"name": "done"}},
+            });
+            let reply = match self.agent.llm.chat(request, stop).await {
+                Ok(r) => r,
+                Err(LlmError::Stopped) => return Ok(Answered::Stopped),
+                Err(e) => return Ok(Answered::Not(format!("the answer request failed: {e}"), attempt)),
+            };
+            self.usage.prompt += reply.usage.prompt;
+            self.usage.completion += reply.usage.completion;
+            self.retries += reply.retries;
+            let act_started = Instant::now();
+            let call = reply.tool_calls.iter().find(|c| c.name == "done");
+            let (result, verdict) = self.judge_answer(call, &offered);
+            let actions = call
+                .map(|c| {
+                    vec![ActionTrace {
+                        name: "done".into(),
+                        args: serde_json::from_str(&prompt::mask(&c.arguments, &self.job.secrets))
+                            .unwrap_or(Value::Null),
+                        result: result.clone(),
+                    }]
+                })
+                .unwrap_or_default();
+            let reasoning = prompt::mask(&cut(reply.content.trim(), 600), &self.job.secrets);
+            let this = Observation {
+                n: n + attempt,
+                step: seen.step + attempt,
+                view: seen.view.clone(),
+                url: seen.url.clone(),
+                started: seen.started,
+            };
+            let cost = self.cost(&this, &reply, reasoning, act_started);
+            let mut trace = self.trace(&this, Some(cost), actions, None);
+            trace.source = Some(StepSource::Replay);
+            host.record_step(trace).await;
+            match verdict {
+                Some(Ok(end)) => return Ok(Answered::Done(end, attempt + 1)),
+                Some(Err(why)) => return Ok(Answered::Not(why, attempt + 1)),
+                None => {
+                    let id = call.map_or_else(|| format!("answer_{attempt}"), |c| c.id.clone());
+                    let args = call.map_or_else(String::new, |c| c.arguments.clone());
+                    messages.push(json!({"role": "assistant", "content": null, "tool_calls": [{
+                        "id": id, "type": "function", "function": {"name": "done", "arguments": args}}]}));
+                    messages.push(json!({"role": "tool", "tool_call_id": id, "content": result}));
+                }
+            }
+        }
+        Ok(Answered::Not(
+            "the answer did not match the response model".into(),
+            2,
+        ))
+    }
+
+    /// What the answer's `done` call says: (result told to the model, verdict); no verdict
+    /// means ask again.
+    fn judge_answer(&mut self, call: Option<&ToolCall>, offered: &[String]) -> (String, Option<Result<End, String>>) {
+        let Some(call) = call else {
+            return ("error: call done with the answer".into(), None);
+        };
+        match tools::parse("done", &call.arguments, offered, &[]) {
+            Ok(Action::Done { output, success }) => match self.done(output, success) {
+                Step::End(End::Done(out)) => ("ok".into(), Some(Ok(End::Done(out)))),
+                Step::End(_) => (
+                    "ok".into(),
+                    Some(Err("the model found no answer on the page reached".into())),
+                ),
+                Step::Text(t) => (t, None),
+                Step::Result(_) => ("error: call done".into(), None),
+            },
+            Ok(_) => ("error: call done".into(), None),
+            Err(why) => (format!("error: {why}"), None),
+        }
+    }
+
+    // --- recording, while the model drives ---
+
+    /// Starts recording a step on the page just observed.
+    pub(super) async fn rec_begin(&mut self, driver: &mut Driver<'_>, url: &str) {
+        if !self.replay.enabled || self.replay.spoiled {
+            return;
+        }
+        self.rec_end();
+        let shape = driver.shape().await.unwrap_or_default();
+        self.replay.current = Some(PathStep {
+            url: url.to_string(),
+            shape,
+            actions: Vec::new(),
+        });
+    }
+
+    /// Closes the step being recorded.
+    pub(super) fn rec_end(&mut self) {
+        if let Some(c) = self.replay.current.take()
+            && !c.actions.is_empty()
+        {
+            self.replay.steps.push(c);
+        }
+    }
+
+    /// The elements an action is about to use, described before it runs (recording only).
+    pub(super) async fn rec_targets(&mut self, driver: &mut Driver<'_>, action: &Action) -> BTreeMap<String, Target> {
+        let mut targets = BTreeMap::new();
+        if !self.replay.enabled || self.replay.spoiled {
+            return targets;
+        }
+        let indexes: Vec<(&str, u32)> = match action {
+            Action::Click { index }
+            | Action::Type { index, .. }
+            | Action::SelectOption { index, .. }
+            | Action::UploadFile { index, .. }
+            | Action::Hover { index } => vec![("index", *index)],
+            Action::DragDrop { from, to } => vec![("from", *from), ("to", *to)],
+            _ => Vec::new(),
+        };
+        for (arg, index) in indexes {
+            if let Ok(t) = driver.describe(index).await {
+                targets.insert(arg.to_string(), t);
+            }
+        }
+        targets
+    }
+
+    /// Records a tool call that succeeded; a custom tool makes the run unrecordable.
+    pub(super) fn rec_action(&mut self, call: &ToolCall, targets: BTreeMap<String, Target>, called: &Called) {
+        if !self.replay.enabled || self.replay.spoiled || call.name == "done" {
+            return;
+        }
+        if self.job.custom_tools.iter().any(|t| t.name == call.name) {
+            self.replay.spoiled = true;
+            return;
+        }
+        if !called.text.starts_with("ok") {
+            return;
+        }
+        let needs = match call.name.as_str() {
+            "drag_drop" => 2,
+            "click" | "type" | "select_option" | "upload_file" | "hover" => 1,
+            _ => 0,
+        };
+        if targets.len() < needs {
+            // An element we could not describe: a path through it could not be replayed.
+            self.replay.spoiled = true;
+            return;
+        }
+        let action = PathAction::record(
+            &call.id,
+            &call.name,
+            &call.arguments,
+            targets,
+            &self.job.metadata,
+            &self.job.secrets,
+        );
+        if let Some(c) = self.replay.current.as_mut() {
+            c.actions.push(action);
+        }
+    }
+}
