@@ -8,16 +8,17 @@
     reason = "tests: a failed expectation fails the test"
 )]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Reply, serve};
 use smoothd_browser::{
     Action, BrowserProcess, BrowserSession, ChallengeKind, Driver, LaunchConfig, SessionOptions,
     find_chromium,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// The page at `target` (path and query), or None for a 404.
 fn page(target: &str) -> Option<String> {
@@ -78,34 +79,7 @@ fn page(target: &str) -> Option<String> {
 
 /// Serves [`page`] on 127.0.0.1:0 (one request per connection); returns its base URL.
 async fn site() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut n = 0;
-                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-                    match sock.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => n += k,
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                let target = head.split_whitespace().nth(1).unwrap_or("/");
-                let (status, body) = match page(target) {
-                    Some(b) => ("200 OK", b),
-                    None => ("404 Not Found", "not found".to_string()),
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    base
+    serve(|target| page(target).map(Reply::html)).await.0
 }
 
 /// A browser that reaches only 127.0.0.1 (the captcha providers' hosts fail at once).

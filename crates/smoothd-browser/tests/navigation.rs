@@ -2,24 +2,29 @@
 //! never an empty page still being rendered; a click at an element that something appeared over
 //! since the view is refused, naming what covers it. Real Chromium, pages served by the test
 //! (which can hold one resource back and tell when it was served).
-#![expect(
-    clippy::unwrap_used,
-    clippy::panic,
-    reason = "tests: a failed expectation fails the test"
-)]
+
+mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{Reply, Served, browser, index_of, serve};
 use serde_json::Value;
-use smoothd_browser::{
-    ActError, Action, BrowserProcess, BrowserSession, Driver, LaunchConfig, PageView, SessionOptions,
-    find_chromium,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use smoothd_browser::{ActError, Action, BrowserSession, Driver, SessionOptions};
+
+/// Serves `pages` (by path and query) on 127.0.0.1:0; returns the base URL and the log of what
+/// was served when.
+async fn site(pages: Vec<(&'static str, Res)>) -> (String, Served) {
+    let pages: HashMap<&'static str, Res> = pages.into_iter().collect();
+    serve(move |target| {
+        pages.get(target).map(|r| Reply {
+            kind: r.kind,
+            body: r.body.as_bytes().to_vec(),
+            delay: r.delay,
+        })
+    })
+    .await
+}
 
 /// One resource: how long the server holds it back, its type and body.
 struct Res {
@@ -28,75 +33,12 @@ struct Res {
     body: &'static str,
 }
 
-/// When each path's response was written (after its delay).
-type Served = Arc<Mutex<HashMap<String, Instant>>>;
-
-/// Serves `pages` on 127.0.0.1:0; returns the base URL and the log of what was served when.
-async fn site(pages: Vec<(&'static str, Res)>) -> (String, Served) {
-    let pages: Arc<HashMap<&'static str, Res>> = Arc::new(pages.into_iter().collect());
-    let served: Served = Arc::default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let log = served.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (pages, log) = (pages.clone(), log.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut n = 0;
-                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-                    match sock.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => n += k,
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let (status, kind, body, delay) = match pages.get(path.as_str()) {
-                    Some(r) => ("200 OK", r.kind, r.body, r.delay),
-                    None => ("404 Not Found", "text/plain", "not found", Duration::ZERO),
-                };
-                tokio::time::sleep(delay).await;
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(reply.as_bytes()).await;
-                let _ = sock.flush().await;
-                log.lock().unwrap().insert(path, Instant::now());
-            });
-        }
-    });
-    (base, served)
-}
-
 fn html(body: &'static str) -> Res {
     Res {
         delay: Duration::ZERO,
         kind: "text/html; charset=utf-8",
         body,
     }
-}
-
-async fn browser() -> Arc<BrowserProcess> {
-    let chromium: PathBuf = find_chromium(std::env::var("SMOOTHD_CHROMIUM").ok().as_deref())
-        .unwrap_or_else(|e| panic!("these tests need Chromium: {e}"));
-    Arc::new(
-        BrowserProcess::launch(&LaunchConfig::new(chromium), &[])
-            .await
-            .unwrap(),
-    )
-}
-
-fn index_of(view: &PageView, needle: &str) -> u32 {
-    let line = view
-        .text
-        .lines()
-        .find(|l| l.contains(needle) && l.contains("]<"))
-        .unwrap_or_else(|| panic!("no element line with {needle:?} in the view:\n{}", view.text));
-    let start = line.find('[').unwrap() + 1;
-    let end = start + line[start..].find(']').unwrap();
-    line[start..end].parse().unwrap()
 }
 
 const SLOW: Duration = Duration::from_secs(3);
