@@ -23,20 +23,10 @@ use crate::setup::Prepared;
 /// browser is being prepared when the task starts on a blank tab.
 pub(crate) async fn run_task(services: &Services, ctx: &mut TaskContext, agent: &Agent) -> Option<Final> {
     let mut job = job_for_task(ctx).await;
-    job.max_cost_usd = match max_cost_usd(ctx).await {
-        Ok(cap) => cap,
+    let path_key = match cap_and_plan(ctx, &mut job).await {
+        Ok(k) => k,
         Err(why) => return Some(Final::failed(why)),
     };
-    let (plan, path_key) = replay::plan(
-        ctx.store(),
-        &ctx.task.owner,
-        ctx.spec.replay.as_ref(),
-        &job.task,
-        job.url.as_deref(),
-        job.response_model.as_ref(),
-    )
-    .await;
-    job.replay = plan;
     let mut run = agent.start(job);
     let stop = ctx.stop_token().clone();
     let (prepared, ()) = tokio::join!(services.open_browser(ctx, None), run.prefetch(&stop));
@@ -106,20 +96,10 @@ pub(crate) async fn session_run_task(
         Err(why) => return Reply::user(why.to_string()),
     };
     job.files = placed_files(prepared);
-    job.max_cost_usd = match max_cost_usd(ctx).await {
-        Ok(cap) => cap,
+    let path_key = match cap_and_plan(ctx, &mut job).await {
+        Ok(k) => k,
         Err(why) => return Reply::internal(why),
     };
-    let (plan, path_key) = replay::plan(
-        ctx.store(),
-        &ctx.task.owner,
-        ctx.spec.replay.as_ref(),
-        &job.task,
-        job.url.as_deref(),
-        job.response_model.as_ref(),
-    )
-    .await;
-    job.replay = plan;
     let stop = ctx.stop_token().clone();
     let finish = {
         let mut host = TaskHost {
@@ -139,6 +119,23 @@ pub(crate) async fn session_run_task(
         End::Failed { error, .. } => Reply::user(error),
         End::Stopped => Reply::internal("the session was stopped"),
     }
+}
+
+/// Gives `job` its spend cap and its replay plan (a stored path to play, or one to record);
+/// returns where the path is kept after the run. `Err` when the cap cannot be read.
+async fn cap_and_plan(ctx: &TaskContext, job: &mut Job) -> Result<Option<replay::PathKey>, String> {
+    job.max_cost_usd = max_cost_usd(ctx).await?;
+    let (plan, path_key) = replay::plan(
+        ctx.store(),
+        &ctx.task.owner,
+        ctx.spec.replay.as_ref(),
+        &job.task,
+        job.url.as_deref(),
+        job.response_model.as_ref(),
+    )
+    .await;
+    job.replay = plan;
+    Ok(path_key)
 }
 
 /// The task's spend cap: the smaller of its `max_cost_usd` and its key's (the server's own is
