@@ -297,6 +297,23 @@ def scripted_model():
     s.close()
 
 
+def playwright_chromium():
+    """The system Chromium under Playwright (headless, CHROMIUM_FLAGS), for a fixture to
+    `yield from`; skips without Chromium, and fails under CI=true."""
+    import pytest
+    from playwright.sync_api import sync_playwright
+
+    exe = "/usr/lib/chromium/chromium" if os.path.exists("/usr/lib/chromium/chromium") else chromium_path()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium not found (CI=true)")
+        pytest.skip("Chromium not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()
+
+
 def make_client(base_url: str, key: str) -> SmoothClient:
     return SmoothClient(api_key=key, base_url=base_url, timeout=30)
 

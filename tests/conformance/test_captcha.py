@@ -10,24 +10,21 @@ The module runs its own smoothd per backend with a long captcha timeout, and ano
 with a short one for the unanswered captcha.
 """
 
-import os
 import time
 
 import pytest
 
 from scripted_llm import content_text
 from smoothd_support import (
-    CHROMIUM_FLAGS,
-    chromium_path,
     get_task,
     llm_env,
+    playwright_chromium,
     scripted_model,
     serve,
-    wait_final,
     wait_status,
 )
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 RESULT_TIMEOUT = 120
 START = "/captcha/start.html"
@@ -45,15 +42,7 @@ def server(request, llm):
 
 @pytest.fixture(scope="module")
 def chromium():
-    exe = "/usr/lib/chromium/chromium" if os.path.exists("/usr/lib/chromium/chromium") else chromium_path()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium not found (CI=true)")
-        pytest.skip("Chromium not installed")
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)
-        yield b
-        b.close()
+    yield from playwright_chromium()
 
 
 @pytest.fixture(autouse=True)

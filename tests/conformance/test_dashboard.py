@@ -17,13 +17,12 @@ import pytest
 import requests
 
 from smoothd_support import (
-    CHROMIUM_FLAGS,
     LLM_PRICE_IN,
     LLM_PRICE_OUT,
-    chromium_path,
     close_client,
     llm_env,
     make_client,
+    playwright_chromium,
     scripted_model,
     serve,
     Server,
@@ -31,7 +30,7 @@ from smoothd_support import (
     wait_status,
 )
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 DESKTOP = {"width": 1280, "height": 800}
 MOBILE = {"width": 390, "height": 844}
@@ -50,15 +49,7 @@ def server(request, llm):
 
 @pytest.fixture(scope="module")
 def chromium():
-    exe = "/usr/lib/chromium/chromium" if os.path.exists("/usr/lib/chromium/chromium") else chromium_path()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium not found (CI=true)")
-        pytest.skip("Chromium not installed")
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)
-        yield b
-        b.close()
+    yield from playwright_chromium()
 
 
 def sign_in(chromium, server, key=None, viewport=DESKTOP):
