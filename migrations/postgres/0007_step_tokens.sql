@@ -6,4 +6,4 @@ UPDATE task_steps SET
     prompt_tokens = COALESCE((data::json->>'prompt_tokens')::bigint, 0),
     completion_tokens = COALESCE((data::json->>'completion_tokens')::bigint, 0);
 -- Covering, so the sums can be answered from the index alone.
-CREATE INDEX task_steps_tokens ON task_steps (task_id) INCLUDE (prompt_tokens, completion_tokens);
+CREATE INDEX task_steps_tokens ON task_steps (task_id, prompt_tokens, completion_tokens);

@@ -13,6 +13,7 @@ pub mod step;
 pub mod time;
 pub mod totp;
 pub mod urlpattern;
+pub mod validation;
 
 pub use device::Device;
 pub use event::{Direction, Event};

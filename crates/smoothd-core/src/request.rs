@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::device::Device;
 use crate::urlpattern::UrlPattern;
+pub use crate::validation::{ValidationError, kind};
 
 /// The most metadata keys a task may carry.
 pub const METADATA_MAX_KEYS: usize = 16;
@@ -43,38 +44,6 @@ pub const RESERVED_TOOL_NAMES: [&str; 16] = [
     "drag_drop",
     "extract",
 ];
-
-/// A request the server refuses, with the field it is about.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ValidationError {
-    /// HTTP status to answer with: 422 for a bad value, 400 for a bad reference.
-    pub status: u16,
-    /// The field, as a path (`metadata.user`, `files[2]`).
-    pub field: String,
-    /// What is wrong, for a person.
-    pub message: String,
-}
-
-impl ValidationError {
-    /// A bad value (422).
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            status: 422,
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// A reference to something that does not exist (400).
-    pub fn unknown(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            status: 400,
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Proxy settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -424,19 +393,6 @@ impl Fields<'_> {
                 format!("must be a list of strings, got {}", kind(v)),
             )),
         }
-    }
-}
-
-/// A word for a JSON value's type, for messages.
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a number with a fraction",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -146,7 +146,7 @@ async fn extract(
         return Reply::user(format!("extract: input.schema is not a valid JSON schema: {e}"));
     }
     let prompt = input.get("prompt").and_then(Value::as_str).unwrap_or("");
-    let cap = match crate::agent::max_cost_usd(ctx).await {
+    let cap = match ctx.max_cost_usd().await {
         Ok(cap) => cap,
         Err(why) => return Reply::internal(why),
     };

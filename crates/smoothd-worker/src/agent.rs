@@ -124,7 +124,7 @@ pub(crate) async fn session_run_task(
 /// Gives `job` its spend cap and its replay plan (a stored path to play, or one to record);
 /// returns where the path is kept after the run. `Err` when the cap cannot be read.
 async fn cap_and_plan(ctx: &TaskContext, job: &mut Job) -> Result<Option<replay::PathKey>, String> {
-    job.max_cost_usd = max_cost_usd(ctx).await?;
+    job.max_cost_usd = ctx.max_cost_usd().await?;
     let (plan, path_key) = replay::plan(
         ctx.store(),
         &ctx.task.owner,
@@ -136,18 +136,6 @@ async fn cap_and_plan(ctx: &TaskContext, job: &mut Job) -> Result<Option<replay:
     .await;
     job.replay = plan;
     Ok(path_key)
-}
-
-/// The task's spend cap: the smaller of its `max_cost_usd` and its key's (the server's own is
-/// the agent's). A cap that cannot be read is not skipped: the run does not start.
-pub(crate) async fn max_cost_usd(ctx: &TaskContext) -> Result<Option<f64>, String> {
-    match ctx.store().key_max_cost(&ctx.task.owner).await {
-        Ok(key) => Ok(smoothd_agent::budget::smallest(ctx.spec.max_cost_usd(), key)),
-        Err(e) => {
-            tracing::warn!(task.id = %ctx.id(), error = %e, "the key's max_cost_usd could not be read");
-            Err("the key's max_cost_usd could not be read (database unavailable); try again".into())
-        }
-    }
 }
 
 /// The agent's link to its task while it runs.

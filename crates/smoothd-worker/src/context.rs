@@ -106,6 +106,18 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
+    /// The task's spend cap: the smaller of its `max_cost_usd` and its key's (the server's own is
+    /// the agent's). A cap that cannot be read is not skipped: the run does not start.
+    pub(crate) async fn max_cost_usd(&self) -> Result<Option<f64>, String> {
+        match self.store().key_max_cost(&self.task.owner).await {
+            Ok(key) => Ok(smoothd_agent::budget::smallest(self.spec.max_cost_usd(), key)),
+            Err(e) => {
+                tracing::warn!(task.id = %self.id(), error = %e, "the key's max_cost_usd could not be read");
+                Err("the key's max_cost_usd could not be read (database unavailable); try again".into())
+            }
+        }
+    }
+
     pub(crate) fn new(
         task: TaskRow,
         spec: TaskSpec,
