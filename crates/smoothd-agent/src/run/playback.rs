@@ -121,6 +121,11 @@ enum ActionPlayed {
     Stopped,
 }
 
+/// How many more times a step that does not match yet is looked at, and how long apart, before
+/// the model takes over (about a second in all).
+const LATE_TRIES: u32 = 3;
+const LATE_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
 impl Run {
     /// Plays the stored path, if there is one.
     pub(super) async fn play(
@@ -142,7 +147,22 @@ impl Run {
             if stop.is_cancelled() {
                 return Played::Ended(self.finish(End::Stopped, n - 1));
             }
-            match self.play_step(host, driver, stop, n, max, recorded).await {
+            let mut played = self.play_step(host, driver, stop, n, max, recorded).await;
+            // The page may still be drawing what the recording saw (an overlay shown a moment
+            // after the load, content from a script): a step that did not match and did nothing
+            // is looked at again a few times before the model takes over.
+            for _ in 0..LATE_TRIES {
+                if !matches!(played, Ok(StepPlayed::Diverged { acted: false, .. })) {
+                    break;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(LATE_WAIT) => {}
+                    () = stop.cancelled() => break,
+                }
+                driver.forget_view();
+                played = self.play_step(host, driver, stop, n, max, recorded).await;
+            }
+            match played {
                 Ok(StepPlayed::Done) => {}
                 Ok(StepPlayed::Diverged { why, acted }) => {
                     self.take_over(format!("recorded step {n} of {total}: {why}"));
