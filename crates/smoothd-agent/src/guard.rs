@@ -12,6 +12,7 @@ use std::hash::{Hash, Hasher};
 
 use serde_json::Value;
 use smoothd_core::ActionTrace;
+use smoothd_core::request::RESERVED_TOOL_NAMES;
 
 /// The thresholds (0 turns a detector off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,9 +189,11 @@ impl Guard {
     /// Takes the actions the model took on the latest observation (secrets already masked).
     pub fn acted(&mut self, actions: &[ActionTrace]) {
         let described: Vec<String> = actions.iter().map(|a| describe(a, &self.view)).collect();
+        // Custom tools (not among the agent's own, reserved names) talk to the client, and
+        // `done` ends the run: neither says anything about the page.
         let neutral = actions
             .iter()
-            .any(|a| a.name == "done" || !tools_on_page().contains(&a.name.as_str()));
+            .any(|a| a.name == "done" || !RESERVED_TOOL_NAMES.contains(&a.name.as_str()));
         if let Some(last) = self.steps.last_mut() {
             last.actions = described.join(", then ");
             last.neutral = neutral;
@@ -255,26 +258,6 @@ impl Guard {
             ),
         }
     }
-}
-
-/// The tools that act on the page (the rest talk to the client or end the run).
-fn tools_on_page() -> &'static [&'static str] {
-    &[
-        "goto",
-        "click",
-        "type",
-        "select_option",
-        "scroll",
-        "press_key",
-        "go_back",
-        "switch_tab",
-        "upload_file",
-        "wait",
-        "hover",
-        "drag_drop",
-        "screenshot",
-        "print_page",
-    ]
 }
 
 /// Steps at the end of `done` that took the same actions on the same state, which is also
