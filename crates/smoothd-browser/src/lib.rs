@@ -28,5 +28,5 @@ pub use error::BrowserError;
 pub use launch::{BrowserProcess, LaunchConfig};
 pub use media::{Frame, MediaOptions, PageMedia, ViewerInput};
 pub use pool::BrowserPool;
-pub use session::{BrowserSession, SessionOptions, Tab};
+pub use session::{BrowserSession, SessionOptions, SpareKey, Tab};
 pub use tempfile::TempDir;

@@ -4,7 +4,7 @@
 //! second challenge means the credentials are wrong, and the request fails).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chromiumoxide::Page;
 use chromiumoxide::cdp::browser_protocol::fetch::{
@@ -51,14 +51,48 @@ fn adblock_type(t: &ResourceType) -> &'static str {
     }
 }
 
+/// The policy an interceptor enforces, which its session may replace before its first request
+/// (a spare session given to a task, see [`crate::pool`]). The proxy credentials are fixed when
+/// interception starts.
+pub type SharedPolicy = Arc<RwLock<Policy>>;
+
+/// Whether `policy` refuses `url` (a request of type `kind` from the document at `source`).
+fn verdict(policy: &SharedPolicy, url: &str, source: &str, kind: &ResourceType) -> Option<&'static str> {
+    let policy = match policy.read() {
+        Ok(p) => p,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    match url::Url::parse(url) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https" | "ws" | "wss")
+                && !allowed(&policy.allowed_urls, &u) =>
+        {
+            Some("outside allowed_urls")
+        }
+        _ if !matches!(kind, ResourceType::Document)
+            && policy
+                .blocker
+                .as_ref()
+                .is_some_and(|b| b.blocks(url, source, adblock_type(kind))) =>
+        {
+            Some("ad blocker")
+        }
+        _ => None,
+    }
+}
+
 /// Starts intercepting `page`'s requests; the returned task stops when aborted.
 pub async fn intercept(
     page: &Page,
-    policy: Policy,
+    shared: SharedPolicy,
 ) -> Result<(tokio::task::JoinHandle<()>, Arc<Mutex<Seen>>), BrowserError> {
     let mut paused = page.event_listener::<EventRequestPaused>().await?;
     let mut auth = page.event_listener::<EventAuthRequired>().await?;
-    if let Some((user, pass)) = &policy.proxy_credentials {
+    let credentials = match shared.read() {
+        Ok(p) => p.proxy_credentials.clone(),
+        Err(poisoned) => poisoned.into_inner().proxy_credentials.clone(),
+    };
+    if let Some((user, pass)) = &credentials {
         page.authenticate(chromiumoxide::auth::Credentials {
             username: user.clone(),
             password: pass.clone(),
@@ -71,7 +105,7 @@ pub async fn intercept(
             resource_type: None,
             request_stage: Some(RequestStage::Request),
         }]),
-        handle_auth_requests: Some(policy.proxy_credentials.is_some()),
+        handle_auth_requests: Some(credentials.is_some()),
     })
     .await?;
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -86,14 +120,7 @@ pub async fn intercept(
                     let Some(ev) = ev else { break };
                     let url = ev.request.url.clone();
                     let is_document = matches!(ev.resource_type, ResourceType::Document);
-                    let verdict = match url::Url::parse(&url) {
-                        Ok(u) if matches!(u.scheme(), "http" | "https" | "ws" | "wss")
-                            && !allowed(&policy.allowed_urls, &u) => Some("outside allowed_urls"),
-                        _ if !is_document && policy.blocker.as_ref()
-                            .is_some_and(|b| b.blocks(&url, &source, adblock_type(&ev.resource_type))) => Some("ad blocker"),
-                        _ => None,
-                    };
-                    let result = match verdict {
+                    let result = match verdict(&shared, &url, &source, &ev.resource_type) {
                         Some(why) => {
                             tracing::debug!(%url, why, "request blocked");
                             if let Ok(mut s) = record.lock() {
@@ -118,7 +145,7 @@ pub async fn intercept(
                     let Some(ev) = ev else { break };
                     let n = challenges.entry(ev.request.url.clone()).or_insert(0);
                     *n += 1;
-                    if (*n > 1 || policy.proxy_credentials.is_none())
+                    if (*n > 1 || credentials.is_none())
                         && let Ok(mut s) = record.lock() {
                             s.proxy_auth_failed = true;
                         }

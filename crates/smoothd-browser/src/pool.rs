@@ -9,8 +9,18 @@
 //! shared and service workers say, whatever a page's override (see [`crate::contexts`]). A
 //! remote browser serves every device, and its phone tasks' shared and service workers keep
 //! its own user agent.
+//!
+//! Spare sessions: preparing a task's context (context, page, device emulation, stealth,
+//! interception) takes 150 to 250 ms of Chromium's time, which a task's first navigation used
+//! to wait for. The pool keeps one session prepared ahead, for the options the last task asked
+//! for (at start: the SDK's defaults), and hands it to the next task with the same device,
+//! stealth and cursor and no proxy; that task's `allowed_urls` and ad blocker are set on it when
+//! it is taken, before it has made any request. A spare is never used twice: once taken, the
+//! next one is prepared a moment later ([`REFILL_DELAY`], so it does not compete with the
+//! task's first navigation). Off with `spare_session = false`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use smoothd_core::Device;
@@ -19,6 +29,16 @@ use tokio::sync::Mutex;
 use crate::emulation;
 use crate::error::BrowserError;
 use crate::launch::{BrowserProcess, LaunchConfig, shown_endpoint};
+use crate::session::{BrowserSession, SessionOptions, SpareKey};
+
+/// How long after a spare is taken the next one is prepared.
+pub const REFILL_DELAY: Duration = Duration::from_millis(1000);
+
+/// A session prepared ahead for the next task with its key.
+struct Spare {
+    key: SpareKey,
+    session: BrowserSession,
+}
 
 /// Where the shared browser comes from.
 #[derive(Debug)]
@@ -36,6 +56,20 @@ pub struct BrowserPool {
     /// The shared browser of each device identity (see [`emulation::identity`]), each behind
     /// a lock of its own: launching a phone's browser keeps no desktop task waiting.
     shared: [(Device, Mutex<Option<Arc<BrowserProcess>>>); 2],
+    /// Whether a spare session is kept (see the module's doc).
+    spares: AtomicBool,
+    /// The spare session, if one is ready.
+    spare: std::sync::Mutex<Option<Spare>>,
+    /// A spare is being prepared.
+    filling: AtomicBool,
+}
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spare")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 fn slots() -> [(Device, Mutex<Option<Arc<BrowserProcess>>>); 2] {
@@ -51,6 +85,9 @@ impl BrowserPool {
         Self {
             source: Source::Launch(config),
             shared: slots(),
+            spares: AtomicBool::new(true),
+            spare: std::sync::Mutex::new(None),
+            filling: AtomicBool::new(false),
         }
     }
 
@@ -62,6 +99,9 @@ impl BrowserPool {
                 timeout: Duration::from_secs(20),
             },
             shared: slots(),
+            spares: AtomicBool::new(true),
+            spare: std::sync::Mutex::new(None),
+            filling: AtomicBool::new(false),
         }
     }
 
@@ -119,5 +159,113 @@ impl BrowserPool {
         });
         *slot = Some(p.clone());
         Ok(p)
+    }
+}
+
+impl BrowserPool {
+    /// Keeps a spare session (the default) or not; turning it off closes the one kept.
+    pub fn set_spare_sessions(&self, on: bool) {
+        self.spares.store(on, Ordering::SeqCst);
+        if !on && let Some(old) = self.take_slot() {
+            tokio::spawn(old.session.close());
+        }
+    }
+
+    /// A fresh session for a task that asked for `opts` in the shared browser `process`: the
+    /// spare when one was prepared with the same key in that process (nothing to wait for),
+    /// else one opened now. Either way the next spare is prepared soon after.
+    pub async fn open_session(
+        self: &Arc<Self>,
+        process: Arc<BrowserProcess>,
+        opts: SessionOptions,
+    ) -> Result<BrowserSession, BrowserError> {
+        let Some(key) = BrowserSession::spare_key(&opts).filter(|_| self.spares.load(Ordering::SeqCst))
+        else {
+            smoothd_metrics::browser_session(false);
+            return BrowserSession::open(process, opts).await;
+        };
+        let taken = self.take(key, &process);
+        self.refill(key, REFILL_DELAY);
+        smoothd_metrics::browser_session(taken.is_some());
+        match taken {
+            Some(mut session) => {
+                tracing::debug!(?key, "a task takes the spare session");
+                session.adopt(opts);
+                Ok(session)
+            }
+            None => BrowserSession::open(process, opts).await,
+        }
+    }
+
+    /// Prepares a spare for the SDK's default options (desktop, stealth, no cursor), for the
+    /// first task.
+    pub fn prepare_spare(self: &Arc<Self>) {
+        if self.spares.load(Ordering::SeqCst) {
+            self.refill(
+                SpareKey {
+                    device: Device::Desktop,
+                    stealth: true,
+                    show_cursor: false,
+                },
+                Duration::ZERO,
+            );
+        }
+    }
+
+    /// Whether a spare is ready (for tests and metrics).
+    pub fn has_spare(&self) -> bool {
+        self.slot().is_some()
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Spare>> {
+        match self.spare.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Takes the spare out of its slot.
+    fn take_slot(&self) -> Option<Spare> {
+        let spare = self.slot().take();
+        smoothd_metrics::spare_ready(false);
+        spare
+    }
+
+    /// The spare, if it has `key` and lives in `process` (a spare of another key is closed:
+    /// the next one is prepared for this task's key).
+    fn take(&self, key: SpareKey, process: &Arc<BrowserProcess>) -> Option<BrowserSession> {
+        let spare = self.take_slot()?;
+        if spare.key == key && std::ptr::eq(spare.session.process(), &**process) && process.is_alive() {
+            return Some(spare.session);
+        }
+        tokio::spawn(spare.session.close());
+        None
+    }
+
+    /// Prepares a spare for `key` after `delay`, unless one is being prepared.
+    fn refill(self: &Arc<Self>, key: SpareKey, delay: Duration) {
+        if self.filling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let made = match pool.shared_for(key.device).await {
+                Ok(process) => BrowserSession::open(process, key.options()).await,
+                Err(e) => Err(e),
+            };
+            match made {
+                Ok(session) if pool.spares.load(Ordering::SeqCst) => {
+                    let old = pool.slot().replace(Spare { key, session });
+                    smoothd_metrics::spare_ready(true);
+                    if let Some(old) = old {
+                        old.session.close().await;
+                    }
+                }
+                Ok(session) => session.close().await,
+                Err(e) => tracing::debug!(error = %e, "no spare session this time"),
+            }
+            pool.filling.store(false, Ordering::SeqCst);
+        });
     }
 }

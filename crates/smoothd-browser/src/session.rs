@@ -23,7 +23,7 @@ use crate::contexts;
 use crate::emulation;
 use crate::error::BrowserError;
 use crate::launch::BrowserProcess;
-use crate::network::{self, Policy, Seen};
+use crate::network::{self, Policy, Seen, SharedPolicy};
 
 /// How a task wants its browser.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +44,26 @@ pub struct SessionOptions {
     pub blocker: Option<Arc<Blocker>>,
 }
 
+/// What a spare session was prepared with (see [`BrowserSession::spare_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpareKey {
+    pub device: Device,
+    pub stealth: bool,
+    pub show_cursor: bool,
+}
+
+impl SpareKey {
+    /// Options that open a session with this key (no `allowed_urls`, no blocker yet).
+    pub(crate) fn options(self) -> SessionOptions {
+        SessionOptions {
+            device: self.device,
+            stealth: self.stealth,
+            show_cursor: self.show_cursor,
+            ..SessionOptions::default()
+        }
+    }
+}
+
 /// One tab of a session.
 #[derive(Debug, Clone)]
 pub struct Tab {
@@ -62,6 +82,8 @@ pub struct BrowserSession {
     page: Page,
     opts: SessionOptions,
     interceptor: Option<tokio::task::JoinHandle<()>>,
+    /// What the interceptor enforces (replaced when a spare session is given to a task).
+    policy: SharedPolicy,
     seen: Arc<Mutex<Seen>>,
     /// Overrides the page's iframes and workers, and starts them.
     _children: Option<contexts::ChildOverrides>,
@@ -130,13 +152,13 @@ impl BrowserSession {
         if opts.show_cursor {
             emulation::show_cursor(&page).await?;
         }
-        let policy = Policy {
+        let policy = Arc::new(std::sync::RwLock::new(Policy {
             blocker: opts.blocker.clone(),
             allowed_urls: opts.allowed_urls.clone(),
             proxy_credentials: opts.proxy_credentials.clone(),
-        };
+        }));
         // Always intercept: the CDP handler runs with request interception on.
-        let (interceptor, seen) = network::intercept(&page, policy).await?;
+        let (interceptor, seen) = network::intercept(&page, policy.clone()).await?;
         let interceptor = Some(interceptor);
         Ok(Self {
             process,
@@ -144,9 +166,36 @@ impl BrowserSession {
             page,
             opts,
             interceptor,
+            policy,
             seen,
             _children: children,
         })
+    }
+
+    /// The options a spare session must have been opened with to serve a task that asks for
+    /// `opts`: what is fixed when the page is made (device, stealth, cursor, proxy). None when
+    /// the task cannot take a spare (a proxy, or the process's default context).
+    pub fn spare_key(opts: &SessionOptions) -> Option<SpareKey> {
+        (opts.proxy_server.is_none() && opts.proxy_credentials.is_none() && !opts.default_context).then_some(
+            SpareKey {
+                device: opts.device,
+                stealth: opts.stealth,
+                show_cursor: opts.show_cursor,
+            },
+        )
+    }
+
+    /// Gives this never-used session to a task that asked for `opts` (same [`Self::spare_key`]):
+    /// its `allowed_urls` and ad blocker apply from the next request on.
+    pub(crate) fn adopt(&mut self, opts: SessionOptions) {
+        let mut policy = match self.policy.write() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        policy.allowed_urls = opts.allowed_urls.clone();
+        policy.blocker = opts.blocker.clone();
+        drop(policy);
+        self.opts = opts;
     }
 
     /// Navigates and waits for the page to load. A refused URL, a network error or a URL outside

@@ -68,6 +68,8 @@ struct Metrics {
     browsers: IntGauge,
     browser_launches: IntCounter,
     browser_crashes: IntCounter,
+    sessions: IntCounterVec,
+    spare_ready: IntGauge,
 }
 
 fn metrics() -> &'static Metrics {
@@ -219,6 +221,26 @@ impl Metrics {
                 &registry,
                 IntCounter::new("smoothd_browser_launches_total", "Chromium processes started.").expect("valid"),
             ),
+            spare_ready: reg(
+                &registry,
+                IntGauge::new(
+                    "smoothd_browser_spare_ready",
+                    "1 while a browser context is prepared ahead for the next task (see spare_session).",
+                )
+                .expect("valid"),
+            ),
+            sessions: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "smoothd_browser_sessions_total",
+                        "Browser contexts given to tasks in the shared Chromium, by source: `spare` (prepared \
+                         ahead, nothing to wait for) or `opened` (prepared when the task started).",
+                    ),
+                    &["source"],
+                )
+                .expect("valid"),
+            ),
             browser_crashes: reg(
                 &registry,
                 IntCounter::new(
@@ -301,6 +323,20 @@ pub fn browser_launched() {
     m.browser_launches.inc();
 }
 
+/// A task got a browser context in the shared Chromium: the spare prepared ahead (`spare`
+/// true) or one opened for it.
+pub fn browser_session(spare: bool) {
+    metrics()
+        .sessions
+        .with_label_values(&[if spare { "spare" } else { "opened" }])
+        .inc();
+}
+
+/// A spare browser context is ready (or was taken or dropped).
+pub fn spare_ready(ready: bool) {
+    metrics().spare_ready.set(i64::from(ready));
+}
+
 /// A Chromium process ended; `crashed` when nobody asked it to.
 pub fn browser_exited(crashed: bool) {
     let m = metrics();
@@ -381,6 +417,7 @@ mod tests {
         record_claim(None);
         record_step(Duration::from_millis(900), 100, 20, 2);
         record_task_end(4);
+        browser_session(true);
         let text = render(Some(&DbSnapshot {
             tasks_by_status: vec![("done".into(), 3)],
             queue_depth: 2,
@@ -397,6 +434,7 @@ mod tests {
             "smoothd_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/task/{id}\",status=\"202\"}",
             "smoothd_agent_steps_per_task_count",
             "smoothd_model_tokens_total{kind=\"prompt\"}",
+            "smoothd_browser_sessions_total{source=\"spare\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -122,7 +122,7 @@ fn temp(prefix: &str) -> Result<TempDir, SetupError> {
 /// task needs state of its own.
 pub async fn prepare(
     ctx: &TaskContext,
-    pool: &BrowserPool,
+    pool: &Arc<BrowserPool>,
     blobs: &Blobs,
     media: Option<&MediaServices>,
     opts: SessionOptions,
@@ -132,9 +132,7 @@ pub async fn prepare(
     let prepared = if spec.profile_id.is_none() && spec.extensions.is_empty() && spec.certificates.is_empty()
     {
         let process = pool.shared_for(opts.device).await.map_err(SetupError::Browser)?;
-        let session = BrowserSession::open(process, opts)
-            .await
-            .map_err(SetupError::Open)?;
+        let session = pool.open_session(process, opts).await.map_err(SetupError::Open)?;
         Prepared {
             session,
             files,

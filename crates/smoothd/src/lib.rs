@@ -109,12 +109,16 @@ pub fn browser_pool(settings: &Settings) -> Result<Arc<BrowserPool>, String> {
                 "browser_ws is set: chromium and chromium_args are not used (the remote browser has its own flags)"
             );
         }
-        return Ok(Arc::new(BrowserPool::remote(endpoint.to_string())));
+        let pool = Arc::new(BrowserPool::remote(endpoint.to_string()));
+        pool.set_spare_sessions(settings.spare_session);
+        return Ok(pool);
     }
     let chromium = find_chromium(settings.chromium.as_deref()).map_err(|e| e.to_string())?;
     let mut launch = LaunchConfig::new(chromium);
     launch.extra_args = settings.chromium_args.clone();
-    Ok(Arc::new(BrowserPool::new(launch)))
+    let pool = Arc::new(BrowserPool::new(launch));
+    pool.set_spare_sessions(settings.spare_session);
+    Ok(pool)
 }
 
 /// Compiles the ad-block lists once for the process (EasyList takes a moment).
@@ -398,6 +402,7 @@ async fn start_workers(
                 if let Err(e) = pool.warm().await {
                     tracing::error!(error = %e, "cannot start or reach the browser; sessions will retry");
                 }
+                pool.prepare_spare();
             });
         }
         Err(e) => tracing::warn!(error = %e, "no browser: sessions cannot navigate"),

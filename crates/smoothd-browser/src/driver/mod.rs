@@ -33,8 +33,12 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use chromiumoxide::cdp::browser_protocol::browser::EventDownloadWillBegin;
-use chromiumoxide::cdp::browser_protocol::page::{CreateIsolatedWorldParams, FrameId};
-use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, EvaluateReturns, ExecutionContextId};
+use chromiumoxide::cdp::browser_protocol::page::{
+    AddScriptToEvaluateOnNewDocumentParams, CreateIsolatedWorldParams, FrameId,
+};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    EvaluateParams, EvaluateReturns, EventExecutionContextCreated, ExecutionContextId,
+};
 use chromiumoxide::listeners::EventStream;
 use serde::Deserialize;
 use serde_json::Value;
@@ -189,6 +193,9 @@ pub struct Driver<'a> {
     xframes: Vec<XFrame>,
     /// The page helper's isolated world: (tab's target id, execution context id).
     world: Mutex<Option<(String, i64)>>,
+    /// The worlds Chromium makes for the helper at each new document of the current tab (see
+    /// [`Driver::world`]): (tab's target id, the tab's new execution contexts).
+    born: Mutex<Option<(String, EventStream<EventExecutionContextCreated>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -209,6 +216,7 @@ impl<'a> Driver<'a> {
             routes: HashMap::new(),
             xframes: Vec::new(),
             world: Mutex::new(None),
+            born: Mutex::new(None),
         }
     }
 
@@ -270,15 +278,25 @@ impl<'a> Driver<'a> {
     }
 
     /// The execution context of the page helper's isolated world in the current tab's document:
-    /// remembered, or made anew when `fresh` (the DOM is shared with the page; its JavaScript
-    /// globals are not, so the page sees neither the helper nor its calls).
+    /// the one Chromium made when the document was created (page.js already ran in it, before
+    /// the page's own scripts), else the remembered one, else one made now when `fresh` (the
+    /// DOM is shared with the page; its JavaScript globals are not, so the page sees neither
+    /// the helper nor its calls).
     async fn world(&self, fresh: bool) -> Result<i64, ActError> {
         let target = self.page.target_id().as_ref().to_string();
-        if !fresh
-            && let Some((t, ctx)) = lock(&self.world).as_ref()
-            && *t == target
+        self.preinstall(&target).await;
+        let known = lock(&self.world)
+            .as_ref()
+            .filter(|(t, _)| *t == target)
+            .map(|(_, c)| *c);
+        if let Some(born) = self.newest_born(&target).await
+            && Some(born) != known
         {
-            return Ok(*ctx);
+            *lock(&self.world) = Some((target, born));
+            return Ok(born);
+        }
+        if !fresh && let Some(ctx) = known {
+            return Ok(ctx);
         }
         let frame = self
             .page
@@ -292,6 +310,56 @@ impl<'a> Driver<'a> {
         let ctx = *r.execution_context_id.inner();
         *lock(&self.world) = Some((target, ctx));
         Ok(ctx)
+    }
+
+    /// Has Chromium run page.js in the helper's world of every new document of tab `target`
+    /// from now on (once per tab), and watches for those worlds. Without it (a browser that
+    /// refuses) worlds are made on demand as before.
+    async fn preinstall(&self, target: &str) {
+        if lock(&self.born).as_ref().is_some_and(|(t, _)| t == target) {
+            return;
+        }
+        let Ok(stream) = self.page.event_listener::<EventExecutionContextCreated>().await else {
+            return;
+        };
+        let mut p = AddScriptToEvaluateOnNewDocumentParams::new(PAGE_JS);
+        p.world_name = Some(WORLD.into());
+        if let Err(e) = self.session.cdp(&self.page, p, CALL_LIMIT).await {
+            tracing::debug!(error = %e, "page.js is not installed ahead in new documents");
+            return;
+        }
+        *lock(&self.born) = Some((target.to_string(), stream));
+    }
+
+    /// The newest helper world Chromium made in the main frame of tab `target` since the last
+    /// look, if any.
+    async fn newest_born(&self, target: &str) -> Option<i64> {
+        let mut newest = Vec::new();
+        {
+            let mut born = lock(&self.born);
+            let (t, stream) = born.as_mut()?;
+            if t != target {
+                return None;
+            }
+            while let Some(Some(ev)) = futures::FutureExt::now_or_never(futures::StreamExt::next(stream)) {
+                if ev.context.name == WORLD {
+                    newest.push(ev);
+                }
+            }
+        }
+        let main = self.page.mainframe().await.ok().flatten()?;
+        newest
+            .iter()
+            .rev()
+            .find(|ev| {
+                ev.context
+                    .aux_data
+                    .as_ref()
+                    .and_then(|d| d.get("frameId"))
+                    .and_then(Value::as_str)
+                    == Some(main.as_ref())
+            })
+            .map(|ev| *ev.context.id.inner())
     }
 
     /// Calls `window.__smoothd.<call>` (installing the helper first if needed).

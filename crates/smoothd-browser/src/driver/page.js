@@ -6,18 +6,23 @@
 (() => {
   if (window.__smoothd) return;
   const S = (window.__smoothd = { els: [], xels: [], base: 0, prev: new WeakSet(), mut: 0, key: '' });
+  // Installed while the document was still being parsed (Chromium runs this file in every new
+  // document): every mutation since is counted, so `mutAt` is the time of the last one.
+  const early = document.readyState === 'loading';
+  S.mutAt = performance.now();
+  const changed = () => { S.mut++; S.mutAt = performance.now(); };
   const watch = (doc) => {
     if (!doc || doc.__smoothdWatched) return;
     doc.__smoothdWatched = true;
     try {
-      new MutationObserver(() => { S.mut++; }).observe(doc, {
+      new MutationObserver(changed).observe(doc, {
         subtree: true, childList: true, attributes: true, characterData: true,
       });
     } catch (e) {}
   };
   watch(document);
-  addEventListener('input', () => { S.mut++; }, true);
-  addEventListener('change', () => { S.mut++; }, true);
+  addEventListener('input', changed, true);
+  addEventListener('change', changed, true);
 
   const SKIP = new Set(['SCRIPT', 'STYLE', 'NOSCRIPT', 'TEMPLATE', 'HEAD', 'META', 'LINK', 'TITLE', 'BASE']);
   const BLOCK = new Set(['ADDRESS', 'ARTICLE', 'ASIDE', 'BLOCKQUOTE', 'BR', 'DD', 'DIALOG', 'DIV', 'DL', 'DT',
@@ -712,12 +717,14 @@
   // After DOMContentLoaded: resolves when the DOM has been quiet for `quiet` ms with content in
   // the body, or after `max` ms; says whether there is content and whether the page has made
   // timers (an empty body that set timers may still be rendered by them).
+  // A helper installed early knows when the DOM last changed; one installed late counts quiet
+  // from the call.
   S.ready = (quiet, max) => new Promise((res) => {
     const start = performance.now();
-    let last = S.mut, lastChange = start;
+    let last = S.mut, lastChange = early ? S.mutAt : start;
     const tick = () => {
       const now = performance.now();
-      if (S.mut !== last) { last = S.mut; lastChange = now; }
+      if (S.mut !== last) { last = S.mut; lastChange = early ? S.mutAt : now; }
       const done = now - start >= max;
       if (now - lastChange >= quiet || done) {
         const has = content();
@@ -725,7 +732,7 @@
       }
       later(tick, 10);
     };
-    later(tick, 10);
+    tick();
   });
 
   // Resolves when the DOM has been quiet for `quiet` ms, or after `max` ms.

@@ -62,6 +62,9 @@ pub struct Settings {
     pub chromium: Option<String>,
     /// Extra Chromium flags, e.g. `["--host-resolver-rules=..."]`.
     pub chromium_args: Vec<String>,
+    /// Keep one fresh browser context prepared for the next task (device emulation, stealth
+    /// and interception done ahead), so a task's first navigation does not wait for it.
+    pub spare_session: bool,
     /// Filter lists for `use_adblock` (default: Debian's EasyList and EasyPrivacy).
     pub adblock_lists: Option<Vec<PathBuf>>,
     /// OpenAI-compatible endpoint, e.g. `http://127.0.0.1:11434/v1`.
@@ -201,6 +204,7 @@ impl Default for Settings {
             workers: 2,
             chromium: None,
             chromium_args: Vec::new(),
+            spare_session: true,
             adblock_lists: None,
             llm_base_url: None,
             llm_api_key: None,
