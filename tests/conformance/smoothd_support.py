@@ -731,3 +731,20 @@ class Viewer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def db_text(server, sql: str) -> str:
+    """The rows `sql` selects from the server's database, as text (SQLite through sqlite3, PostgreSQL
+    through psql), for tests that check what is stored."""
+    if server.backend == "sqlite":
+        import sqlite3
+
+        con = sqlite3.connect(server.db_url.removeprefix("sqlite://"))
+        try:
+            return json.dumps(con.execute(sql).fetchall())
+        finally:
+            con.close()
+    out = subprocess.run(["psql", server.db_url, "-At", "-c", sql], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+

@@ -8,15 +8,13 @@ secrets, belongs to one API key, and obeys `mode` and `DELETE /v1/replay/{key}`.
 import http.server
 import json
 import secrets
-import sqlite3
-import subprocess
 import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from smooth.models import Secret
 
-from smoothd_support import get_task, llm_env, make_client, close_client, scripted_model, serve, wait_status
+from smoothd_support import db_text, get_task, llm_env, make_client, close_client, scripted_model, serve, wait_status
 
 RESULT_TIMEOUT = 120
 
@@ -284,20 +282,7 @@ def test_a_moved_button_is_found_by_its_description(server, client, shop, llm):
 
 
 def db_paths_text(server) -> str:
-    if server.backend == "sqlite":
-        con = sqlite3.connect(server.db_url.removeprefix("sqlite://"))
-        try:
-            return json.dumps(con.execute("SELECT * FROM replay_paths").fetchall())
-        finally:
-            con.close()
-    out = subprocess.run(
-        ["psql", server.db_url, "-At", "-c", "SELECT owner, cache_key, task, path FROM replay_paths"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return db_text(server, "SELECT owner, cache_key, task, path FROM replay_paths")
 
 
 def test_a_secret_is_typed_on_replay_and_stored_nowhere(server, client, shop, llm, site):

@@ -25,7 +25,7 @@ from smooth._exceptions import ApiError
 from smooth.models import Secret
 
 from scripted_llm import content_text, tool_results
-from smoothd_support import get_task, llm_env, scripted_model, serve, wait_final, wait_status
+from smoothd_support import db_text, get_task, llm_env, scripted_model, serve, wait_final, wait_status
 
 PERIOD = 30
 
@@ -214,6 +214,10 @@ def test_a_totp_secret_signs_in_and_its_key_goes_nowhere(server, client, llm, fo
     for where in ("model requests", "steps"):
         assert not whole_code.search(places[where]), f"the one-time code is in the {where}"
     assert key not in logs and "otpauth://" not in logs and password not in logs, "a secret is in smoothd's log"
+    # The stored run_task command keeps the secrets' names, not their values, once answered.
+    stored = db_text(server, f"SELECT name, payload FROM task_events WHERE task_id = '{s.id()}' AND direction = 'in'")
+    assert "run_task" in stored and "otp" in stored and stored.count("<redacted>") == 2, stored
+    assert key not in stored and "otpauth" not in stored and password not in stored, "a secret is in the database"
     assert "<secret>otp</secret>" in steps
 
 

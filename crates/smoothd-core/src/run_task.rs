@@ -125,6 +125,29 @@ impl RunTaskInput {
     }
 }
 
+/// What remains of a `run_task` event's payload once its secrets' values are gone (names and
+/// `allowed_urls` stay, each value reads `<redacted>`), to store in place of the payload after
+/// the run; None when the payload holds no secret.
+pub fn redacted(payload: &Value) -> Option<Value> {
+    let mut out = payload.clone();
+    let secrets = out.get_mut("input")?.get_mut("secrets")?.as_object_mut()?;
+    if secrets.is_empty() {
+        return None;
+    }
+    for s in secrets.values_mut() {
+        match s {
+            Value::Object(o) => {
+                o.insert("value".into(), Value::String(REDACTED.into()));
+            }
+            other => *other = Value::String(REDACTED.into()),
+        }
+    }
+    Some(out)
+}
+
+/// A stored secret's value after its run.
+pub const REDACTED: &str = "<redacted>";
+
 /// The JSON type of `v`, for errors that must not quote it.
 fn json_type(v: &Value) -> &'static str {
     match v {
@@ -184,6 +207,27 @@ fn secret(name: &str, s: &Value) -> Result<SecretInput, RunTaskError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn redacted_keeps_names_and_urls_but_no_value() {
+        let payload = serde_json::json!({"name": "run_task", "input": {"task": "t", "secrets": {
+            "pw": "hunter2",
+            "otp": {"value": "otpauth://totp/x?secret=ABC", "allowed_urls": ["https://a.example/**"]},
+        }}});
+        let r = redacted(&payload).unwrap();
+        let text = r.to_string();
+        assert!(!text.contains("hunter2") && !text.contains("otpauth"), "{text}");
+        assert_eq!(r["input"]["secrets"]["pw"], REDACTED);
+        assert_eq!(r["input"]["secrets"]["otp"]["value"], REDACTED);
+        assert_eq!(
+            r["input"]["secrets"]["otp"]["allowed_urls"][0],
+            "https://a.example/**"
+        );
+        assert_eq!(r["input"]["task"], "t");
+        assert!(redacted(&serde_json::json!({"input": {"task": "t"}})).is_none());
+        assert!(redacted(&serde_json::json!({"input": {"task": "t", "secrets": {}}})).is_none());
+    }
+
     use serde_json::json;
 
     use super::*;

@@ -343,6 +343,17 @@ impl Store {
         }))
     }
 
+    /// Replaces the payload of the client's event `t` of a task (a `run_task` whose secrets are
+    /// no longer needed once it was answered).
+    #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
+    pub async fn rewrite_client_event(&self, task_id: &str, t: i64, payload: &Value) -> Result<()> {
+        let text = serde_json::to_string(payload)?;
+        let q = self
+            .sql("UPDATE task_events SET payload = $1 WHERE task_id = $2 AND t = $3 AND direction = 'in'");
+        with_pool!(self, pool => sqlx::query(&q).bind(&text).bind(task_id).bind(t).execute(pool).await?.rows_affected());
+        Ok(())
+    }
+
     /// Events of one direction newer than `after`, oldest first.
     #[tracing::instrument(level = "debug", skip_all, fields(task.id = %task_id))]
     pub async fn events_after(

@@ -174,6 +174,9 @@ impl Session<'_> {
         let Ok(sent) = ctx.reply(event, reply.code, reply.output).await else {
             return Next::End(None);
         };
+        if action == "run_task" {
+            forget_secrets(ctx, event).await;
+        }
         if crashed {
             // As with close: the SDK never reads the events of the first final response,
             // so the 500 answer must be read while the session still reads running.
@@ -208,5 +211,20 @@ impl Session<'_> {
             output: Value::Null,
             credits_used: credits,
         })
+    }
+}
+
+/// A `run_task` was answered: its secrets' values leave the stored event (a command is never
+/// run twice, so nothing needs them again). Failing to is logged, not fatal.
+async fn forget_secrets(ctx: &TaskContext, event: &Event) {
+    let Some(clean) = smoothd_core::run_task::redacted(&event.payload) else {
+        return;
+    };
+    if let Err(e) = ctx
+        .store()
+        .rewrite_client_event(ctx.id(), event.timestamp, &clean)
+        .await
+    {
+        tracing::warn!(error = %e, "run_task: the secrets could not be removed from the stored command");
     }
 }
