@@ -22,7 +22,8 @@ pub use adblock::Blocker;
 pub use binary::find_chromium;
 pub use certs::ClientCertificate;
 pub use driver::{
-    ActError, Action, ActionResult, Challenge, ChallengeKind, Driver, FrameError, PageShape, PageView, Target,
+    ActError, Action, ActionResult, Challenge, ChallengeKind, Driver, FrameError, PageShape, PageView,
+    Settle, Target,
 };
 pub use error::BrowserError;
 pub use launch::{BrowserProcess, LaunchConfig};

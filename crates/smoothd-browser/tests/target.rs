@@ -10,7 +10,7 @@
 mod common;
 
 use common::{browser, eval, fixture_site, index_of};
-use smoothd_browser::{Action, BrowserSession, Driver, PageView, SessionOptions, Target};
+use smoothd_browser::{Action, BrowserSession, Driver, PageView, SessionOptions, Settle, Target};
 
 async fn open(d: &mut Driver<'_>, url: String) -> PageView {
     d.act(Action::Goto { url }).await.unwrap();
@@ -340,5 +340,106 @@ async fn a_pages_shape_survives_its_data_and_not_an_interstitial() {
     // Another page is another shape.
     open(&mut d, format!("{site}/agent/form.html")).await;
     assert!(!d.shape().await.unwrap().matches(&recorded));
+    session.close().await;
+}
+
+/// A page for [`Settle::Brief`]: a form that submits (at once, or from a checkbox's change
+/// handler, as filters do), and a button whose content comes from a slow fetch.
+fn brief_site(target: &str) -> Option<common::Reply> {
+    let path = target.split('?').next().unwrap_or("/");
+    match path {
+        "/a" => Some(common::Reply::html(
+            "<!doctype html><title>A</title><h1>Filters</h1>\
+             <form action=\"/b\"><label><input type=checkbox name=red onchange=\"this.form.submit()\"> Red</label>\
+             <button type=submit>Go</button></form>\
+             <button type=button id=load onclick=\"fetch('/data').then(r => r.text()).then(t => {\
+               const b = document.createElement('button'); b.textContent = t; document.body.appendChild(b); })\">Load</button>",
+        )),
+        "/b" => Some(common::Reply::html(
+            "<!doctype html><title>B</title><h1>Results</h1>",
+        )),
+        "/data" => Some(common::Reply {
+            kind: "text/plain",
+            body: b"Loaded late".to_vec(),
+            delay: std::time::Duration::from_millis(300),
+        }),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brief_settle_still_follows_navigations_and_waits_for_fetched_content() {
+    let (site, _) = common::serve(brief_site).await;
+    let session = BrowserSession::open(browser().await, SessionOptions::default())
+        .await
+        .unwrap();
+    let mut d = Driver::new(&session);
+    d.install().await.unwrap();
+    d.set_settle(Settle::Brief);
+    // A submit button, and a checkbox whose handler submits: the new document is followed.
+    for what in ["Go", "name=red"] {
+        let view = open(&mut d, format!("{site}/a")).await;
+        let done = d
+            .act(Action::Click {
+                index: index_of(&view, what),
+            })
+            .await
+            .unwrap();
+        assert!(done.navigated, "{what}: {done:?}");
+        assert_eq!(d.observe().await.unwrap().title, "B", "{what}");
+    }
+    // Content a click fetched (300 ms) is there when the click returns, with no new view.
+    let view = open(&mut d, format!("{site}/a")).await;
+    let done = d
+        .act(Action::Click {
+            index: index_of(&view, "Load"),
+        })
+        .await
+        .unwrap();
+    assert!(!done.navigated, "{done:?}");
+    let late = Target {
+        tag: "button".into(),
+        role: Some("button".into()),
+        name: Some("Loaded late".into()),
+        text: Some("Loaded late".into()),
+        ..Target::default()
+    };
+    let found = d.find(&late).await.unwrap();
+    let view = d.observe().await.unwrap();
+    assert_eq!(found, Some(index_of(&view, "Loaded late")), "{}", view.text);
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_element_of_an_older_view_is_found_only_while_it_is_not_covered() {
+    let site = fixture_site().await;
+    let session = BrowserSession::open(browser().await, SessionOptions::default())
+        .await
+        .unwrap();
+    let mut d = Driver::new(&session);
+    d.install().await.unwrap();
+    let view = open(&mut d, format!("{site}/target/shop.html")).await;
+    let checkout = d.describe(index_of(&view, "Checkout")).await.unwrap();
+    // The page changed since the view, not this button: the view's number still holds.
+    eval(
+        &session,
+        "document.getElementById('rows').append(document.createElement('tr'))",
+    )
+    .await;
+    assert_eq!(
+        d.find(&checkout).await.unwrap(),
+        Some(index_of(&view, "Checkout"))
+    );
+    // Covered since the view: not given from the old view, nor found in a new one.
+    eval(
+        &session,
+        "const m = document.createElement('div'); m.id = 'modal'; m.textContent = 'Wait'; document.body.appendChild(m);",
+    )
+    .await;
+    assert_eq!(d.find(&checkout).await.unwrap(), None);
+    eval(&session, "document.getElementById('modal').remove()").await;
+    let found = d.find(&checkout).await.unwrap().unwrap();
+    d.act(Action::Click { index: found }).await.unwrap();
+    assert_eq!(d.observe().await.unwrap().title, "Checked out");
     session.close().await;
 }

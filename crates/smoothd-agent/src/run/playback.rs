@@ -5,10 +5,10 @@
 //! model drives, it records the path a successful run leaves.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use smoothd_browser::{ActError, Driver, Target};
+use smoothd_browser::{ActError, Driver, PageShape, Settle, Target};
 use smoothd_core::replay::ReplayMode;
 use smoothd_core::{ActionTrace, StepCost, StepSource};
 use tokio_util::sync::CancellationToken;
@@ -117,14 +117,18 @@ enum ActionPlayed {
         result: String,
         navigated: bool,
     },
+    /// Its element is not on the page (yet): nothing was done.
+    Missing(String),
     Diverged(String),
     Stopped,
 }
 
-/// How many more times a step that does not match yet is looked at, and how long apart, before
-/// the model takes over (about a second in all).
-const LATE_TRIES: u32 = 3;
-const LATE_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+/// How long a step whose page does not match yet, or an action whose element is not there yet,
+/// is looked at again before the model takes over, and how often: the page may still be
+/// drawing what the recording saw (an overlay shown a moment after the load, content from a
+/// script), and a replayed action waits only briefly for the page to go quiet.
+const LATE_FOR: Duration = Duration::from_millis(1000);
+const LATE_EVERY: Duration = Duration::from_millis(50);
 
 impl Run {
     /// Plays the stored path, if there is one.
@@ -139,38 +143,11 @@ impl Run {
             return Played::Continue(1);
         };
         let total = path.steps.len();
-        for (i, recorded) in path.steps.iter().enumerate() {
-            let n = u32::try_from(i).unwrap_or(u32::MAX - 1) + 1;
-            if n > max {
-                return Played::Continue(n);
-            }
-            if stop.is_cancelled() {
-                return Played::Ended(self.finish(End::Stopped, n - 1));
-            }
-            let mut played = self.play_step(host, driver, stop, n, max, recorded).await;
-            // The page may still be drawing what the recording saw (an overlay shown a moment
-            // after the load, content from a script): a step that did not match and did nothing
-            // is looked at again a few times before the model takes over.
-            for _ in 0..LATE_TRIES {
-                if !matches!(played, Ok(StepPlayed::Diverged { acted: false, .. })) {
-                    break;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(LATE_WAIT) => {}
-                    () = stop.cancelled() => break,
-                }
-                driver.forget_view();
-                played = self.play_step(host, driver, stop, n, max, recorded).await;
-            }
-            match played {
-                Ok(StepPlayed::Done) => {}
-                Ok(StepPlayed::Diverged { why, acted }) => {
-                    self.take_over(format!("recorded step {n} of {total}: {why}"));
-                    return Played::Continue(if acted { n + 1 } else { n });
-                }
-                Ok(StepPlayed::Stopped) => return Played::Ended(self.finish(End::Stopped, n)),
-                Err(e) => return Played::Ended(self.crashed(&e, n)),
-            }
+        let played = self.play_steps(host, driver, stop, max, &path).await;
+        // The model, and the answer's request, wait for the page as usual.
+        driver.set_settle(Settle::Full);
+        if let Some(played) = played {
+            return played;
         }
         let n = u32::try_from(total).unwrap_or(u32::MAX - 1) + 1;
         if !path.answer {
@@ -192,6 +169,50 @@ impl Run {
             Ok(Answered::Stopped) => Played::Ended(self.finish(End::Stopped, n)),
             Err(e) => Played::Ended(self.crashed(&e, n)),
         }
+    }
+
+    /// Plays the path's steps; None when all of them ran.
+    async fn play_steps(
+        &mut self,
+        host: &mut dyn Host,
+        driver: &mut Driver<'_>,
+        stop: &CancellationToken,
+        max: u32,
+        path: &ReplayPath,
+    ) -> Option<Played> {
+        let total = path.steps.len();
+        for (i, recorded) in path.steps.iter().enumerate() {
+            let n = u32::try_from(i).unwrap_or(u32::MAX - 1) + 1;
+            if n > max {
+                return Some(Played::Continue(n));
+            }
+            if stop.is_cancelled() {
+                return Some(Played::Ended(self.finish(End::Stopped, n - 1)));
+            }
+            let last = i + 1 == total;
+            let mut played = self.play_step(host, driver, stop, n, max, recorded, last).await;
+            // A step that did not match and did nothing is looked at again for a while before
+            // the model takes over.
+            let late = Instant::now() + LATE_FOR;
+            while matches!(played, Ok(StepPlayed::Diverged { acted: false, .. })) && Instant::now() < late {
+                tokio::select! {
+                    () = tokio::time::sleep(LATE_EVERY) => {}
+                    () = stop.cancelled() => break,
+                }
+                driver.forget_view();
+                played = self.play_step(host, driver, stop, n, max, recorded, last).await;
+            }
+            match played {
+                Ok(StepPlayed::Done) => {}
+                Ok(StepPlayed::Diverged { why, acted }) => {
+                    self.take_over(format!("recorded step {n} of {total}: {why}"));
+                    return Some(Played::Continue(if acted { n + 1 } else { n }));
+                }
+                Ok(StepPlayed::Stopped) => return Some(Played::Ended(self.finish(End::Stopped, n))),
+                Err(e) => return Some(Played::Ended(self.crashed(&e, n))),
+            }
+        }
+        None
     }
 
     fn take_over(&mut self, why: String) {
@@ -220,8 +241,37 @@ impl Run {
         })
     }
 
+    /// A replayed step's page for its trace: no view is taken (the replay reads only the page's
+    /// shape and finds its elements), so its URL, title and landmarks, said to be replayed.
+    async fn glance(
+        &self,
+        driver: &Driver<'_>,
+        n: u32,
+        max: u32,
+        shape: &PageShape,
+        started: Instant,
+    ) -> Observation {
+        let url = driver.url().await;
+        let text = format!(
+            "Step {n}/{max} (replayed from the recorded path: no page view was taken)\nURL: {url}\nTitle: {}\nLandmarks: {}",
+            shape.title,
+            shape.marks.join(", ")
+        );
+        Observation {
+            n,
+            step: self.job.first_step + n,
+            view: prompt::mask(&text, &self.job.secrets),
+            url: prompt::mask(&url, &self.job.secrets),
+            started,
+            guard: None,
+        }
+    }
+
     /// Plays one recorded step: the page must match its shape, then each action's element is
-    /// found by its description and the action runs. `Err` only when the browser crashed.
+    /// found by its description and the action runs. The actions wait briefly for the page
+    /// (the next one, or the next step, checks it), except the path's `last` step's last
+    /// action, after which the answer is read. `Err` only when the browser crashed.
+    #[allow(clippy::too_many_arguments)]
     async fn play_step(
         &mut self,
         host: &mut dyn Host,
@@ -230,8 +280,9 @@ impl Run {
         n: u32,
         max: u32,
         recorded: &PathStep,
+        last: bool,
     ) -> Result<StepPlayed, ActError> {
-        let seen = self.look(driver, n, max).await?;
+        let started = Instant::now();
         let shape = match driver.shape().await {
             Ok(s) => s,
             Err(e) if e.is_fatal() => return Err(e),
@@ -254,9 +305,10 @@ impl Run {
                 acted: false,
             });
         }
+        let seen = self.glance(driver, n, max, &shape, started).await;
         self.rec_end();
         self.replay.current = Some(PathStep {
-            url: seen.url.clone(),
+            url: driver.url().await,
             shape,
             actions: Vec::new(),
         });
@@ -271,7 +323,22 @@ impl Run {
                 end = StepPlayed::Stopped;
                 break;
             }
-            match self.play_action(host, driver, stop, action).await? {
+            // The answer is read from the page the path's last action leaves, with no recorded
+            // shape to check it against: that one waits as long as the model's.
+            let checked =
+                !(last && k + 1 == count) && !matches!(action.name.as_str(), "go_back" | "switch_tab");
+            driver.set_settle(if checked { Settle::Brief } else { Settle::Full });
+            let mut played = self.play_action(host, driver, stop, action).await?;
+            // After an action of this step, its next element may still be on its way.
+            let late = Instant::now() + LATE_FOR;
+            while k > 0 && matches!(played, ActionPlayed::Missing(_)) && Instant::now() < late {
+                tokio::select! {
+                    () = tokio::time::sleep(LATE_EVERY) => {}
+                    () = stop.cancelled() => break,
+                }
+                played = self.play_action(host, driver, stop, action).await?;
+            }
+            match played {
                 ActionPlayed::Ok {
                     args,
                     result,
@@ -305,7 +372,7 @@ impl Run {
                         break;
                     }
                 }
-                ActionPlayed::Diverged(why) => {
+                ActionPlayed::Diverged(why) | ActionPlayed::Missing(why) => {
                     let what = action
                         .targets
                         .values()
@@ -364,7 +431,7 @@ impl Run {
                     found.insert(arg.clone(), i);
                 }
                 Ok(None) => {
-                    return Ok(ActionPlayed::Diverged(
+                    return Ok(ActionPlayed::Missing(
                         "no element on the page matches the recorded one".into(),
                     ));
                 }

@@ -48,6 +48,7 @@ use crate::session::BrowserSession;
 pub use captcha::{Challenge, ChallengeKind};
 pub use frames::FrameError;
 use route::{Link, XFrame};
+pub use settle::Settle;
 pub use target::{PageShape, Target};
 
 const PAGE_JS: &str = include_str!("page.js");
@@ -196,6 +197,8 @@ pub struct Driver<'a> {
     /// The worlds Chromium makes for the helper at each new document of the current tab (see
     /// [`Driver::world`]): (tab's target id, the tab's new execution contexts).
     born: Mutex<Option<(String, EventStream<EventExecutionContextCreated>)>>,
+    /// How an action that does not navigate waits for the page.
+    settle: Settle,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -217,6 +220,7 @@ impl<'a> Driver<'a> {
             xframes: Vec::new(),
             world: Mutex::new(None),
             born: Mutex::new(None),
+            settle: Settle::Full,
         }
     }
 

@@ -23,6 +23,14 @@
   watch(document);
   addEventListener('input', changed, true);
   addEventListener('change', changed, true);
+  // Navigations this document started to another document (a link, a form, a script), told
+  // as soon as they start, before the browser's events say so (see `brief`).
+  S.leaving = 0;
+  try {
+    if (window.navigation) navigation.addEventListener('navigate', (e) => {
+      if (!(e.destination && e.destination.sameDocument) && !e.downloadRequest) S.leaving++;
+    });
+  } catch (e) {}
 
   const SKIP = new Set(['SCRIPT', 'STYLE', 'NOSCRIPT', 'TEMPLATE', 'HEAD', 'META', 'LINK', 'TITLE', 'BASE']);
   const BLOCK = new Set(['ADDRESS', 'ARTICLE', 'ASIDE', 'BLOCKQUOTE', 'BR', 'DD', 'DIALOG', 'DIV', 'DL', 'DT',
@@ -625,8 +633,10 @@
 
   // The index in the last view of the element target t describes. Never a guess: nothing, or a
   // tie that the position among look-alikes cannot break, is not found. One found out of view
-  // is scrolled to when `scroll` (the caller then observes and asks again).
-  S.find = (t, scroll) => {
+  // is scrolled to when `scroll` (the caller then observes and asks again). With `quick` the
+  // last view may be older than the page: its index is given only for an element still on
+  // screen and not covered (what a new view would show), else `stale` asks for a new view.
+  S.find = (t, scroll, quick) => {
     const tf = t.frame || null;
     const cands = usable(document).filter((c) => c.tagName.toLowerCase() === t.tag && frameOf(c) === tf);
     const infos = cands.map(info);
@@ -649,6 +659,12 @@
     if (pick === null) return { found: false, why: 'ambiguous' };
     const el = cands[pick];
     const idx = S.els.indexOf(el);
+    if (quick) {
+      const r = el.getBoundingClientRect(), vw = el.ownerDocument.defaultView;
+      const now = r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0 && r.top < vw.innerHeight
+        && r.left < vw.innerWidth && reachable(el, r, el.getRootNode());
+      return idx >= 0 && now ? { found: true, index: S.base + idx } : { found: false, stale: true };
+    }
     if (idx >= 0) return { found: true, index: S.base + idx };
     if (!scroll) return { found: false, why: 'not in view' };
     S.mut++;
@@ -733,6 +749,13 @@
       later(tick, 10);
     };
     tick();
+  });
+
+  // `settle`, then whether this document started leaving since the last call.
+  S.brief = (quiet, max) => S.settle(quiet, max).then((ms) => {
+    const leaving = S.leaving > 0;
+    S.leaving = 0;
+    return { ms, leaving };
   });
 
   // Resolves when the DOM has been quiet for `quiet` ms, or after `max` ms.

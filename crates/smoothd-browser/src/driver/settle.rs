@@ -2,11 +2,19 @@
 //! ready.rs, or the DOM going quiet); then follow a tab the action opened. Nothing here touches
 //! the page's own JavaScript world.
 
+use std::collections::HashSet;
+
+use chromiumoxide::Page;
+use chromiumoxide::cdp::browser_protocol::network::{
+    EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, RequestId, ResourceType,
+};
 use chromiumoxide::cdp::browser_protocol::page::{
     EventFrameStartedLoading, EventFrameStartedNavigating, FrameStartedNavigatingNavigationType as Kind,
 };
-use futures::StreamExt;
+use chromiumoxide::listeners::EventStream;
+use futures::{FutureExt, StreamExt};
 use serde_json::Value;
+use tokio::time::{Duration, Instant};
 
 use chromiumoxide::cdp::browser_protocol::page::FrameId;
 
@@ -14,12 +22,106 @@ use super::ready::{Doc, Watch};
 use super::{ActError, ActionResult, Driver};
 use crate::error::BrowserError;
 
+/// How an action that does not navigate waits for what it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Settle {
+    /// 40 ms without a DOM change, at most 400 ms: the model's actions.
+    #[default]
+    Full,
+    /// 15 ms without a DOM change once the requests for scripts and data (fetch, XHR) that the
+    /// action started have ended, at most 400 ms: a replayed action that the replay checks
+    /// after (the next recorded step's page shape, the next action's element, both looked at
+    /// again while they do not match yet). A navigation the document started (told by the
+    /// page's Navigation API before the browser's events come) is waited for up to a second.
+    /// An element in a cross-origin frame waits as in `Full`.
+    Brief,
+}
+
+/// How long a [`Settle::Brief`] action whose document started leaving waits for the browser to
+/// say a navigation started.
+const LEAVING_WAIT: Duration = Duration::from_millis(1000);
+
+impl Settle {
+    /// (quiet ms, at most ms) for page.js's `settle`.
+    fn quiet(self) -> (u32, u32) {
+        match self {
+            Settle::Full => (40, 400),
+            Settle::Brief => (15, 400),
+        }
+    }
+}
+
+/// The requests for scripts and data an action started in the current tab (its own frames and
+/// same-process ones), watched in [`Settle::Brief`].
+struct Requests {
+    sent: EventStream<EventRequestWillBeSent>,
+    done: EventStream<EventLoadingFinished>,
+    failed: EventStream<EventLoadingFailed>,
+    inflight: HashSet<RequestId>,
+}
+
+impl Requests {
+    async fn of(page: &Page) -> Result<Self, ActError> {
+        let e = |e| ActError::Browser(BrowserError::from(e));
+        Ok(Self {
+            sent: page.event_listener().await.map_err(e)?,
+            done: page.event_listener().await.map_err(e)?,
+            failed: page.event_listener().await.map_err(e)?,
+            inflight: HashSet::new(),
+        })
+    }
+
+    fn sent(&mut self, ev: &EventRequestWillBeSent) {
+        let waited = matches!(
+            ev.r#type,
+            Some(ResourceType::Script | ResourceType::Stylesheet | ResourceType::Xhr | ResourceType::Fetch)
+        );
+        if waited {
+            self.inflight.insert(ev.request_id.clone());
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(Some(ev)) = self.sent.next().now_or_never() {
+            self.sent(&ev);
+        }
+        while let Some(Some(ev)) = self.done.next().now_or_never() {
+            self.inflight.remove(&ev.request_id);
+        }
+        while let Some(Some(ev)) = self.failed.next().now_or_never() {
+            self.inflight.remove(&ev.request_id);
+        }
+    }
+
+    /// Waits until none is in flight, or `until`; says whether there was any to wait for.
+    async fn ended(&mut self, until: Instant) -> bool {
+        self.drain();
+        let waited = !self.inflight.is_empty();
+        while !self.inflight.is_empty() && Instant::now() < until {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => break,
+                Some(ev) = self.sent.next() => self.sent(&ev),
+                Some(ev) = self.done.next() => { self.inflight.remove(&ev.request_id); }
+                Some(ev) = self.failed.next() => { self.inflight.remove(&ev.request_id); }
+                else => break,
+            }
+        }
+        waited
+    }
+}
+
 impl Driver<'_> {
     /// Prepares the current tab for the agent: makes the page helper's isolated world. A dead
     /// browser fails here.
     pub async fn install(&self) -> Result<(), ActError> {
         self.world(true).await?;
         Ok(())
+    }
+
+    /// How the actions from now on wait for the page when they do not navigate
+    /// ([`Settle::Full`] unless set).
+    pub fn set_settle(&mut self, settle: Settle) {
+        self.settle = settle;
     }
 
     /// Runs `act` and waits for what it started: a navigation's load, or the DOM to go quiet.
@@ -53,18 +155,49 @@ impl Driver<'_> {
             .map_err(|e| ActError::Browser(BrowserError::from(e)))?;
         let mut w = Watch::new(&self.page).await?;
         let main = self.page.mainframe().await.ok().flatten();
+        let mut requests = match self.settle {
+            Settle::Brief => Some(Requests::of(&self.page).await?),
+            Settle::Full => None,
+        };
         let out = act().await?;
+        let started = Instant::now();
         // A click that navigates starts loading within a few ms; DOM-only changes go quiet.
-        const SETTLE: &str = "window.__smoothd ? window.__smoothd.settle(40, 400) : 0";
         let frame = at.and_then(|i| self.frame_of(i));
+        if frame.is_some() {
+            requests = None;
+        }
+        let brief = requests.is_some();
+        let (quiet, max) = if brief {
+            Settle::Brief.quiet()
+        } else {
+            Settle::Full.quiet()
+        };
+        // Says whether the document started leaving (Brief only): it said so, or it is gone
+        // (the call failed, or the helper the action used is not in this document).
+        let quiet_for = |max: u32| async move {
+            let f = if brief { "brief" } else { "settle" };
+            let call = format!("window.__smoothd ? window.__smoothd.{f}({quiet}, {max}) : 0");
+            let r = match frame {
+                Some(n) => self.frame_eval(n, &call, true).await.ok(),
+                None => self.eval(call, true).await.ok(),
+            };
+            brief && r.and_then(|r| r.get("leaving").and_then(Value::as_bool)) != Some(false)
+        };
         let settle = async {
-            match frame {
-                Some(n) => {
-                    let _ = self.frame_eval(n, SETTLE, true).await;
+            let mut leaving = quiet_for(max).await;
+            // Brief: what the action fetched is usually drawn when it arrives.
+            let until = started + Duration::from_millis(u64::from(max));
+            if let Some(r) = requests.as_mut()
+                && r.ended(until).await
+            {
+                let left = until.saturating_duration_since(Instant::now()).as_millis();
+                if left > 0 {
+                    leaving |= quiet_for(u32::try_from(left).unwrap_or(max)).await;
                 }
-                None => {
-                    let _ = self.eval(SETTLE.into(), true).await;
-                }
+            }
+            if leaving {
+                // The browser's events for the new document end this wait.
+                tokio::time::sleep(LEAVING_WAIT).await;
             }
         };
         let is_main = |f: &FrameId| main.as_ref().is_none_or(|m| m == f);

@@ -112,14 +112,30 @@ impl Driver<'_> {
         serde_json::from_value(v).map_err(|e| ActError::Model(format!("unreadable target: {e}")))
     }
 
-    /// The index, in the last `observe()`'s view, of the element that matches `target`; None
-    /// when nothing matches well enough or two candidates match equally (never guess).
+    /// The index of the element that matches `target`, in the view that this call leaves as the
+    /// last one; None when nothing matches well enough or two candidates match equally (never
+    /// guess). No `observe()` is needed first.
     ///
-    /// An element of the top document (or a same-origin frame) found out of view is scrolled
-    /// into view and the view observed again, so the index is that of the new last view. One
-    /// in a cross-origin frame is found only when it is in the last view.
+    /// An element of the top document that the last view numbered and that is still on screen
+    /// and not covered keeps that number, with no new view (a replayed step after an action
+    /// that did not navigate); otherwise the page is observed again first. An element of the
+    /// top document (or a same-origin frame) found out of view is scrolled into view and the
+    /// view observed again, so the index is that of the new last view. One in a cross-origin
+    /// frame is found only when it is in view.
     pub async fn find(&mut self, target: &Target) -> Result<Option<u32>, ActError> {
         let arg = serde_json::to_string(target).map_err(|e| ActError::Model(e.to_string()))?;
+        // A view after a navigation has gone with its document; an element of a frame is
+        // looked for in every frame of a new view.
+        if self.last.is_some() && target.frame.is_none() {
+            let r = self.helper(&format!("find({arg}, false, true)")).await?;
+            if let Some(i) = index_in(&r) {
+                return Ok(Some(i));
+            }
+            if r.get("stale").and_then(Value::as_bool) != Some(true) {
+                return Ok(None);
+            }
+        }
+        self.observe().await?;
         let mut hits = Vec::new();
         let mut r = self.helper(&format!("find({arg}, true)")).await?;
         if r.get("scrolled").and_then(Value::as_bool) == Some(true) {
