@@ -90,6 +90,23 @@ class Shop:
                 "<!doctype html><title>Order form</title><h1>Order a widget</h1>"
                 f'<form action="/s/{ns}/list">{inner}</form>'
             )
+        if page == "reveal":
+            # The form shows when "Show form" is clicked: at once, or `late` (ms) later, as
+            # content a script brings; then Name is there too, or shows `late` ms after Email is
+            # typed into.
+            late = int(st.get("late", 0))
+            show = "f.hidden = false" if not late else f"setTimeout(() => {{ f.hidden = false; }}, {late})"
+            name = "n.hidden = false" if not late else f"setTimeout(() => {{ n.hidden = false; }}, {late})"
+            return (
+                "<!doctype html><title>Order form</title><h1>Order a widget</h1>"
+                f'<button id="show" type="button" onclick="{show}">Show form</button>'
+                f'<form id="f" action="/s/{ns}/list" hidden>'
+                '<p><label for="email">Email</label> <input id="email" name="email"></p>'
+                f'<p id="n"{" hidden" if late else ""}><label for="name">Name</label> <input id="name" name="name"></p>'
+                '<button id="send" type="submit">Send</button></form>'
+                "<script>const f = document.getElementById('f'), n = document.getElementById('n');"
+                f"document.getElementById('email').addEventListener('input', () => {{ {name}; }});</script>"
+            )
         if page == "list":
             email, name, n = q.get("email", ""), q.get("name", ""), q.get("page", "1")
             if n == "1":
@@ -276,6 +293,38 @@ def test_a_moved_button_is_found_by_its_description(server, client, shop, llm):
     assert len(llm.requests(marker)) - before == 1
     steps = steps_of(server, moved.id)
     assert set(sources(steps)) == {"replay"} and not any(s.get("diverged") for s in steps), steps
+
+
+def test_content_that_comes_late_after_a_replayed_action_is_waited_for(server, client, shop, llm):
+    marker = llm.script(
+        "replay-late",
+        [
+            [{"op": "click", "target": {"text": "Show form"}}],
+            [
+                {"op": "type", "target": {"id": "email"}, "text": "ada@example.com"},
+                {"op": "type", "target": {"id": "name"}, "text": "Ada"},
+                {"op": "click", "target": {"id": "send"}},
+            ],
+            [{"op": "click", "target": {"text": "Next"}}],
+            [{"op": "done", "output_from": r"(Order for \S+ costs \$\d+)"}],
+        ],
+    )
+    shop.ns("late")
+    url = f"{shop.base}/s/late/reveal"
+    task = f"Order a widget and report the price {marker}"
+    assert run(client, task, url).status == "done"
+    assert path_for(server, task)["steps"] == 3
+    # Now the form comes 250 ms after the click, and the Name field 250 ms after Email is typed
+    # (a step's page and an action's element not there yet when the replay gets to them).
+    shop.state["late"]["late"] = 250
+    before = len(llm.requests(marker))
+    late = run(client, task, url)
+    assert late.status == "done" and late.output == "Order for ada@example.com costs $42", late
+    assert len(llm.requests(marker)) - before == 1
+    steps = steps_of(server, late.id)
+    assert sources(steps) == ["replay"] * 4 and not any(s.get("diverged") for s in steps), steps
+    assert [a["name"] for a in steps[1]["actions"]] == ["type", "type", "click"], steps[1]
+    assert path_for(server, task)["replays"] == 1
 
 
 # --- (5) secrets ---
