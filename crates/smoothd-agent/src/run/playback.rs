@@ -271,7 +271,10 @@ impl Run {
     /// found by its description and the action runs. The actions wait briefly for the page
     /// (the next one, or the next step, checks it), except the path's `last` step's last
     /// action, after which the answer is read. `Err` only when the browser crashed.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the run's parts and the step's place in the path"
+    )]
     async fn play_step(
         &mut self,
         host: &mut dyn Host,
@@ -324,10 +327,11 @@ impl Run {
                 break;
             }
             // The answer is read from the page the path's last action leaves, with no recorded
-            // shape to check it against: that one waits as long as the model's.
-            let checked =
-                !(last && k + 1 == count) && !matches!(action.name.as_str(), "go_back" | "switch_tab");
-            driver.set_settle(if checked { Settle::Brief } else { Settle::Full });
+            // shape to check it against: that one waits as long as the model's, and so do the
+            // history and tab moves.
+            let unchecked =
+                (last && k + 1 == count) || matches!(action.name.as_str(), "go_back" | "switch_tab");
+            driver.set_settle(if unchecked { Settle::Full } else { Settle::Brief });
             let mut played = self.play_action(host, driver, stop, action).await?;
             // After an action of this step, its next element may still be on its way.
             let late = Instant::now() + LATE_FOR;
