@@ -243,15 +243,7 @@ impl Run {
 
     /// A replayed step's page for its trace: no view is taken (the replay reads only the page's
     /// shape and finds its elements), so its URL, title and landmarks, said to be replayed.
-    async fn glance(
-        &self,
-        driver: &Driver<'_>,
-        n: u32,
-        max: u32,
-        shape: &PageShape,
-        started: Instant,
-    ) -> Observation {
-        let url = driver.url().await;
+    fn glance(&self, url: &str, n: u32, max: u32, shape: &PageShape, started: Instant) -> Observation {
         let text = format!(
             "Step {n}/{max} (replayed from the recorded path: no page view was taken)\nURL: {url}\nTitle: {}\nLandmarks: {}",
             shape.title,
@@ -261,7 +253,7 @@ impl Run {
             n,
             step: self.job.first_step + n,
             view: prompt::mask(&text, &self.job.secrets),
-            url: prompt::mask(&url, &self.job.secrets),
+            url: prompt::mask(url, &self.job.secrets),
             started,
             guard: None,
         }
@@ -308,10 +300,11 @@ impl Run {
                 acted: false,
             });
         }
-        let seen = self.glance(driver, n, max, &shape, started).await;
+        let url = driver.url().await;
+        let seen = self.glance(&url, n, max, &shape, started);
         self.rec_end();
         self.replay.current = Some(PathStep {
-            url: driver.url().await,
+            url,
             shape,
             actions: Vec::new(),
         });
