@@ -7,13 +7,17 @@
   if (window.__smoothd) return;
   const S = (window.__smoothd = { els: [], xels: [], base: 0, prev: new WeakSet(), mut: 0, key: '' });
   // Installed while the document was still being parsed (Chromium runs this file in every new
-  // document): every mutation since is counted, so `mutAt` is the time of the last one.
-  const early = document.readyState === 'loading';
+  // document): every mutation since is counted, so `mutAt` is the time of the last one. The
+  // document it was installed in is remembered: should the window ever hold another document
+  // (one that replaced it in the same window), that one is watched from the next call on, and
+  // quiet is counted from the call again.
+  const earlyDoc = document.readyState === 'loading' ? document : null;
   S.mutAt = performance.now();
   const changed = () => { S.mut++; S.mutAt = performance.now(); };
   const watch = (doc) => {
     if (!doc || doc.__smoothdWatched) return;
     doc.__smoothdWatched = true;
+    if (doc !== earlyDoc) changed();
     try {
       new MutationObserver(changed).observe(doc, {
         subtree: true, childList: true, attributes: true, characterData: true,
@@ -21,6 +25,8 @@
     } catch (e) {}
   };
   watch(document);
+  // Whether the current document has been watched since before it was parsed.
+  const early = () => { watch(document); return earlyDoc === document; };
   addEventListener('input', changed, true);
   addEventListener('change', changed, true);
   // Navigations this document started to another document (a link, a form, a script), told
@@ -164,6 +170,7 @@
   };
 
   S.view = (opts) => {
+    watch(document);
     const key = [location.href, S.mut, scrollX, scrollY, innerWidth, innerHeight].join('|');
     if (opts.prevKey && opts.prevKey === key && (S.els.length || S.xels.length)) return { unchanged: true, key, challenge: opts.nested ? null : S.challenge() };
     // Indices start at `base`: a cross-origin frame's view continues its page's numbering.
@@ -737,10 +744,11 @@
   // from the call.
   S.ready = (quiet, max) => new Promise((res) => {
     const start = performance.now();
-    let last = S.mut, lastChange = early ? S.mutAt : start;
+    const known = early();
+    let last = S.mut, lastChange = known ? S.mutAt : start;
     const tick = () => {
       const now = performance.now();
-      if (S.mut !== last) { last = S.mut; lastChange = early ? S.mutAt : now; }
+      if (S.mut !== last) { last = S.mut; lastChange = known ? S.mutAt : now; }
       const done = now - start >= max;
       if (now - lastChange >= quiet || done) {
         const has = content();
@@ -760,6 +768,7 @@
 
   // Resolves when the DOM has been quiet for `quiet` ms, or after `max` ms.
   S.settle = (quiet, max) => new Promise((res) => {
+    watch(document);
     const start = performance.now();
     let last = S.mut, lastChange = start;
     const tick = () => {
