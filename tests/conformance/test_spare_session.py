@@ -1,7 +1,7 @@
-"""The spare browser context (`spare_session`, on by default): a context prepared ahead of the
-next task, handed to a task whose device, stealth and cursor match, with that task's own
-`allowed_urls` and ad blocker applied when it is taken. Driven through the real SDK's sessions,
-with `/metrics` telling which sessions got the spare.
+"""The spare browser context (`spare_session`, off by default, on for this module's servers): a
+context prepared ahead of the next task, handed to a task whose device, stealth and cursor match,
+with that task's own `allowed_urls` and ad blocker applied when it is taken. Driven through the
+real SDK's sessions, with `/metrics` telling which sessions got the spare.
 
 Each test waits for the spare to be ready (`smoothd_browser_spare_ready 1`) before opening the
 session that must take it.
@@ -12,6 +12,12 @@ import time
 import pytest
 
 from smooth import ToolCallError
+from smoothd_support import serve
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request):
+    yield from serve(request.param, {"SMOOTHD_SPARE_SESSION": "true"})
 
 ADBLOCK_FLAGS = "({ad: !!window.adLoaded, tracker: !!window.trackerLoaded, app: !!window.appLoaded})"
 
@@ -104,7 +110,7 @@ def test_a_task_with_other_options_opens_its_own_and_the_next_spare_follows_it(
     assert m["w"] < 500 and m["dpr"] == 3 and m["touch"] is True, m
     again.close(force=True)
 
-    # Back to the defaults, for the tests that follow.
+    # A desktop task after them opens its own again, with the desktop's viewport.
     wait_spare(server)
     desktop = client.session()
     cleanup_tasks.append(desktop.id())

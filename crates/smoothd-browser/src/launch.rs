@@ -59,6 +59,11 @@ fn base_args(data_dir: &Path) -> Vec<String> {
         "--disable-default-apps".into(),
         "--disable-dev-shm-usage".into(),
         "--disable-breakpad".into(),
+        // Every task's page runs at full speed, whichever window is in front: a context opened
+        // for another task (or the spare one) must not occlude, background or throttle it.
+        "--disable-background-timer-throttling".into(),
+        "--disable-backgrounding-occluded-windows".into(),
+        "--disable-renderer-backgrounding".into(),
         "--disable-features=Translate,MediaRouter,OptimizationHints,AutomationControlled".into(),
         "--disable-blink-features=AutomationControlled".into(),
         "--hide-scrollbars".into(),

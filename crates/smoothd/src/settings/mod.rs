@@ -64,6 +64,7 @@ pub struct Settings {
     pub chromium_args: Vec<String>,
     /// Keep one fresh browser context prepared for the next task (device emulation, stealth
     /// and interception done ahead), so a task's first navigation does not wait for it.
+    /// Experimental, off by default (see README, "The browser").
     pub spare_session: bool,
     /// Filter lists for `use_adblock` (default: Debian's EasyList and EasyPrivacy).
     pub adblock_lists: Option<Vec<PathBuf>>,
@@ -204,7 +205,7 @@ impl Default for Settings {
             workers: 2,
             chromium: None,
             chromium_args: Vec::new(),
-            spare_session: true,
+            spare_session: false,
             adblock_lists: None,
             llm_base_url: None,
             llm_api_key: None,
