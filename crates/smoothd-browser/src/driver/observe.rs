@@ -12,12 +12,25 @@ use super::{ActError, Driver, PAGE_JS, PageView};
 /// Cross-origin frames read per view (each costs a round trip per step; ad-heavy pages have many).
 const MAX_FRAMES: usize = 10;
 
+/// A document younger than this (ms since its navigation started) that has not changed since the
+/// last view, and whose scripts made timers, is given until its first change or this age before
+/// it is read again. Pages show consent dialogs, ads and late widgets by timer soon after they
+/// load; an agent fast enough to act twice in that time (a scroll at the bottom, a click that did
+/// nothing) would otherwise see the same page again and give up on what was about to appear. A
+/// model that takes a second to answer never waits here.
+const YOUNG_MS: u32 = 1000;
+
 impl Driver<'_> {
     /// The current page view, with its cross-origin frames read in place.
     pub async fn observe(&mut self) -> Result<PageView, ActError> {
         let prev = self.last.as_ref().map(|v| v.key.clone()).unwrap_or_default();
-        let opts = json!({"prevKey": prev});
-        let v = self.helper(&format!("view({opts})")).await?;
+        let opts = json!({"prevKey": prev, "young": YOUNG_MS});
+        let mut v = self.helper(&format!("view({opts})")).await?;
+        if v.get("young").and_then(serde_json::Value::as_bool) == Some(true) {
+            // A missing helper (the document went) is found by the view below.
+            let _ = self.helper(&format!("late({YOUNG_MS})")).await;
+            v = self.helper(&format!("view({opts})")).await?;
+        }
         let view: PageView =
             serde_json::from_value(v).map_err(|e| ActError::Model(format!("unreadable page view: {e}")))?;
         let changed = !view.unchanged;

@@ -172,7 +172,11 @@
   S.view = (opts) => {
     watch(document);
     const key = [location.href, S.mut, scrollX, scrollY, innerWidth, innerHeight].join('|');
-    if (opts.prevKey && opts.prevKey === key && (S.els.length || S.xels.length)) return { unchanged: true, key, challenge: opts.nested ? null : S.challenge() };
+    if (opts.prevKey && opts.prevKey === key && (S.els.length || S.xels.length)) {
+      // `young`: the document is younger than `opts.young` ms and its scripts made timers (see `late`).
+      const young = !opts.nested && opts.young > 0 && performance.now() < opts.young && S.pageTimers() > 0;
+      return { unchanged: true, key, young, challenge: opts.nested ? null : S.challenge() };
+    }
     // Indices start at `base`: a cross-origin frame's view continues its page's numbering.
     const base = opts.base || 0;
     const els = [], xels = [], lines = [], seen = new WeakSet();
@@ -447,7 +451,6 @@
 
   // Scrolls the page, or the largest scrollable box when the page itself does not scroll.
   S.scroll = (down, pages) => {
-    S.mut++;
     const se = document.scrollingElement || document.documentElement;
     let target = se;
     if (se.scrollHeight <= se.clientHeight + 1) {
@@ -463,7 +466,10 @@
     const h = target === se ? innerHeight : target.clientHeight;
     const before = target.scrollTop;
     target.scrollBy({ top: (down ? 1 : -1) * pages * h * 0.9, behavior: 'instant' });
-    return { moved: Math.round(target.scrollTop - before) };
+    const moved = Math.round(target.scrollTop - before);
+    // A box's scroll is not in the view's key: the next view is rebuilt when anything moved.
+    if (moved) S.mut++;
+    return { moved };
   };
 
   // Cross-origin frame n of the last view: its element, and where its content box starts in the
@@ -754,6 +760,18 @@
         const has = content();
         if (has || done) return res({ content: has, timers: S.pageTimers() > 0, ms: Math.round(now - start) });
       }
+      later(tick, 10);
+    };
+    tick();
+  });
+
+  // Resolves at the DOM's next change, or once the document is `age` ms old (its time origin is
+  // its navigation's start).
+  S.late = (age) => new Promise((res) => {
+    watch(document);
+    const last = S.mut;
+    const tick = () => {
+      if (S.mut !== last || performance.now() >= age) return res(Math.round(performance.now()));
       later(tick, 10);
     };
     tick();
