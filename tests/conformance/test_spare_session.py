@@ -1,5 +1,5 @@
-"""The spare browser context (`spare_session`, off by default, on for this module's servers): a
-context prepared ahead of the next task, handed to a task whose device, stealth and cursor match,
+"""The spare browser context (`spare_session`, on by default, as for this module's servers; off
+in the last test): a context prepared ahead of the next task, handed to a task whose device, stealth and cursor match,
 with that task's own `allowed_urls` and ad blocker applied when it is taken. Driven through the
 real SDK's sessions, with `/metrics` telling which sessions got the spare.
 
@@ -12,12 +12,12 @@ import time
 import pytest
 
 from smooth import ToolCallError
-from smoothd_support import serve
+from smoothd_support import close_client, make_client, serve
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request):
-    yield from serve(request.param, {"SMOOTHD_SPARE_SESSION": "true"})
+    yield from serve(request.param)
 
 ADBLOCK_FLAGS = "({ad: !!window.adLoaded, tracker: !!window.trackerLoaded, app: !!window.appLoaded})"
 
@@ -116,3 +116,20 @@ def test_a_task_with_other_options_opens_its_own_and_the_next_spare_follows_it(
     cleanup_tasks.append(desktop.id())
     assert desktop.evaluate_js("window.innerWidth").output == 1280
     desktop.close(force=True)
+
+
+def test_spare_session_false_keeps_no_spare(site):
+    for srv in serve("sqlite", {"SMOOTHD_SPARE_SESSION": "false"}):
+        client = make_client(srv.base + "/", srv.key)
+        try:
+            with client.session() as s:
+                s.goto(site.url("/index.html"))
+                assert s.evaluate_js("document.title").output == "Conformance home"
+            # Well past the moment a spare would have been prepared (at start, and a second
+            # after a session opened).
+            time.sleep(2.5)
+            assert metric(srv, "smoothd_browser_spare_ready") == 0
+            assert spare_taken(srv) == 0
+            assert metric(srv, 'smoothd_browser_sessions_total{source="opened"}') == 1
+        finally:
+            close_client(client)

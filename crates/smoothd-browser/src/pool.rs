@@ -17,8 +17,7 @@
 //! stealth and cursor and no proxy; that task's `allowed_urls` and ad blocker are set on it when
 //! it is taken, before it has made any request. A spare is never used twice: once taken, the
 //! next one is prepared a moment later ([`REFILL_DELAY`], so it does not compete with the
-//! task's first navigation). Off unless `spare_session = true`: pages given to tasks from a
-//! spare sometimes missed a modal a page's timer shows after load (see README).
+//! task's first navigation). On unless `spare_session = false`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,7 +85,7 @@ impl BrowserPool {
         Self {
             source: Source::Launch(config),
             shared: slots(),
-            spares: AtomicBool::new(false),
+            spares: AtomicBool::new(true),
             spare: std::sync::Mutex::new(None),
             filling: AtomicBool::new(false),
         }
@@ -100,7 +99,7 @@ impl BrowserPool {
                 timeout: Duration::from_secs(20),
             },
             shared: slots(),
-            spares: AtomicBool::new(false),
+            spares: AtomicBool::new(true),
             spare: std::sync::Mutex::new(None),
             filling: AtomicBool::new(false),
         }
@@ -164,7 +163,7 @@ impl BrowserPool {
 }
 
 impl BrowserPool {
-    /// Keeps a spare session or not (the default); turning it off closes the one kept.
+    /// Keeps a spare session (the default) or not; turning it off closes the one kept.
     pub fn set_spare_sessions(&self, on: bool) {
         self.spares.store(on, Ordering::SeqCst);
         if !on && let Some(old) = self.take_slot() {

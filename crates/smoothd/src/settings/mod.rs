@@ -205,7 +205,7 @@ impl Default for Settings {
             workers: 2,
             chromium: None,
             chromium_args: Vec::new(),
-            spare_session: false,
+            spare_session: true,
             adblock_lists: None,
             llm_base_url: None,
             llm_api_key: None,
