@@ -190,8 +190,14 @@ impl BrowserPool {
         match taken {
             Some(mut session) => {
                 tracing::debug!(?key, "a task takes the spare session");
-                session.adopt(opts);
-                Ok(session)
+                match session.adopt(opts.clone()).await {
+                    Ok(()) => Ok(session),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the spare could not be given its policy");
+                        tokio::spawn(session.close());
+                        BrowserSession::open(process, opts).await
+                    }
+                }
             }
             None => BrowserSession::open(process, opts).await,
         }

@@ -187,15 +187,21 @@ impl BrowserSession {
 
     /// Gives this never-used session to a task that asked for `opts` (same [`Self::spare_key`]):
     /// its `allowed_urls` and ad blocker apply from the next request on.
-    pub(crate) fn adopt(&mut self, opts: SessionOptions) {
-        let mut policy = match self.policy.write() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
+    pub(crate) async fn adopt(&mut self, opts: SessionOptions) -> Result<(), BrowserError> {
+        let now = {
+            let mut policy = match self.policy.write() {
+                Ok(p) => p,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            policy.allowed_urls = opts.allowed_urls.clone();
+            policy.blocker = opts.blocker.clone();
+            policy.clone()
         };
-        policy.allowed_urls = opts.allowed_urls.clone();
-        policy.blocker = opts.blocker.clone();
-        drop(policy);
         self.opts = opts;
+        if now.intercepts() {
+            network::apply(&self.page, &now).await?;
+        }
+        Ok(())
     }
 
     /// Navigates and waits for the page to load. A refused URL, a network error or a URL outside
