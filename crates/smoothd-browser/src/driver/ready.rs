@@ -22,8 +22,10 @@ use tokio::time::Instant;
 use super::{ActError, Driver, PAGE_JS};
 use crate::error::BrowserError;
 
-/// The DOM counts as settled after this long without a mutation.
-const QUIET_MS: u32 = 40;
+/// The DOM counts as settled after this long without a mutation: a frame and a bit, time for
+/// what the page's scripts render on DOMContentLoaded, in a microtask, a zero timer or the next
+/// animation frame (anything they fetch is waited for as a request).
+const QUIET_MS: u32 = 20;
 /// At most this long after DOMContentLoaded for requests, content and quiet.
 const READY_MAX: Duration = Duration::from_millis(1500);
 /// One look for content in an empty body, before checking the network again.
