@@ -32,6 +32,9 @@ const READY_MAX: Duration = Duration::from_millis(1500);
 const EMPTY_SLICE_MS: u32 = 250;
 /// A document that never reaches DOMContentLoaded.
 pub(super) const LOAD_LIMIT: Duration = Duration::from_secs(20);
+/// How long a stop of the main frame's loading waits for a new document to start before it
+/// counts as "no new document" (see [`Watch::document`]).
+const STOP_GRACE: Duration = Duration::from_millis(300);
 
 /// What a navigation's document is doing, subscribed to before the navigation starts.
 pub(super) struct Watch {
@@ -171,7 +174,9 @@ impl Watch {
     }
 
     /// Waits for the new document's DOMContentLoaded (`stopped_counts`: loading that stops
-    /// first means no new document came, as for a download).
+    /// first means no new document came, as for a download). The stop may be the last
+    /// document's own (it was read before its `load`, and an action followed at once): a stop
+    /// counts only when no new document starts within [`STOP_GRACE`] of it.
     pub(super) async fn document(&mut self, stopped_counts: bool) -> Doc {
         let wait = async {
             loop {
@@ -179,7 +184,10 @@ impl Watch {
                     Some(ev) = self.lifecycle.next() => if self.lifecycle(&ev) { return Doc::Ready; },
                     Some(ev) = self.stops.next(), if stopped_counts => {
                         if self.is_main(&ev.frame_id) && !self.loaded {
-                            return Doc::Stopped;
+                            match self.after_stop().await {
+                                Some(doc) => return doc,
+                                None => continue,
+                            }
                         }
                     }
                     Some(ev) = next(&mut self.sent) => self.sent(&ev),
@@ -193,6 +201,29 @@ impl Watch {
         tokio::time::timeout(LOAD_LIMIT, wait)
             .await
             .unwrap_or(Doc::TimedOut)
+    }
+
+    /// After a stop of the main frame's loading: `Ready` when the new document's
+    /// DOMContentLoaded comes within [`STOP_GRACE`], None when a new document started (go on
+    /// waiting for it), else `Stopped`.
+    async fn after_stop(&mut self) -> Option<Doc> {
+        let had = self.loader.is_some();
+        let grace = tokio::time::sleep(STOP_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                () = &mut grace => return Some(Doc::Stopped),
+                Some(ev) = self.lifecycle.next() => {
+                    if self.lifecycle(&ev) {
+                        return Some(Doc::Ready);
+                    }
+                    if !had && self.loader.is_some() {
+                        return None;
+                    }
+                }
+                else => return Some(Doc::Stopped),
+            }
+        }
     }
 
     /// Waits until no request the document waits on is in flight, or `until`.
