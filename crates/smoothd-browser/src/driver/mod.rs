@@ -55,6 +55,8 @@ const PAGE_JS: &str = include_str!("page.js");
 /// The name of the isolated world page.js runs in, in every frame it reads.
 const WORLD: &str = "smoothd";
 const CALL_LIMIT: Duration = Duration::from_secs(20);
+/// What a helper call answers in a document that does not have the helper (see [`Driver::call`]).
+const NO_HELPER: &str = "smoothd: no helper here";
 
 /// What one observation found: the page as the model reads it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -366,11 +368,29 @@ impl<'a> Driver<'a> {
             .map(|ev| *ev.context.id.inner())
     }
 
-    /// Calls `window.__smoothd.<call>` (installing the helper first if needed).
-    async fn helper(&self, call: &str) -> Result<Value, ActError> {
+    /// Calls `window.__smoothd.<call>` in the current document, installing the helper first if
+    /// it is not there; the answer as it comes. Chromium installs the helper in every new
+    /// document (see [`Self::preinstall`]), so page.js (40 KB, compiled again by every evaluation
+    /// that carries it) is sent only to a document that lacks it, after a first call says so.
+    pub(super) async fn call(&self, call: &str) -> Result<Value, ActError> {
         let v = self
-            .eval(format!("{PAGE_JS}\nwindow.__smoothd.{call}"), true)
+            .eval(
+                format!("window.__smoothd ? window.__smoothd.{call} : {NO_HELPER:?}"),
+                true,
+            )
             .await?;
+        if v.as_str() == Some(NO_HELPER) {
+            return self
+                .eval(format!("{PAGE_JS}\nwindow.__smoothd.{call}"), true)
+                .await;
+        }
+        Ok(v)
+    }
+
+    /// Calls `window.__smoothd.<call>` (installing the helper first if needed); an `error` it
+    /// answers is the model's.
+    async fn helper(&self, call: &str) -> Result<Value, ActError> {
+        let v = self.call(call).await?;
         if let Some(e) = v.get("error").and_then(Value::as_str) {
             return Err(ActError::Model(e.to_string()));
         }

@@ -19,7 +19,7 @@ use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{ActError, Driver, PAGE_JS};
+use super::{ActError, Driver};
 use crate::error::BrowserError;
 
 /// The DOM counts as settled after this long without a mutation: a frame and a bit, time for
@@ -256,10 +256,7 @@ impl Driver<'_> {
                 .unwrap_or(u32::MAX)
                 .min(EMPTY_SLICE_MS);
             let r = self
-                .eval(
-                    format!("{PAGE_JS}\nwindow.__smoothd.ready({QUIET_MS}, {slice})"),
-                    true,
-                )
+                .call(&format!("ready({QUIET_MS}, {slice})"))
                 .await
                 .unwrap_or(Value::Null);
             w.drain();
