@@ -89,6 +89,22 @@ def test_a_spare_is_never_used_twice(server, client, cleanup_tasks, browser, sit
     second.close(force=True)
 
 
+SIZE = "({w: innerWidth, h: innerHeight, sw: screen.width, sh: screen.height})"
+
+
+def test_a_desktop_spare_serves_either_desktop_size(server, client, cleanup_tasks, browser, site):
+    # The spare at hand was prepared for `desktop`: a `desktop-lg` task takes it, at its own size.
+    lg = open_on_spare(server, client, cleanup_tasks, device="desktop-lg")
+    lg.goto(site.url("/probe.html"))
+    assert lg.evaluate_js(SIZE).output == {"w": 1920, "h": 1080, "sw": 2560, "sh": 1440}
+    lg.close(force=True)
+    # The next one is prepared for `desktop-lg`, and a `desktop` task takes it at 1280x800.
+    desktop = open_on_spare(server, client, cleanup_tasks)
+    desktop.goto(site.url("/probe.html"))
+    assert desktop.evaluate_js(SIZE).output == {"w": 1280, "h": 800, "sw": 1920, "sh": 1080}
+    desktop.close(force=True)
+
+
 def test_a_task_with_other_options_opens_its_own_and_the_next_spare_follows_it(
     server, client, cleanup_tasks, browser, site
 ):

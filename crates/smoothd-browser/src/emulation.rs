@@ -206,6 +206,34 @@ pub async fn apply(
     chrome_version: &str,
     browser_user_agent: &str,
 ) -> Result<Overrides, BrowserError> {
+    size(page, device).await?;
+    let vp = device.viewport();
+    // Touch is emulated, but mouse input is not turned into touch
+    // (`Emulation.setEmitTouchEventsForMouse`): with that on, a pressed mouse event sent through
+    // DevTools never answers, which hung the agent's clicks and the live view's on phones. The
+    // agent taps instead (driver/act.rs).
+    page.execute(SetTouchEmulationEnabledParams {
+        enabled: vp.touch,
+        max_touch_points: vp.touch.then_some(5),
+    })
+    .await?;
+    let Some(params) = user_agent_override(device, chrome_version, browser_user_agent) else {
+        return Ok(Overrides {
+            user_agent: None,
+            automation: !stealth,
+        });
+    };
+    let children = serde_json::to_value(&params).map_err(|e| BrowserError::Cdp(e.to_string()))?;
+    page.execute(params).await?;
+    Ok(Overrides {
+        user_agent: Some(children),
+        automation: !stealth,
+    })
+}
+
+/// Gives `page` the viewport, screen and window of `device` (all that tells `desktop` from
+/// `desktop-lg`).
+pub async fn size(page: &Page, device: Device) -> Result<(), BrowserError> {
     let vp = device.viewport();
     let ((screen_w, screen_h), (outer_w, outer_h)) = screen_and_window(device);
     let mut metrics = SetDeviceMetricsOverrideParams::new(
@@ -239,27 +267,7 @@ pub async fn apply(
             tracing::debug!(error = %e, "cannot size the browser window");
         }
     }
-    // Touch is emulated, but mouse input is not turned into touch
-    // (`Emulation.setEmitTouchEventsForMouse`): with that on, a pressed mouse event sent through
-    // DevTools never answers, which hung the agent's clicks and the live view's on phones. The
-    // agent taps instead (driver/act.rs).
-    page.execute(SetTouchEmulationEnabledParams {
-        enabled: vp.touch,
-        max_touch_points: vp.touch.then_some(5),
-    })
-    .await?;
-    let Some(params) = user_agent_override(device, chrome_version, browser_user_agent) else {
-        return Ok(Overrides {
-            user_agent: None,
-            automation: !stealth,
-        });
-    };
-    let children = serde_json::to_value(&params).map_err(|e| BrowserError::Cdp(e.to_string()))?;
-    page.execute(params).await?;
-    Ok(Overrides {
-        user_agent: Some(children),
-        automation: !stealth,
-    })
+    Ok(())
 }
 
 /// The user agent and client hints override `device` needs on a browser whose own user agent

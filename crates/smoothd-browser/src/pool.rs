@@ -13,9 +13,10 @@
 //! Spare sessions: preparing a task's context (context, page, device emulation, stealth,
 //! interception) takes 150 to 250 ms of Chromium's time, which a task's first navigation used
 //! to wait for. The pool keeps one session prepared ahead, for the options the last task asked
-//! for (at start: the SDK's defaults), and hands it to the next task with the same device,
-//! stealth and cursor and no proxy; that task's `allowed_urls` and ad blocker are set on it when
-//! it is taken, before it has made any request. A spare is never used twice: once taken, the
+//! for (at start: the SDK's defaults), and hands it to the next task with the same stealth and
+//! cursor, a device of the same identity (either desktop size) and no proxy; that task's
+//! `allowed_urls`, ad blocker and desktop size are set on it when it is taken, before it has made
+//! any request. A spare is never used twice: once taken, the
 //! next one is prepared a moment later ([`REFILL_DELAY`], so it does not compete with the
 //! task's first navigation). On unless `spare_session = false`.
 
@@ -241,7 +242,7 @@ impl BrowserPool {
     /// the next one is prepared for this task's key).
     fn take(&self, key: SpareKey, process: &Arc<BrowserProcess>) -> Option<BrowserSession> {
         let spare = self.take_slot()?;
-        if spare.key == key && std::ptr::eq(spare.session.process(), &**process) && process.is_alive() {
+        if spare.key.serves(key) && std::ptr::eq(spare.session.process(), &**process) && process.is_alive() {
             return Some(spare.session);
         }
         tokio::spawn(spare.session.close());

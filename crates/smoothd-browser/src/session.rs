@@ -53,6 +53,15 @@ pub struct SpareKey {
 }
 
 impl SpareKey {
+    /// Whether a spare prepared with this key can serve a task that asks for `want`: the same
+    /// stealth and cursor, and a device of the same identity (the two desktop sizes differ only
+    /// in viewport, screen and window, which the task's are given when it takes the spare).
+    pub fn serves(self, want: SpareKey) -> bool {
+        self.stealth == want.stealth
+            && self.show_cursor == want.show_cursor
+            && emulation::identity(self.device) == emulation::identity(want.device)
+    }
+
     /// Options that open a session with this key (no `allowed_urls`, no blocker yet).
     pub(crate) fn options(self) -> SessionOptions {
         SessionOptions {
@@ -197,6 +206,9 @@ impl BrowserSession {
             policy.blocker = opts.blocker.clone();
             policy.clone()
         };
+        if opts.device != self.opts.device {
+            emulation::size(&self.page, opts.device).await?;
+        }
         self.opts = opts;
         if now.intercepts() {
             network::apply(&self.page, &now).await?;
