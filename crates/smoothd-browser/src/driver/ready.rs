@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use chromiumoxide::cdp::IntoEventKind;
+use chromiumoxide::cdp::browser_protocol::browser::EventDownloadWillBegin;
 use chromiumoxide::cdp::browser_protocol::network::{
     EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, EventResponseReceived, LoaderId,
     RequestId, ResourceType,
@@ -50,6 +51,8 @@ pub(super) struct Watch {
     loader: Option<LoaderId>,
     /// Its `load` fired.
     loaded: bool,
+    /// Downloads the browser starts, watched with the requests.
+    downloads: Option<EventStream<EventDownloadWillBegin>>,
     /// Requests the document waits on (scripts, styles, frames, XHR, fetch), by id.
     inflight: HashMap<RequestId, ResourceType>,
     /// A response for the document came with status 407 (a proxy refusing the credentials).
@@ -100,9 +103,15 @@ impl Watch {
             responses: None,
             loader: None,
             loaded: false,
+            downloads: None,
             inflight: HashMap::new(),
             got_407: false,
         })
+    }
+
+    /// Also watches the downloads the browser starts (a stop that comes with one is final).
+    pub(super) fn downloads(&mut self, downloads: EventStream<EventDownloadWillBegin>) {
+        self.downloads = Some(downloads);
     }
 
     /// Also watches the requests of `page` (before a navigation, or as soon as one started).
@@ -176,7 +185,8 @@ impl Watch {
     /// Waits for the new document's DOMContentLoaded (`stopped_counts`: loading that stops
     /// first means no new document came, as for a download). The stop may be the last
     /// document's own (it was read before its `load`, and an action followed at once): a stop
-    /// counts only when no new document starts within [`STOP_GRACE`] of it.
+    /// counts when the frame started a download, or when no new document starts within
+    /// [`STOP_GRACE`] of it.
     pub(super) async fn document(&mut self, stopped_counts: bool) -> Doc {
         let wait = async {
             loop {
@@ -208,11 +218,25 @@ impl Watch {
     /// waiting for it), else `Stopped`.
     async fn after_stop(&mut self) -> Option<Doc> {
         let had = self.loader.is_some();
+        // What came before the stop (the last document's `load` does, when the stop is its own).
+        while let Some(Some(ev)) = self.lifecycle.next().now_or_never() {
+            if self.lifecycle(&ev) {
+                return Some(Doc::Ready);
+            }
+        }
+        if !had && self.loader.is_some() {
+            return None;
+        }
         let grace = tokio::time::sleep(STOP_GRACE);
         tokio::pin!(grace);
         loop {
             tokio::select! {
                 () = &mut grace => return Some(Doc::Stopped),
+                Some(ev) = next(&mut self.downloads) => {
+                    if self.is_main(&ev.frame_id) {
+                        return Some(Doc::Stopped);
+                    }
+                }
                 Some(ev) = self.lifecycle.next() => {
                     if self.lifecycle(&ev) {
                         return Some(Doc::Ready);

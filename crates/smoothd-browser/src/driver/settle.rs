@@ -228,6 +228,9 @@ impl Driver<'_> {
             // A new document is ready at its DOMContentLoaded; loading that stops first brought
             // none (a download, a 204).
             w.requests_of(&self.page).await?;
+            if let Ok(d) = self.session.download_events().await {
+                w.downloads(d);
+            }
             match w.document(true).await {
                 Doc::Ready => self.ready(&mut w).await,
                 Doc::Stopped => navigated = false,
