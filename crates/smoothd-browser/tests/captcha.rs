@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Reply, serve};
+use common::{Reply, driver, serve};
 use smoothd_browser::{
     Action, BrowserProcess, BrowserSession, ChallengeKind, Driver, LaunchConfig, SessionOptions,
     find_chromium,
@@ -115,8 +115,7 @@ async fn widgets_are_found_by_class_until_answered_or_gone() {
     let session = BrowserSession::open(browser().await, SessionOptions::default())
         .await
         .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let mut d = driver(&session).await;
 
     open(&mut d, format!("{site}/recaptcha.html")).await;
     // The view carries it (no extra call), and says what it is.
@@ -188,8 +187,7 @@ async fn frames_are_found_by_their_providers_url_only() {
     let session = BrowserSession::open(browser().await, SessionOptions::default())
         .await
         .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let mut d = driver(&session).await;
     let size = "width:304px;height:78px";
     let found = [
         (
@@ -266,8 +264,7 @@ async fn interstitials_are_short_pages_asking_for_a_human_and_mentions_are_not()
     let session = BrowserSession::open(browser().await, SessionOptions::default())
         .await
         .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let mut d = driver(&session).await;
 
     open(&mut d, format!("{site}/interstitial.html")).await;
     let c = d

@@ -8,9 +8,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Reply, Served, browser, index_of, serve};
+use common::{Reply, Served, driver, index_of, open, serve, session};
 use serde_json::Value;
-use smoothd_browser::{ActError, Action, BrowserSession, Driver, SessionOptions};
+use smoothd_browser::{ActError, Action};
 
 /// Serves `pages` (by path and query) on 127.0.0.1:0; returns the base URL and the log of what
 /// was served when.
@@ -64,11 +64,8 @@ async fn a_page_is_observed_before_its_slow_image_has_loaded() {
         ),
     ])
     .await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
     let started = Instant::now();
     let r = d
         .act(Action::Goto {
@@ -133,19 +130,11 @@ async fn a_page_rendered_by_its_scripts_after_domcontentloaded_is_never_observed
         ),
     ])
     .await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
     // A script that arrives late, then data it fetches (both well within the 1.5 s the driver
     // waits for a document's own requests): the view shows what they render.
-    d.act(Action::Goto {
-        url: format!("{base}/app.html"),
-    })
-    .await
-    .unwrap();
-    let view = d.observe().await.unwrap();
+    let view = open(&mut d, format!("{base}/app.html")).await;
     assert!(view.text.contains("Welcome aboard"), "{}", view.text);
     index_of(&view, "Start the tour");
     // No request at all, a timer renders the body: still not observed empty.
@@ -184,11 +173,8 @@ async fn a_click_at_an_element_covered_since_the_view_names_the_cover_and_clicks
         ),
     )])
     .await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
     d.act(Action::Goto {
         url: format!("{base}/deals.html"),
     })
@@ -254,17 +240,9 @@ async fn a_young_page_that_an_action_left_unchanged_is_read_again_once_its_timer
         ),
     )])
     .await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
-    d.act(Action::Goto {
-        url: format!("{base}/deals.html"),
-    })
-    .await
-    .unwrap();
-    let first = d.observe().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
+    let first = open(&mut d, format!("{base}/deals.html")).await;
     let read_at = session
         .evaluate("performance.now()", None)
         .await

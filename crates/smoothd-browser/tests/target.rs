@@ -9,13 +9,8 @@
 
 mod common;
 
-use common::{browser, eval, fixture_site, index_of};
-use smoothd_browser::{Action, BrowserSession, Driver, PageView, SessionOptions, Settle, Target};
-
-async fn open(d: &mut Driver<'_>, url: String) -> PageView {
-    d.act(Action::Goto { url }).await.unwrap();
-    d.observe().await.unwrap()
-}
+use common::{driver, eval, fixture_site, index_of, open, session};
+use smoothd_browser::{Action, Driver, PageView, Settle, Target};
 
 /// The text of the view's line for element `index`.
 fn line(view: &PageView, index: u32) -> String {
@@ -38,11 +33,8 @@ async fn round_trip(d: &mut Driver<'_>, view: &PageView, needle: &str) -> Target
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_fields_and_a_pages_next_link_are_found_again() {
     let site = fixture_site().await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
     let view = open(&mut d, format!("{site}/agent/form.html")).await;
     let name = round_trip(&mut d, &view, "fullname").await;
     assert_eq!(
@@ -126,11 +118,8 @@ async fn form_fields_and_a_pages_next_link_are_found_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_button_is_found_and_a_renamed_one_is_not() {
     let site = fixture_site().await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
     let shop = format!("{site}/target/shop.html");
     let view = open(&mut d, shop.clone()).await;
     let checkout = round_trip(&mut d, &view, "Checkout").await;
@@ -154,11 +143,8 @@ async fn a_moved_button_is_found_and_a_renamed_one_is_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn look_alikes_are_told_apart_by_position_and_data_does_not_matter() {
     let site = fixture_site().await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
     let shop = format!("{site}/target/shop.html");
     let view = open(&mut d, shop.clone()).await;
     let adds: Vec<u32> = view
@@ -223,11 +209,8 @@ async fn look_alikes_are_told_apart_by_position_and_data_does_not_matter() {
 async fn elements_in_same_and_cross_origin_frames_are_found() {
     let site = fixture_site().await;
     let other = fixture_site().await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
     let view = open(&mut d, format!("{site}/target/newsletter.html")).await;
     let sub = round_trip(&mut d, &view, "Subscribe").await;
     assert_eq!(
@@ -293,11 +276,8 @@ async fn elements_in_same_and_cross_origin_frames_are_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pages_shape_survives_its_data_and_not_an_interstitial() {
     let site = fixture_site().await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
     let shop = format!("{site}/target/shop.html");
     open(&mut d, shop.clone()).await;
     let recorded = d.shape().await.unwrap();
@@ -370,11 +350,8 @@ fn brief_site(target: &str) -> Option<common::Reply> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brief_settle_still_follows_navigations_and_waits_for_fetched_content() {
     let (site, _) = common::serve(brief_site).await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
     d.set_settle(Settle::Brief);
     // A submit button, and a checkbox whose handler submits: the new document is followed.
     for what in ["Go", "name=red"] {
@@ -413,11 +390,8 @@ async fn a_brief_settle_still_follows_navigations_and_waits_for_fetched_content(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_element_of_an_older_view_is_found_only_while_it_is_not_covered() {
     let site = fixture_site().await;
-    let session = BrowserSession::open(browser().await, SessionOptions::default())
-        .await
-        .unwrap();
-    let mut d = Driver::new(&session);
-    d.install().await.unwrap();
+    let session = session().await;
+    let mut d = driver(&session).await;
     let view = open(&mut d, format!("{site}/target/shop.html")).await;
     let checkout = d.describe(index_of(&view, "Checkout")).await.unwrap();
     // The page changed since the view, not this button: the view's number still holds.

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use smoothd_browser::{BrowserProcess, BrowserSession, LaunchConfig, PageView, find_chromium};
+use smoothd_browser::{
+    BrowserProcess, BrowserSession, Driver, LaunchConfig, PageView, SessionOptions, find_chromium,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -121,6 +123,26 @@ pub async fn browser() -> Arc<BrowserProcess> {
             .await
             .unwrap(),
     )
+}
+
+/// A session with the default options in a browser of its own.
+pub async fn session() -> BrowserSession {
+    BrowserSession::open(browser().await, SessionOptions::default())
+        .await
+        .unwrap()
+}
+
+/// A driver of `session`'s tab, with the page helper installed.
+pub async fn driver(session: &BrowserSession) -> Driver<'_> {
+    let d = Driver::new(session);
+    d.install().await.unwrap();
+    d
+}
+
+/// Opens `url` in `d`'s tab and reads the view.
+pub async fn open(d: &mut Driver<'_>, url: String) -> PageView {
+    d.act(smoothd_browser::Action::Goto { url }).await.unwrap();
+    d.observe().await.unwrap()
 }
 
 /// The index the view gives the element whose line contains `needle`.
