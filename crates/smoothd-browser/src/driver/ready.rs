@@ -114,8 +114,12 @@ impl Watch {
         self.downloads = Some(downloads);
     }
 
-    /// Also watches the requests of `page` (before a navigation, or as soon as one started).
+    /// Also watches the requests of `page` (before an action, or as soon as a navigation
+    /// started); once is enough.
     pub(super) async fn requests_of(&mut self, page: &Page) -> Result<(), ActError> {
+        if self.sent.is_some() {
+            return Ok(());
+        }
         let e = |e| ActError::Browser(BrowserError::from(e));
         self.sent = Some(page.event_listener().await.map_err(e)?);
         self.done = Some(page.event_listener().await.map_err(e)?);
@@ -218,15 +222,6 @@ impl Watch {
     /// waiting for it), else `Stopped`.
     async fn after_stop(&mut self) -> Option<Doc> {
         let had = self.loader.is_some();
-        // What came before the stop (the last document's `load` does, when the stop is its own).
-        while let Some(Some(ev)) = self.lifecycle.next().now_or_never() {
-            if self.lifecycle(&ev) {
-                return Some(Doc::Ready);
-            }
-        }
-        if !had && self.loader.is_some() {
-            return None;
-        }
         let grace = tokio::time::sleep(STOP_GRACE);
         tokio::pin!(grace);
         loop {
@@ -250,12 +245,14 @@ impl Watch {
         }
     }
 
-    /// Waits until no request the document waits on is in flight, or `until`.
-    async fn requests(&mut self, until: Instant) {
+    /// Waits until no request the document waits on is in flight, or `until`; says whether
+    /// any was.
+    pub(super) async fn requests(&mut self, until: Instant) -> bool {
         self.drain();
+        let waited = !self.inflight.is_empty();
         while !self.inflight.is_empty() && Instant::now() < until {
             tokio::select! {
-                () = tokio::time::sleep_until(until) => return,
+                () = tokio::time::sleep_until(until) => break,
                 Some(ev) = next(&mut self.sent) => self.sent(&ev),
                 Some(ev) = next(&mut self.done) => { self.inflight.remove(&ev.request_id); }
                 Some(ev) = next(&mut self.failed) => { self.inflight.remove(&ev.request_id); }
@@ -263,6 +260,7 @@ impl Watch {
                 Some(ev) = next(&mut self.responses) => self.response(&ev),
             }
         }
+        waited
     }
 }
 

@@ -2,17 +2,10 @@
 //! ready.rs, or the DOM going quiet); then follow a tab the action opened. Nothing here touches
 //! the page's own JavaScript world.
 
-use std::collections::HashSet;
-
-use chromiumoxide::Page;
-use chromiumoxide::cdp::browser_protocol::network::{
-    EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, RequestId, ResourceType,
-};
 use chromiumoxide::cdp::browser_protocol::page::{
     EventFrameStartedLoading, EventFrameStartedNavigating, FrameStartedNavigatingNavigationType as Kind,
 };
-use chromiumoxide::listeners::EventStream;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use serde_json::Value;
 use tokio::time::{Duration, Instant};
 
@@ -28,8 +21,8 @@ pub enum Settle {
     /// 40 ms without a DOM change, at most 400 ms: the model's actions.
     #[default]
     Full,
-    /// 15 ms without a DOM change once the requests for scripts and data (fetch, XHR) that the
-    /// action started have ended, at most 400 ms: a replayed action that the replay checks
+    /// 15 ms without a DOM change once the requests that the action started and that a new
+    /// document would wait on (scripts, stylesheets, frames, fetch, XHR) have ended, at most 400 ms: a replayed action that the replay checks
     /// after (the next recorded step's page shape, the next action's element, both looked at
     /// again while they do not match yet). A navigation the document started (told by the
     /// page's Navigation API before the browser's events come) is waited for up to a second.
@@ -48,65 +41,6 @@ impl Settle {
             Settle::Full => (40, 400),
             Settle::Brief => (15, 400),
         }
-    }
-}
-
-/// The requests for scripts and data an action started in the current tab (its own frames and
-/// same-process ones), watched in [`Settle::Brief`].
-struct Requests {
-    sent: EventStream<EventRequestWillBeSent>,
-    done: EventStream<EventLoadingFinished>,
-    failed: EventStream<EventLoadingFailed>,
-    inflight: HashSet<RequestId>,
-}
-
-impl Requests {
-    async fn of(page: &Page) -> Result<Self, ActError> {
-        let e = |e| ActError::Browser(BrowserError::from(e));
-        Ok(Self {
-            sent: page.event_listener().await.map_err(e)?,
-            done: page.event_listener().await.map_err(e)?,
-            failed: page.event_listener().await.map_err(e)?,
-            inflight: HashSet::new(),
-        })
-    }
-
-    fn sent(&mut self, ev: &EventRequestWillBeSent) {
-        let waited = matches!(
-            ev.r#type,
-            Some(ResourceType::Script | ResourceType::Stylesheet | ResourceType::Xhr | ResourceType::Fetch)
-        );
-        if waited {
-            self.inflight.insert(ev.request_id.clone());
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Some(Some(ev)) = self.sent.next().now_or_never() {
-            self.sent(&ev);
-        }
-        while let Some(Some(ev)) = self.done.next().now_or_never() {
-            self.inflight.remove(&ev.request_id);
-        }
-        while let Some(Some(ev)) = self.failed.next().now_or_never() {
-            self.inflight.remove(&ev.request_id);
-        }
-    }
-
-    /// Waits until none is in flight, or `until`; says whether there was any to wait for.
-    async fn ended(&mut self, until: Instant) -> bool {
-        self.drain();
-        let waited = !self.inflight.is_empty();
-        while !self.inflight.is_empty() && Instant::now() < until {
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => break,
-                Some(ev) = self.sent.next() => self.sent(&ev),
-                Some(ev) = self.done.next() => { self.inflight.remove(&ev.request_id); }
-                Some(ev) = self.failed.next() => { self.inflight.remove(&ev.request_id); }
-                else => break,
-            }
-        }
-        waited
     }
 }
 
@@ -155,18 +89,16 @@ impl Driver<'_> {
             .map_err(|e| ActError::Browser(BrowserError::from(e)))?;
         let mut w = Watch::new(&self.page).await?;
         let main = self.page.mainframe().await.ok().flatten();
-        let mut requests = match self.settle {
-            Settle::Brief => Some(Requests::of(&self.page).await?),
-            Settle::Full => None,
-        };
+        let frame = at.and_then(|i| self.frame_of(i));
+        // Brief watches the requests the action starts in the current tab (its own frames and
+        // same-process ones); an element in a cross-origin frame waits as in Full.
+        let brief = self.settle == Settle::Brief && frame.is_none();
+        if brief {
+            w.requests_of(&self.page).await?;
+        }
         let out = act().await?;
         let started = Instant::now();
         // A click that navigates starts loading within a few ms; DOM-only changes go quiet.
-        let frame = at.and_then(|i| self.frame_of(i));
-        if frame.is_some() {
-            requests = None;
-        }
-        let brief = requests.is_some();
         let (quiet, max) = if brief {
             Settle::Brief.quiet()
         } else {
@@ -187,9 +119,7 @@ impl Driver<'_> {
             let mut leaving = quiet_for(max).await;
             // Brief: what the action fetched is usually drawn when it arrives.
             let until = started + Duration::from_millis(u64::from(max));
-            if let Some(r) = requests.as_mut()
-                && r.ended(until).await
-            {
+            if brief && w.requests(until).await {
                 let left = until.saturating_duration_since(Instant::now()).as_millis();
                 if left > 0 {
                     leaving |= quiet_for(u32::try_from(left).unwrap_or(max)).await;
