@@ -173,7 +173,7 @@ impl BrowserPool {
     }
 
     /// A fresh session for a task that asked for `opts` in the shared browser `process`: the
-    /// spare when one was prepared with the same key in that process (nothing to wait for),
+    /// spare when one that serves its key was prepared in that process (nothing to wait for),
     /// else one opened now. Either way the next spare is prepared soon after.
     pub async fn open_session(
         self: &Arc<Self>,
@@ -238,8 +238,8 @@ impl BrowserPool {
         spare
     }
 
-    /// The spare, if it has `key` and lives in `process` (a spare of another key is closed:
-    /// the next one is prepared for this task's key).
+    /// The spare, if it serves `key` and lives in `process` (any other is closed: the next one
+    /// is prepared for this task's key).
     fn take(&self, key: SpareKey, process: &Arc<BrowserProcess>) -> Option<BrowserSession> {
         let spare = self.take_slot()?;
         if spare.key.serves(key) && std::ptr::eq(spare.session.process(), &**process) && process.is_alive() {

@@ -63,8 +63,8 @@ pub struct Settings {
     /// Extra Chromium flags, e.g. `["--host-resolver-rules=..."]`.
     pub chromium_args: Vec<String>,
     /// Keep one fresh browser context prepared for the next task (device emulation, stealth
-    /// and interception done ahead), so a task's first navigation does not wait for it.
-    /// Experimental, off by default (see README, "The browser").
+    /// and interception done ahead), so a task's first navigation does not wait for it. On by
+    /// default (see README, "The browser").
     pub spare_session: bool,
     /// Filter lists for `use_adblock` (default: Debian's EasyList and EasyPrivacy).
     pub adblock_lists: Option<Vec<PathBuf>>,
