@@ -199,6 +199,10 @@ fn live_address(local: std::net::SocketAddr, database_url: &str) -> Option<Strin
         return None;
     }
     let db = url::Url::parse(database_url).ok()?;
+    // `sqlite://data/smoothd.db` parses with a "host" (`data`) that is a folder: never look it up.
+    if !db.scheme().starts_with("postgres") {
+        return None;
+    }
     let host = db
         .host_str()?
         .trim_start_matches('[')
@@ -549,6 +553,9 @@ mod live_address_tests {
         // A specific address is kept; SQLite has no server to route to.
         let one = "127.0.0.1:7070".parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(live_address(one, "postgres://u@127.0.0.1:5432/db"), None);
+        // No lookup either: resolving `data` here (getaddrinfo reads the environment without
+        // Rust's lock) raced the settings tests' figment::Jail and crashed this binary in CI.
         assert_eq!(live_address(any, "sqlite://data/smoothd.db"), None);
+        assert_eq!(live_address(any, "sqlite://127.0.0.1/smoothd.db"), None);
     }
 }
