@@ -6,12 +6,15 @@ secrets, belongs to one API key, and obeys `mode` and `DELETE /v1/replay/{key}`.
 """
 
 import http.server
+import io
 import json
 import secrets
 import threading
+import zipfile
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from smooth.models import Secret
 
 from smoothd_support import db_text, get_task, llm_env, make_client, close_client, scripted_model, serve, wait_status
@@ -38,7 +41,7 @@ class Shop:
     """Pages under /s/<ns>/: a form (email, name, Send) that leads to a two-page list whose second
     page shows the order's price. Each namespace has its own switches: `price`, `renamed` (Send
     is called "Place order"), `moved` (Send above the fields), `interstitial` (a Continue page
-    first)."""
+    first), `file` (the name of the report that /s/<ns>/reports links to as an attachment)."""
 
     def __init__(self) -> None:
         self.state: dict[str, dict] = {}
@@ -52,6 +55,16 @@ class Shop:
                 if len(parts) != 3 or parts[0] != "s":
                     self.send_response(404)
                     self.end_headers()
+                    return
+                if parts[2] == "file":
+                    name = shop.state.setdefault(parts[1], {}).get("file", "report-1.csv")
+                    body = f"quarter,sales\nQ3,{name}\n".encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "text/csv")
+                    self.send_header("content-disposition", f'attachment; filename="{name}"')
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
                     return
                 body = shop.page(parts[1], parts[2], q).encode()
                 self.send_response(200)
@@ -106,6 +119,12 @@ class Shop:
                 '<button id="send" type="submit">Send</button></form>'
                 "<script>const f = document.getElementById('f'), n = document.getElementById('n');"
                 f"document.getElementById('email').addEventListener('input', () => {{ {name}; }});</script>"
+            )
+        if page == "reports":
+            return (
+                "<!doctype html><title>Reports</title><h1>Sales reports</h1>"
+                "<p>Quarterly figures as a spreadsheet.</p>"
+                f'<a id="dl" href="/s/{ns}/file">Get it</a>'
             )
         if page == "list":
             email, name, n = q.get("email", ""), q.get("name", ""), q.get("page", "1")
@@ -228,6 +247,68 @@ def test_a_replay_reads_the_new_data_and_types_this_runs_metadata(server, client
     steps = steps_of(server, second.id)
     assert steps[0]["actions"][0]["args"]["text"] == "bob@example.com", steps[0]
     assert sources(steps) == ["replay"] * 3, steps
+
+
+def download_names(server, tid: str) -> list[str]:
+    r = get_task(server, tid, downloads="true")
+    url = r.json()["r"]["downloads_url"]
+    assert url, r.text
+    archive = requests.get(url, headers={"apikey": server.key}, timeout=30)
+    assert archive.status_code == 200, archive.status_code
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+        return z.namelist()
+
+
+def report_task(llm, shop, ns: str, output: str) -> tuple[str, str, str]:
+    marker = llm.script(f"replay-{ns}", [[{"op": "click", "target": {"id": "dl"}}], [{"op": "done", "output": output}]])
+    url = shop.ns(ns).replace("/start", "/reports")
+    return marker, url, f"Download the sales report and tell me the name of the downloaded file {marker}"
+
+
+def test_an_answer_naming_the_download_is_this_runs_download_with_no_model_request(server, client, shop, llm):
+    marker, url, task = report_task(llm, shop, "download", "Downloaded the sales report as report-1.csv")
+    first = run(client, task, url)
+    assert first.status == "done" and first.output == "Downloaded the sales report as report-1.csv", first
+    asked = len(llm.requests(marker))
+    assert asked == 2, asked
+    stored = server.request("GET", f"/v1/replay/{path_for(server, task)['key']}").json()["r"]["path"]
+    assert stored["output"] == {
+        "output": "Downloaded the sales report as {{download:0}}",
+        "downloads": 1,
+        "task": task,
+    }, stored
+
+    # Today the report has another name: the replay answers with the file it downloaded itself.
+    shop.state["download"]["file"] = "report-2.csv"
+    second = run(client, task, url)
+    assert second.status == "done", second
+    assert second.output == "Downloaded the sales report as report-2.csv", second.output
+    assert len(llm.requests(marker)) == asked, "a replay whose answer names its download asks no model"
+    steps = steps_of(server, second.id)
+    assert sources(steps) == ["replay", "replay"], steps
+    assert [s["prompt_tokens"] for s in steps] == [0, 0], steps
+    assert steps[-1]["actions"] == [
+        {"name": "done", "args": {"output": second.output, "success": True}, "result": "ok"}
+    ], steps[-1]
+    assert download_names(server, second.id) == ["report-2.csv"]
+    assert path_for(server, task)["replays"] == 1
+
+
+def test_an_answer_with_page_words_beside_the_download_is_still_read_by_the_model(server, client, shop, llm):
+    # "Quarterly figures" are the page's words, not the task's: the answer may come from the page.
+    marker, url, task = report_task(llm, shop, "figures", "Downloaded the quarterly figures as report-1.csv")
+    first = run(client, task, url)
+    assert first.status == "done", first
+    asked = len(llm.requests(marker))
+    stored = server.request("GET", f"/v1/replay/{path_for(server, task)['key']}").json()["r"]["path"]
+    assert "output" not in stored, stored
+    second = run(client, task, url)
+    assert second.status == "done", second
+    replay_reqs = llm.requests(marker)[asked:]
+    assert len(replay_reqs) == 1, len(replay_reqs)
+    assert replay_reqs[0]["messages"][-1]["content"].startswith(
+        "REPLAY: the recorded steps ran again; read the answer from the page below and call done.\n"
+    )
 
 
 # --- (3) layout changes ---

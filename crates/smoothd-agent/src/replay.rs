@@ -13,6 +13,9 @@ use smoothd_core::replay::ReplayMode;
 
 use crate::prompt::{self, Secret};
 
+mod output;
+pub use output::{OutputTemplate, PageWords};
+
 /// The version of the path document this code writes and reads.
 pub const PATH_VERSION: u32 = 1;
 
@@ -27,6 +30,10 @@ pub struct ReplayPath {
     /// Whether the recorded run's `done` had an output: a replay then reads the answer from
     /// the page it reached (one model request); without one it ends with none.
     pub answer: bool,
+    /// The answer when it is made of the run's downloads and nothing read from a page: a
+    /// replay fills in its own downloads and asks no model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputTemplate>,
 }
 
 /// One step: the page it started on and what was done there.

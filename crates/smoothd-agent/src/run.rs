@@ -387,7 +387,7 @@ impl Run {
             },
             (end, _) => end,
         };
-        let replay = self.replay.outcome(&end);
+        let replay = self.replay.outcome(&end, &self.job);
         Finish {
             replay,
             end,
@@ -533,6 +533,7 @@ impl Run {
             ));
         }
         let view = observe_page(driver).await?;
+        self.replay.saw_view(&view);
         let tabs = driver.tabs().await.unwrap_or_default();
         let current = driver.current_tab(&tabs);
         let text = prompt::mask(
@@ -634,6 +635,7 @@ impl Run {
                 called.text
             };
             let result = prompt::mask(&cut(&result, 2000), &self.job.secrets);
+            self.replay.saw(&result);
             acted.actions.push(ActionTrace {
                 name: call.name.clone(),
                 args: serde_json::from_str::<Value>(&prompt::mask(&call.arguments, &self.job.secrets))

@@ -1,6 +1,7 @@
 //! Replay inside a run (`experimental_features.replay`): repeating a recorded path step by step
 //! through the same action code as the model's calls (so `allowed_urls`, secrets' URL checks,
-//! cancel and `max_steps` hold), reading the answer with one small model request, and handing
+//! cancel and `max_steps` hold), reading the answer with one small model request (none when it
+//! names only the run's downloads, see [`crate::replay::OutputTemplate`]), and handing
 //! over to the model, with the history so far, where the page no longer matches. While the
 //! model drives, it records the path a successful run leaves.
 
@@ -20,7 +21,9 @@ use answer::Answered;
 use super::{Called, End, Finish, Host, Observation, Run, Step, cut, observe_page};
 use crate::llm::{self, ToolCall, Usage};
 use crate::prompt;
-use crate::replay::{self, PATH_VERSION, PathAction, PathOutcome, PathStep, Plan, ReplayPath};
+use crate::replay::{
+    self, OutputTemplate, PATH_VERSION, PageWords, PathAction, PathOutcome, PathStep, Plan, ReplayPath,
+};
 use crate::tools::{self, Action};
 
 /// The first line of the answer request's last user message.
@@ -42,6 +45,10 @@ pub(super) struct Replay {
     diverged: Option<String>,
     /// The stored path ran to its end and the answer was read without the model driving.
     replayed: bool,
+    /// The words of the pages this run read (views and action results), and the files it had
+    /// started downloading at its last view: whether its answer holds page content.
+    pages: PageWords,
+    downloads: Vec<String>,
 }
 
 impl Replay {
@@ -64,8 +71,25 @@ impl Replay {
         self.path.is_some()
     }
 
+    /// Notes what the run read (a page view's or an action's text).
+    pub(super) fn saw(&mut self, text: &str) {
+        if self.enabled {
+            self.pages.add(text);
+        }
+    }
+
+    /// Notes a page view the model was shown.
+    pub(super) fn saw_view(&mut self, view: &smoothd_browser::PageView) {
+        if self.enabled {
+            self.pages.add(&view.url);
+            self.pages.add(&view.title);
+            self.pages.add(&view.text);
+            self.downloads.clone_from(&view.downloads);
+        }
+    }
+
     /// What the worker does with the path, once the run ended with `end`.
-    pub(super) fn outcome(&self, end: &End) -> Option<PathOutcome> {
+    pub(super) fn outcome(&self, end: &End, job: &super::Job) -> Option<PathOutcome> {
         let End::Done(output) = end else { return None };
         if !self.enabled || self.spoiled {
             return None;
@@ -77,10 +101,19 @@ impl Replay {
         if let Some(c) = self.current.as_ref().filter(|c| !c.actions.is_empty()) {
             steps.push(c.clone());
         }
+        let template = OutputTemplate::record(
+            output,
+            &self.downloads,
+            &job.task,
+            &job.metadata,
+            &job.secrets,
+            &self.pages,
+        );
         Some(PathOutcome::Save(ReplayPath {
             version: PATH_VERSION,
             steps,
             answer: !output.is_null(),
+            output: template,
         }))
     }
 
@@ -156,6 +189,12 @@ impl Run {
         }
         if n > max {
             return Played::Continue(n);
+        }
+        if let Some(template) = &path.output
+            && let Some(end) = self.answer_from_downloads(host, driver, stop, template, n).await
+        {
+            self.replay.replayed = true;
+            return Played::Ended(self.finish(end, n));
         }
         match self.read_answer(host, driver, stop, n, max).await {
             Ok(Answered::Done(end, used)) => {
@@ -346,6 +385,7 @@ impl Run {
                     } else {
                         action.id.clone()
                     };
+                    self.replay.saw(&result);
                     let shown = prompt::mask(&args.to_string(), &self.job.secrets);
                     calls.push(json!({"id": id, "type": "function",
                         "function": {"name": action.name, "arguments": shown}}));

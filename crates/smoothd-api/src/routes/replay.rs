@@ -39,7 +39,7 @@ pub struct ReplaySummary {
     pub created_at: i64,
     /// Epoch seconds of the last recording or healing.
     pub updated_at: i64,
-    /// Runs that replayed the path to its end with no model request but the answer.
+    /// Runs that replayed the path to its end with no model request but (at most) the answer.
     pub replays: i64,
 }
 
@@ -48,10 +48,13 @@ pub struct ReplaySummary {
 pub struct ReplayDetail {
     #[serde(flatten)]
     pub summary: ReplaySummary,
-    /// The path: `{"version", "answer", "steps": [{"url", "shape", "actions": [{"id", "name",
-    /// "args", "targets"}]}]}`. Element numbers are replaced by target descriptions, values
-    /// equal to a metadata variable by `{"var": NAME}`, and secrets are only ever
-    /// `<secret>NAME</secret>`.
+    /// The path: `{"version", "answer", "output"?, "steps": [{"url", "shape", "actions": [{"id",
+    /// "name", "args", "targets"}]}]}`. Element numbers are replaced by target descriptions,
+    /// values equal to a metadata variable by `{"var": NAME}`, and secrets are only ever
+    /// `<secret>NAME</secret>`. `output` (`{"output", "downloads", "task"}`) is there when the
+    /// recorded answer was made of the run's downloads and nothing read from a page: a replay
+    /// fills in its own downloads (`{{download:N}}`) and variables (`{{var:NAME}}`) with no model
+    /// request.
     #[schema(value_type = Object)]
     pub path: Value,
 }

@@ -249,6 +249,13 @@ impl<'a> Driver<'a> {
         self.page.url().await.ok().flatten().unwrap_or_default()
     }
 
+    /// The files this task's tabs started downloading so far (their suggested names, in the
+    /// order they started).
+    pub async fn downloads(&mut self) -> Vec<String> {
+        self.collect_downloads().await;
+        self.downloads.clone()
+    }
+
     /// Forgets the last view, so the next observation reads everything again.
     pub fn forget_view(&mut self) {
         self.last = None;

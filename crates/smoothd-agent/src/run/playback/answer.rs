@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use smoothd_browser::{ActError, Driver};
-use smoothd_core::{ActionTrace, StepSource};
+use smoothd_core::{ActionTrace, StepCost, StepSource};
 use tokio_util::sync::CancellationToken;
 
 use super::super::{End, Host, Observation, Run, Step, cut};
-use super::ANSWER_LINE;
-use crate::llm::{LlmError, ToolCall};
+use super::{ANSWER_LINE, LATE_EVERY, LATE_FOR};
+use crate::llm::{self, LlmError, ToolCall, Usage};
+use crate::replay::OutputTemplate;
 use crate::tools::{self, Action};
 use crate::{budget, prompt};
 
@@ -141,6 +142,71 @@ impl Run {
             "the answer did not match the response model".into(),
             2,
         ))
+    }
+
+    /// The answer of a path whose recorded output was made of its run's downloads (see
+    /// [`OutputTemplate`]): this run's downloads put in, with no model request, once as many
+    /// have started as the recording's (waited for up to [`LATE_FOR`]). `None` when they did not,
+    /// or the output does not validate: the answer request reads it instead.
+    pub(super) async fn answer_from_downloads(
+        &mut self,
+        host: &mut dyn Host,
+        driver: &mut Driver<'_>,
+        stop: &CancellationToken,
+        template: &OutputTemplate,
+        n: u32,
+    ) -> Option<End> {
+        let started = Instant::now();
+        let late = started + LATE_FOR;
+        let mut downloads = driver.downloads().await;
+        while downloads.len() < template.downloads && Instant::now() < late {
+            tokio::select! {
+                () = tokio::time::sleep(LATE_EVERY) => {}
+                () = stop.cancelled() => return None,
+            }
+            downloads = driver.downloads().await;
+        }
+        let output = template.fill(&downloads, &self.job.task, &self.job.metadata)?;
+        let Step::End(End::Done(output)) = self.done(output, true) else {
+            return None;
+        };
+        let url = driver.url().await;
+        let view = format!(
+            "Step {n}/{} (replayed: the recorded answer names the files the run downloaded and \
+             nothing read from a page, so this run's downloads are put in; no page view was taken)\n\
+             URL: {url}\nDownloads started: {}",
+            self.job.max_steps.max(1),
+            downloads.join(", ")
+        );
+        let seen = Observation {
+            n,
+            step: self.job.first_step + n,
+            view: prompt::mask(&view, &self.job.secrets),
+            url: prompt::mask(&url, &self.job.secrets),
+            started,
+            guard: None,
+        };
+        let cost = StepCost {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            llm_ms: 0,
+            act_ms: 0,
+            step_ms: started.elapsed().as_millis() as u64,
+            retries: 0,
+            first_request_ms: None,
+            reasoning: "the answer, from this run's downloads (no model request)".into(),
+            cost_usd: llm::usd(Usage::default(), self.agent.llm.price()),
+        };
+        let action = ActionTrace {
+            name: "done".into(),
+            args: json!({"output": output, "success": true}),
+            result: "ok".into(),
+        };
+        let mut trace = self.trace(&seen, Some(cost), vec![action], None);
+        trace.source = Some(StepSource::Replay);
+        host.status(&format!("step {}: replayed", seen.step)).await;
+        host.record_step(trace).await;
+        Some(End::Done(output))
     }
 
     /// What the answer's `done` call says: (result told to the model, verdict); no verdict
