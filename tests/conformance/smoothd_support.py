@@ -322,6 +322,17 @@ def get_task(server, tid: str, key: str = "default", **params) -> requests.Respo
     return server.request("GET", f"/v1/task/{tid}", key=key, params=params or None)
 
 
+def download_names(server, tid: str, key: str = "default") -> list[str]:
+    """The file names in a final task's downloads archive (its `downloads_url`)."""
+    r = get_task(server, tid, key=key, downloads="true")
+    url = r.json()["r"]["downloads_url"]
+    assert url, f"no downloads archive: {r.text}"
+    archive = requests.get(url, headers={"apikey": server.key}, timeout=30)
+    assert archive.status_code == 200, archive.status_code
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+        return z.namelist()
+
+
 def wait_status(server, tid: str, statuses, timeout: float = 30, key: str = "default") -> dict:
     """Polls (event_t=0, never held) until the task has one of `statuses`."""
     statuses = {statuses} if isinstance(statuses, str) else set(statuses)

@@ -7,7 +7,6 @@ The module runs its own smoothd per backend (the `server` fixture below override
 up by smoothd_support.llm_env: a 3 s model timeout, 3 retries, a price table, vision off.
 """
 
-import io
 import json
 import math
 import os
@@ -15,10 +14,8 @@ import re
 import secrets
 import signal
 import time
-import zipfile
 
 import pytest
-import requests
 from pydantic import BaseModel
 from smooth import ToolCallError
 from smooth._exceptions import ApiError
@@ -31,6 +28,7 @@ from smoothd_support import (
     LLM_PRICE_OUT,
     AuthProxy,
     chromium_browser_pids,
+    download_names,
     get_task,
     llm_env,
     named,
@@ -705,13 +703,8 @@ def test_screenshot_is_offered_only_when_asked_for(client, site, llm):
 
 def test_screenshot_lands_in_the_downloads_archive(server, client, site, llm):
     handle, _ = screenshot_task(client, site, llm)
-    r = get_task(server, handle.id(), downloads="true")
-    url = r.json()["r"]["downloads_url"]
-    assert url, f"no downloads archive after a screenshot: {r.text}"
-    archive = requests.get(url, headers={"apikey": server.key}, timeout=30)
-    assert archive.status_code == 200, archive.status_code
-    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
-        assert any(n.endswith(".png") for n in z.namelist()), z.namelist()
+    names = download_names(server, handle.id())
+    assert any(n.endswith(".png") for n in names), names
 
 
 def test_unknown_additional_tool_is_refused_at_submit(server, client):

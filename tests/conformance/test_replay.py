@@ -6,18 +6,15 @@ secrets, belongs to one API key, and obeys `mode` and `DELETE /v1/replay/{key}`.
 """
 
 import http.server
-import io
 import json
 import secrets
 import threading
-import zipfile
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 from smooth.models import Secret
 
-from smoothd_support import db_text, get_task, llm_env, make_client, close_client, scripted_model, serve, wait_status
+from smoothd_support import db_text, download_names, get_task, llm_env, make_client, close_client, scripted_model, serve, wait_status
 
 RESULT_TIMEOUT = 120
 
@@ -247,16 +244,6 @@ def test_a_replay_reads_the_new_data_and_types_this_runs_metadata(server, client
     steps = steps_of(server, second.id)
     assert steps[0]["actions"][0]["args"]["text"] == "bob@example.com", steps[0]
     assert sources(steps) == ["replay"] * 3, steps
-
-
-def download_names(server, tid: str) -> list[str]:
-    r = get_task(server, tid, downloads="true")
-    url = r.json()["r"]["downloads_url"]
-    assert url, r.text
-    archive = requests.get(url, headers={"apikey": server.key}, timeout=30)
-    assert archive.status_code == 200, archive.status_code
-    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
-        return z.namelist()
 
 
 def report_task(llm, shop, ns: str, output: str) -> tuple[str, str, str]:

@@ -432,24 +432,38 @@ impl Run {
             self.history
                 .push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
             self.history.extend(results);
-            let cost = StepCost {
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                llm_ms: 0,
-                act_ms: act_started.elapsed().as_millis() as u64,
-                step_ms: seen.started.elapsed().as_millis() as u64,
-                retries: 0,
-                first_request_ms: None,
-                reasoning: format!("replayed step {n} of the recorded path"),
-                cost_usd: llm::usd(Usage::default(), self.agent.llm.price()),
-            };
-            let mut trace = self.trace(&seen, Some(cost), traces, None);
-            trace.source = Some(StepSource::Replay);
-            host.status(&format!("step {}: replayed", seen.step)).await;
-            host.record_step(trace).await;
+            let reasoning = format!("replayed step {n} of the recorded path");
+            self.record_replayed(host, &seen, traces, act_started.elapsed(), reasoning)
+                .await;
         }
         self.rec_end();
         Ok(end)
+    }
+
+    /// Records a step that asked no model: its trace (0 tokens, `source: replay`) and status.
+    async fn record_replayed(
+        &self,
+        host: &mut dyn Host,
+        seen: &Observation,
+        actions: Vec<ActionTrace>,
+        act: Duration,
+        reasoning: String,
+    ) {
+        let cost = StepCost {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            llm_ms: 0,
+            act_ms: act.as_millis() as u64,
+            step_ms: seen.started.elapsed().as_millis() as u64,
+            retries: 0,
+            first_request_ms: None,
+            reasoning,
+            cost_usd: llm::usd(Usage::default(), self.agent.llm.price()),
+        };
+        let mut trace = self.trace(seen, Some(cost), actions, None);
+        trace.source = Some(StepSource::Replay);
+        host.status(&format!("step {}: replayed", seen.step)).await;
+        host.record_step(trace).await;
     }
 
     /// Plays one recorded action through the model's own action code. `Err` only when the

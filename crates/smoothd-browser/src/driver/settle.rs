@@ -22,9 +22,9 @@ pub enum Settle {
     #[default]
     Full,
     /// 15 ms without a DOM change once the requests that the action started and that a new
-    /// document would wait on (scripts, stylesheets, frames, fetch, XHR) have ended, at most 400 ms: a replayed action that the replay checks
-    /// after (the next recorded step's page shape, the next action's element, both looked at
-    /// again while they do not match yet). A navigation the document started (told by the
+    /// document would wait on (scripts, stylesheets, frames, fetch, XHR) have ended, at most
+    /// 400 ms: a replayed action that the replay checks after (the next recorded step's page
+    /// shape, the next action's element, both looked at again while they do not match yet). A navigation the document started (told by the
     /// page's Navigation API before the browser's events come) is waited for up to a second.
     /// An element in a cross-origin frame waits as in `Full`.
     Brief,

@@ -1,16 +1,16 @@
 //! The one model request of a replay: the answer, read from the page the recorded steps reached,
 //! through `done` only (validated like the model's `done`). Never the recorded output.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use smoothd_browser::{ActError, Driver};
-use smoothd_core::{ActionTrace, StepCost, StepSource};
+use smoothd_core::{ActionTrace, StepSource};
 use tokio_util::sync::CancellationToken;
 
 use super::super::{End, Host, Observation, Run, Step, cut};
 use super::{ANSWER_LINE, LATE_EVERY, LATE_FOR};
-use crate::llm::{self, LlmError, ToolCall, Usage};
+use crate::llm::{LlmError, ToolCall};
 use crate::replay::OutputTemplate;
 use crate::tools::{self, Action};
 use crate::{budget, prompt};
@@ -186,26 +186,14 @@ impl Run {
             started,
             guard: None,
         };
-        let cost = StepCost {
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            llm_ms: 0,
-            act_ms: 0,
-            step_ms: started.elapsed().as_millis() as u64,
-            retries: 0,
-            first_request_ms: None,
-            reasoning: "the answer, from this run's downloads (no model request)".into(),
-            cost_usd: llm::usd(Usage::default(), self.agent.llm.price()),
-        };
         let action = ActionTrace {
             name: "done".into(),
             args: json!({"output": output, "success": true}),
             result: "ok".into(),
         };
-        let mut trace = self.trace(&seen, Some(cost), vec![action], None);
-        trace.source = Some(StepSource::Replay);
-        host.status(&format!("step {}: replayed", seen.step)).await;
-        host.record_step(trace).await;
+        let reasoning = "the answer, from this run's downloads (no model request)".to_string();
+        self.record_replayed(host, &seen, vec![action], Duration::ZERO, reasoning)
+            .await;
         Some(End::Done(output))
     }
 
