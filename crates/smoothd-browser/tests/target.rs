@@ -206,6 +206,43 @@ async fn look_alikes_are_told_apart_by_position_and_data_does_not_matter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pages_elements_on_screen_are_found_and_used_with_no_view() {
+    let site = fixture_site().await;
+    let session = session().await;
+    let mut d = driver(&session).await;
+    let shop = format!("{site}/target/shop.html");
+    let view = open(&mut d, shop.clone()).await;
+    let add = view
+        .text
+        .lines()
+        .filter(|l| l.contains("Add to cart"))
+        .nth(1)
+        .and_then(|l| l.split(['[', ']']).nth(1))
+        .and_then(|i| i.parse().ok())
+        .unwrap();
+    let second = d.describe(add).await.unwrap();
+    let checkout = d.describe(index_of(&view, "Checkout")).await.unwrap();
+    // A new document and no view of it: each element is numbered as it is found, and the
+    // numbers given first still hold after the next find.
+    d.act(Action::Goto {
+        url: format!("{shop}?data=2"),
+    })
+    .await
+    .unwrap();
+    let found = d.find(&second).await.unwrap().unwrap();
+    assert!(d.find(&checkout).await.unwrap().is_some());
+    d.act(Action::Click { index: found }).await.unwrap();
+    assert_eq!(d.observe().await.unwrap().title, "Added Mug");
+    // Off screen on a new document: scrolled to and found in a new view, as before.
+    d.act(Action::Goto { url: shop }).await.unwrap();
+    eval(&session, "document.getElementById('top').style.height = '3000px'").await;
+    let i = d.find(&checkout).await.unwrap().unwrap();
+    d.act(Action::Click { index: i }).await.unwrap();
+    assert_eq!(d.observe().await.unwrap().title, "Checked out");
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elements_in_same_and_cross_origin_frames_are_found() {
     let site = fixture_site().await;
     let other = fixture_site().await;
@@ -338,6 +375,18 @@ fn brief_site(target: &str) -> Option<common::Reply> {
         "/b" => Some(common::Reply::html(
             "<!doctype html><title>B</title><h1>Results</h1>",
         )),
+        // Each button draws a paragraph: at once, in the next frame, from a posted message, or
+        // from a short timer.
+        "/c" => Some(common::Reply::html(
+            "<!doctype html><title>C</title><h1>Drawn</h1><script>\
+             function draw(id) { const p = document.createElement('p'); p.id = id; p.textContent = id; document.body.appendChild(p); }\
+             </script>\
+             <button onclick=\"draw('now')\">Now</button>\
+             <button onclick=\"requestAnimationFrame(() => draw('frame'))\">Frame</button>\
+             <button onclick=\"const c = new MessageChannel(); c.port1.onmessage = () => draw('posted'); c.port2.postMessage(0)\">Posted</button>\
+             <button onclick=\"setTimeout(() => draw('timer'), 5)\">Timer</button>\
+             <button onclick=\"setTimeout(() => draw('later'), 25)\">Later</button>",
+        )),
         "/data" => Some(common::Reply {
             kind: "text/plain",
             body: b"Loaded late".to_vec(),
@@ -384,6 +433,39 @@ async fn a_brief_settle_still_follows_navigations_and_waits_for_fetched_content(
     let found = d.find(&late).await.unwrap();
     let view = d.observe().await.unwrap();
     assert_eq!(found, Some(index_of(&view, "Loaded late")), "{}", view.text);
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brief_settle_ends_when_the_page_is_idle_and_not_before_what_it_scheduled_is_drawn() {
+    let (site, _) = common::serve(brief_site).await;
+    let session = session().await;
+    let mut d = driver(&session).await;
+    let drawn_by = [
+        ("Now", "now"),
+        ("Frame", "frame"),
+        ("Posted", "posted"),
+        ("Timer", "timer"),
+    ];
+    // The answer's wait also outlasts a 25 ms timer, as the model's 40 ms of quiet would.
+    let answer = [drawn_by.as_slice(), &[("Later", "later")]].concat();
+    for (settle, buttons) in [(Settle::Brief, drawn_by.to_vec()), (Settle::Answer, answer)] {
+        d.set_settle(settle);
+        let view = open(&mut d, format!("{site}/c")).await;
+        // Drawn at once (the idle case), in the frame after the click, by a message the click
+        // posted, by a timer: each is on the page when the click returns.
+        for (button, id) in buttons {
+            let done = d
+                .act(Action::Click {
+                    index: index_of(&view, button),
+                })
+                .await
+                .unwrap();
+            assert!(!done.navigated, "{settle:?} {button}: {done:?}");
+            let drawn = eval(&session, &format!("!!document.getElementById('{id}')")).await;
+            assert_eq!(drawn, serde_json::json!(true), "{settle:?} {button}");
+        }
+    }
     session.close().await;
 }
 

@@ -301,7 +301,8 @@ impl Run {
     /// Plays one recorded step: the page must match its shape, then each action's element is
     /// found by its description and the action runs. The actions wait briefly for the page
     /// (the next one, or the next step, checks it), except the path's `last` step's last
-    /// action, after which the answer is read. `Err` only when the browser crashed.
+    /// action, after which the answer is read ([`Settle::Answer`]). `Err` only when the browser
+    /// crashed.
     #[expect(
         clippy::too_many_arguments,
         reason = "the run's parts and the step's place in the path"
@@ -359,11 +360,17 @@ impl Run {
                 break;
             }
             // The answer is read from the page the path's last action leaves, with no recorded
-            // shape to check it against: that one waits as long as the model's, and so do the
-            // history and tab moves.
-            let unchecked =
-                (last && k + 1 == count) || matches!(action.name.as_str(), "go_back" | "switch_tab");
-            driver.set_settle(if unchecked { Settle::Full } else { Settle::Brief });
+            // shape to check it against: that one waits at least as long as the model's unless
+            // the page went idle (and for what it fetched). History and tab moves wait as the
+            // model's do.
+            let settle = if matches!(action.name.as_str(), "go_back" | "switch_tab") {
+                Settle::Full
+            } else if last && k + 1 == count {
+                Settle::Answer
+            } else {
+                Settle::Brief
+            };
+            driver.set_settle(settle);
             let mut played = self.play_action(host, driver, stop, action).await?;
             // After an action of this step, its next element may still be on its way.
             let late = Instant::now() + LATE_FOR;

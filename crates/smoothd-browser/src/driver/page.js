@@ -319,6 +319,9 @@
     const el = S.els[i - S.base];
     if (!el) return [null, 'there is no element [' + i + '] on this page view; use an index from the latest view'];
     if (!el.isConnected) return [null, 'element [' + i + '] is gone from the page (it changed); look at the new view'];
+    // Every element action looks its element up here first: what the page had scheduled before
+    // it, for `brief`.
+    S.stamp = S.pageTimers();
     return [el, null];
   };
 
@@ -648,8 +651,10 @@
   // tie that the position among look-alikes cannot break, is not found. One found out of view
   // is scrolled to when `scroll` (the caller then observes and asks again). With `quick` the
   // last view may be older than the page: its index is given only for an element still on
-  // screen and not covered (what a new view would show), else `stale` asks for a new view.
-  S.find = (t, scroll, quick) => {
+  // screen and not covered (what a new view would show), else `stale` asks for a new view;
+  // with `adopt` too (the caller has no view of this page), such an element that the last view
+  // did not number is numbered after its elements.
+  S.find = (t, scroll, quick, adopt) => {
     const tf = t.frame || null;
     const cands = usable(document).filter((c) => c.tagName.toLowerCase() === t.tag && frameOf(c) === tf);
     const infos = cands.map(info);
@@ -676,7 +681,9 @@
       const r = el.getBoundingClientRect(), vw = el.ownerDocument.defaultView;
       const now = r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0 && r.top < vw.innerHeight
         && r.left < vw.innerWidth && reachable(el, r, el.getRootNode());
-      return idx >= 0 && now ? { found: true, index: S.base + idx } : { found: false, stale: true };
+      if (now && idx >= 0) return { found: true, index: S.base + idx };
+      if (now && adopt) { S.els.push(el); return { found: true, index: S.base + S.els.length - 1 }; }
+      return { found: false, stale: true };
     }
     if (idx >= 0) return { found: true, index: S.base + idx };
     if (!scroll) return { found: false, why: 'not in view' };
@@ -777,12 +784,38 @@
     tick();
   });
 
-  // `settle`, then whether this document started leaving since the last call.
-  S.brief = (quiet, max) => S.settle(quiet, max).then((ms) => {
-    const leaving = S.leaving > 0;
-    S.leaving = 0;
-    return { ms, leaving };
+  // Whether the page went idle after the element action that stamped it (see `get`): a frame
+  // and a task later, the DOM has not changed and the page's scripts have set no timer since
+  // before the action. By then the action's event handlers, their promises, the frame's
+  // callbacks and the messages they posted have run; a page that scheduled nothing more has
+  // nothing more to draw. False when no action stamped, or no frame came within `max` ms.
+  const idle = (max) => new Promise((res) => {
+    watch(document);
+    const stamp = S.stamp;
+    S.stamp = null;
+    if (typeof stamp !== 'number') return res(false);
+    const m = S.mut;
+    let over = false;
+    const cap = later(() => { over = true; res(false); }, max);
+    requestAnimationFrame(() => later(() => {
+      if (over) return;
+      clearTimeout(cap);
+      res(S.mut === m && S.pageTimers() === stamp);
+    }, 0));
   });
+
+  // Idle as above, else `settle`; then whether this document started leaving since the last
+  // call.
+  S.brief = (quiet, max) => {
+    const start = performance.now();
+    return idle(Math.min(50, max))
+      .then((calm) => (calm ? 0 : S.settle(quiet, Math.max(0, max - (performance.now() - start)))))
+      .then(() => {
+        const leaving = S.leaving > 0;
+        S.leaving = 0;
+        return { ms: Math.round(performance.now() - start), leaving };
+      });
+  };
 
   // Resolves when the DOM has been quiet for `quiet` ms, or after `max` ms.
   S.settle = (quiet, max) => new Promise((res) => {

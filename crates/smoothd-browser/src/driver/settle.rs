@@ -21,13 +21,21 @@ pub enum Settle {
     /// 40 ms without a DOM change, at most 400 ms: the model's actions.
     #[default]
     Full,
-    /// 15 ms without a DOM change once the requests that the action started and that a new
-    /// document would wait on (scripts, stylesheets, frames, fetch, XHR) have ended, at most
-    /// 400 ms: a replayed action that the replay checks after (the next recorded step's page
-    /// shape, the next action's element, both looked at again while they do not match yet). A navigation the document started (told by the
-    /// page's Navigation API before the browser's events come) is waited for up to a second.
-    /// An element in a cross-origin frame waits as in `Full`.
+    /// A replayed action that the replay checks after (the next recorded step's page shape, the
+    /// next action's element, both looked at again while they do not match yet). An element
+    /// action is done once the page is idle: a frame and a task after it, the DOM has not
+    /// changed and the page's scripts have set no timer since before it. Otherwise, and for
+    /// other actions, 15 ms without a DOM change, at most 400 ms. Either way the requests that
+    /// the action started and that a new document would wait on (scripts, stylesheets, frames,
+    /// fetch, XHR) are waited for, then the DOM for 15 ms of quiet again. A navigation the
+    /// document started (told by the page's Navigation API before the browser's events come) is
+    /// waited for up to a second. An element in a cross-origin frame waits as in `Full`.
     Brief,
+    /// The replay's last action, after which the answer is read with nothing to check it
+    /// against: as [`Settle::Brief`], but with 40 ms of quiet as in `Full` whenever the page is
+    /// not idle, so it waits at least as long as the model's action would for a page that
+    /// scheduled more work, and for the requests it started as well.
+    Answer,
 }
 
 /// How long a [`Settle::Brief`] action whose document started leaving waits for the browser to
@@ -35,20 +43,22 @@ pub enum Settle {
 const LEAVING_WAIT: Duration = Duration::from_millis(1000);
 
 impl Settle {
-    /// (quiet ms, at most ms) for page.js's `settle`.
+    /// (quiet ms, at most ms) for page.js's `settle` and `brief`.
     fn quiet(self) -> (u32, u32) {
         match self {
-            Settle::Full => (40, 400),
+            Settle::Full | Settle::Answer => (40, 400),
             Settle::Brief => (15, 400),
         }
     }
 }
 
 impl Driver<'_> {
-    /// Prepares the current tab for the agent: makes the page helper's isolated world. A dead
-    /// browser fails here.
-    pub async fn install(&self) -> Result<(), ActError> {
+    /// Prepares the current tab for the agent: makes the page helper's isolated world, and
+    /// watches for downloads from now on (a replay may start one before it takes any view). A
+    /// dead browser fails here.
+    pub async fn install(&mut self) -> Result<(), ActError> {
         self.world(true).await?;
+        self.collect_downloads().await;
         Ok(())
     }
 
@@ -92,7 +102,7 @@ impl Driver<'_> {
         let frame = at.and_then(|i| self.frame_of(i));
         // Brief watches the requests the action starts in the current tab (its own frames and
         // same-process ones); an element in a cross-origin frame waits as in Full.
-        let brief = self.settle == Settle::Brief && frame.is_none();
+        let brief = matches!(self.settle, Settle::Brief | Settle::Answer) && frame.is_none();
         if brief {
             w.requests_of(&self.page).await?;
         }
@@ -100,7 +110,7 @@ impl Driver<'_> {
         let started = Instant::now();
         // A click that navigates starts loading within a few ms; DOM-only changes go quiet.
         let (quiet, max) = if brief {
-            Settle::Brief.quiet()
+            self.settle.quiet()
         } else {
             Settle::Full.quiet()
         };

@@ -112,22 +112,23 @@ impl Driver<'_> {
         serde_json::from_value(v).map_err(|e| ActError::Model(format!("unreadable target: {e}")))
     }
 
-    /// The index of the element that matches `target`, in the view that this call leaves as the
-    /// last one; None when nothing matches well enough or two candidates match equally (never
-    /// guess). No `observe()` is needed first.
+    /// The index of the element that matches `target`, for acting on it; None when nothing
+    /// matches well enough or two candidates match equally (never guess). No `observe()` is
+    /// needed first.
     ///
-    /// An element of the top document that the last view numbered and that is still on screen
-    /// and not covered keeps that number, with no new view (a replayed step after an action
-    /// that did not navigate); otherwise the page is observed again first. An element of the
-    /// top document (or a same-origin frame) found out of view is scrolled into view and the
-    /// view observed again, so the index is that of the new last view. One in a cross-origin
-    /// frame is found only when it is in view.
+    /// An element of the top document that is on screen and not covered (what a new view would
+    /// show) is found with no new view: it keeps the number the last view gave it (a replayed
+    /// step after an action that did not navigate), and with no view of the page (a new
+    /// document) it is numbered after the last numbering's elements. Otherwise the page is
+    /// observed first: an element of the top document (or a same-origin frame) found out of
+    /// view is scrolled into view and the view observed again, so the index is that of the new
+    /// last view. One in a cross-origin frame is found only when it is in view.
     pub async fn find(&mut self, target: &Target) -> Result<Option<u32>, ActError> {
         let arg = serde_json::to_string(target).map_err(|e| ActError::Model(e.to_string()))?;
-        // A view after a navigation has gone with its document; an element of a frame is
-        // looked for in every frame of a new view.
-        if self.last.is_some() && target.frame.is_none() {
-            let r = self.helper(&format!("find({arg}, false, true)")).await?;
+        // An element of a frame is looked for in every frame of a new view.
+        if target.frame.is_none() {
+            let adopt = self.last.is_none();
+            let r = self.helper(&format!("find({arg}, false, true, {adopt})")).await?;
             if let Some(i) = index_in(&r) {
                 return Ok(Some(i));
             }

@@ -134,7 +134,7 @@ pub async fn session() -> BrowserSession {
 
 /// A driver of `session`'s tab, with the page helper installed.
 pub async fn driver(session: &BrowserSession) -> Driver<'_> {
-    let d = Driver::new(session);
+    let mut d = Driver::new(session);
     d.install().await.unwrap();
     d
 }
