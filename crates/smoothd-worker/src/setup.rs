@@ -451,8 +451,8 @@ impl Prepared {
         self.media.as_ref()
     }
 
-    /// Ends the live view, closes the browser (saving a writable profile), then stores the
-    /// recording and downloads.
+    /// Ends the live view, closes the browser (saving a writable profile; a context in the
+    /// shared Chromium closes in the background), then stores the recording and downloads.
     pub async fn finish(mut self, ctx: &TaskContext, blobs: &Blobs) {
         let media = self.media.take();
         if let Some(m) = &media {
@@ -473,7 +473,10 @@ impl Prepared {
             ..
         } = self;
         let Some(process) = dedicated else {
-            session.close().await;
+            // A context in the shared Chromium goes while the media is stored and the final
+            // state written: nothing waits on it (downloads still running were left out above,
+            // and those in `.incoming` are never archived).
+            tokio::spawn(session.close());
             return;
         };
         let owner = ctx.task.owner.clone();
