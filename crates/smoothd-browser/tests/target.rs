@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{driver, eval, fixture_site, index_of, open, session};
+use common::{driver, eval, fixture_site, index_of, indexes_of, open, session};
 use smoothd_browser::{Action, Driver, PageView, Settle, Target};
 
 /// The text of the view's line for element `index`.
@@ -147,20 +147,7 @@ async fn look_alikes_are_told_apart_by_position_and_data_does_not_matter() {
     let mut d = driver(&session).await;
     let shop = format!("{site}/target/shop.html");
     let view = open(&mut d, shop.clone()).await;
-    let adds: Vec<u32> = view
-        .text
-        .lines()
-        .filter(|l| l.contains("Add to cart"))
-        .map(|l| {
-            index_of(
-                &PageView {
-                    text: l.to_string(),
-                    ..PageView::default()
-                },
-                "Add to cart",
-            )
-        })
-        .collect();
+    let adds = indexes_of(&view, "Add to cart");
     assert_eq!(adds.len(), 3, "{}", view.text);
     let mut second = None;
     for (n, i) in adds.iter().enumerate() {
@@ -212,15 +199,7 @@ async fn a_new_pages_elements_on_screen_are_found_and_used_with_no_view() {
     let mut d = driver(&session).await;
     let shop = format!("{site}/target/shop.html");
     let view = open(&mut d, shop.clone()).await;
-    let add = view
-        .text
-        .lines()
-        .filter(|l| l.contains("Add to cart"))
-        .nth(1)
-        .and_then(|l| l.split(['[', ']']).nth(1))
-        .and_then(|i| i.parse().ok())
-        .unwrap();
-    let second = d.describe(add).await.unwrap();
+    let second = d.describe(indexes_of(&view, "Add to cart")[1]).await.unwrap();
     let checkout = d.describe(index_of(&view, "Checkout")).await.unwrap();
     // A new document and no view of it: each element is numbered as it is found, and the
     // numbers given first still hold after the next find.

@@ -147,14 +147,23 @@ pub async fn open(d: &mut Driver<'_>, url: String) -> PageView {
 
 /// The index the view gives the element whose line contains `needle`.
 pub fn index_of(view: &PageView, needle: &str) -> u32 {
-    let line = view
-        .text
+    indexes_of(view, needle)
+        .first()
+        .copied()
+        .unwrap_or_else(|| panic!("no element line with {needle:?} in the view:\n{}", view.text))
+}
+
+/// The indexes the view gives the elements whose lines contain `needle`, in the view's order.
+pub fn indexes_of(view: &PageView, needle: &str) -> Vec<u32> {
+    view.text
         .lines()
-        .find(|l| l.contains(needle) && l.contains("]<"))
-        .unwrap_or_else(|| panic!("no element line with {needle:?} in the view:\n{}", view.text));
-    let start = line.find('[').unwrap() + 1;
-    let end = start + line[start..].find(']').unwrap();
-    line[start..end].parse().unwrap()
+        .filter(|l| l.contains(needle) && l.contains("]<"))
+        .map(|line| {
+            let start = line.find('[').unwrap() + 1;
+            let end = start + line[start..].find(']').unwrap();
+            line[start..end].parse().unwrap()
+        })
+        .collect()
 }
 
 pub async fn eval(session: &BrowserSession, js: &str) -> Value {
